@@ -1,0 +1,2 @@
+//! `tmi-operator` binary.
+fn main() {}

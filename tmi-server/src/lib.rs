@@ -1,0 +1,1 @@
+//! The TMI server library.

@@ -1,0 +1,2 @@
+//! `tmi-server` binary: placeholder until the server issue lands.
+fn main() {}
