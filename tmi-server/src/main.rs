@@ -1,2 +1,2 @@
-//! `tmi-server` binary: placeholder until the server issue lands.
+//! `tmi-server` binary.
 fn main() {}

@@ -1,0 +1,420 @@
+//! Configuration from TMI's own environment variable names (tmi-compat.md §6.2). Pure: parses a
+//! map of variables; `Config::from_process_env` reads the process environment, and `main` resolves
+//! the zero-configuration defaults that need the file system (`./data`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use secrecy::SecretString;
+
+/// An invalid variable: startup exits non-zero naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { var, reason: reason.into() }
+}
+
+/// `TMI_BUILD_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildMode {
+    Dev,
+    Test,
+    Production,
+}
+
+impl BuildMode {
+    /// The `tmi` provider's code flow is only available in dev and test builds.
+    pub fn is_dev_or_test(self) -> bool {
+        matches!(self, Self::Dev | Self::Test)
+    }
+}
+
+/// Where Redis is, when configured. The password stays secret.
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<SecretString>,
+    pub db: i64,
+    /// Prefix for every key (tests isolate themselves with it).
+    pub key_prefix: String,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The URL for the redis client (contains the password: never log it).
+    pub fn url(&self) -> String {
+        use secrecy::ExposeSecret;
+        let auth = match &self.password {
+            Some(p) => format!(":{}@", urlencode(p.expose_secret())),
+            None => String::new(),
+        };
+        format!("redis://{auth}{}:{}/{}", self.host, self.port, self.db)
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An administrator bootstrapped from `TMI_ADMIN_*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminBootstrap {
+    pub provider: String,
+    pub provider_id: Option<String>,
+    pub email: Option<String>,
+    pub group_name: Option<String>,
+    pub subject_type: String,
+}
+
+/// The server's whole configuration, validated.
+#[derive(Clone)]
+pub struct Config {
+    /// `TMI_DATABASE_URL`; `None` means the zero-config SQLite database under `./data`.
+    pub database_url: Option<SecretString>,
+    pub db_max_connections: u32,
+    pub redis: Option<RedisConfig>,
+    /// `TMI_JWT_SECRET`; `None` means a generated secret kept in `./data/jwt-secret`.
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_expiration_seconds: i64,
+    pub refresh_token_days: i64,
+    pub session_lifetime_days: i64,
+    pub build_mode: BuildMode,
+    pub port: u16,
+    pub interface: String,
+    pub base_url: Option<String>,
+    pub cors_allowed_origins: Vec<String>,
+    pub oauth_callback_url: String,
+    pub client_callback_allowlist: Vec<String>,
+    pub tmi_provider_enabled: bool,
+    pub cookie_enabled: bool,
+    pub cookie_domain: Option<String>,
+    pub cookie_secure: bool,
+    /// Path of the refresh cookie; `/` so that it also reaches `/api/oauth2/refresh` behind the
+    /// web client's proxy (tmi-compat.md Part B §6.3).
+    pub refresh_cookie_path: String,
+    pub admins: Vec<AdminBootstrap>,
+    pub auto_promote_first_user: bool,
+    pub everyone_is_a_reviewer: bool,
+    pub require_if_match: bool,
+    pub log_level: String,
+    pub operator_name: Option<String>,
+    pub operator_contact: Option<String>,
+    pub operator_jurisdiction: Option<String>,
+    pub data_dir: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_ref().map(|_| "[REDACTED]"))
+            .field("redis", &self.redis)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "[REDACTED]"))
+            .field("build_mode", &self.build_mode)
+            .field("port", &self.port)
+            .field("interface", &self.interface)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_bool(vars: &HashMap<String, String>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match vars.get(var).map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(s) if s.is_empty() => Ok(default),
+        Some(s) => match s.as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(invalid(var, "expected true or false")),
+        },
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(
+    vars: &HashMap<String, String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match non_empty(vars, var) {
+        None => Ok(default),
+        Some(s) => s.trim().parse().map_err(|_| invalid(var, "expected a number")),
+    }
+}
+
+fn non_empty(vars: &HashMap<String, String>, var: &str) -> Option<String> {
+    vars.get(var).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn list(vars: &HashMap<String, String>, var: &str) -> Vec<String> {
+    non_empty(vars, var)
+        .map(|s| s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+fn parse_redis(vars: &HashMap<String, String>) -> Result<Option<RedisConfig>, ConfigError> {
+    if let Some(url) = non_empty(vars, "TMI_REDIS_URL") {
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))
+            .ok_or_else(|| invalid("TMI_REDIS_URL", "expected redis://[:password@]host:port[/db]"))?;
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, db)) if !db.is_empty() => {
+                (hp, db.parse::<i64>().map_err(|_| invalid("TMI_REDIS_URL", "database must be a number"))?)
+            }
+            Some((hp, _)) => (hp, 0),
+            None => (hostpart, 0),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| invalid("TMI_REDIS_URL", "port must be a number"))?),
+            None => (hostport.to_owned(), 6379),
+        };
+        if host.is_empty() {
+            return Err(invalid("TMI_REDIS_URL", "missing host"));
+        }
+        let password = auth
+            .map(|a| a.rsplit_once(':').map(|(_, p)| p).unwrap_or(a).to_owned())
+            .filter(|p| !p.is_empty())
+            .map(SecretString::from);
+        return Ok(Some(RedisConfig { host, port, password, db, key_prefix: String::new() }));
+    }
+    let Some(host) = non_empty(vars, "TMI_REDIS_HOST") else {
+        return Ok(None);
+    };
+    Ok(Some(RedisConfig {
+        host,
+        port: parse_num(vars, "TMI_REDIS_PORT", 6379)?,
+        password: non_empty(vars, "TMI_REDIS_PASSWORD").map(SecretString::from),
+        db: parse_num(vars, "TMI_REDIS_DB", 0)?,
+        key_prefix: String::new(),
+    }))
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Parses and validates a set of variables.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let build_mode = match non_empty(vars, "TMI_BUILD_MODE").map(|s| s.to_ascii_lowercase()).as_deref() {
+            None | Some("dev") | Some("development") => BuildMode::Dev,
+            Some("test") => BuildMode::Test,
+            Some("production") | Some("prod") => BuildMode::Production,
+            Some(_) => return Err(invalid("TMI_BUILD_MODE", "expected dev, test or production")),
+        };
+        let database_url = non_empty(vars, "TMI_DATABASE_URL");
+        if let Some(url) = &database_url {
+            let ok = ["postgres://", "postgresql://", "sqlite://", "sqlite:"].iter().any(|p| url.starts_with(p));
+            if !ok {
+                return Err(invalid("TMI_DATABASE_URL", "expected a postgres:// or sqlite:// URL"));
+            }
+        }
+        let jwt_secret = non_empty(vars, "TMI_JWT_SECRET");
+        if let Some(s) = &jwt_secret
+            && s.len() < 16
+        {
+            return Err(invalid("TMI_JWT_SECRET", "must be at least 16 characters"));
+        }
+        match non_empty(vars, "TMI_JWT_SIGNING_METHOD").as_deref() {
+            None | Some("HS256") => {}
+            Some(_) => return Err(invalid("TMI_JWT_SIGNING_METHOD", "only HS256 is supported")),
+        }
+        let port = match non_empty(vars, "TMI_SERVER_PORT").or_else(|| non_empty(vars, "PORT")) {
+            None => 8080,
+            Some(p) => p.parse().map_err(|_| invalid("TMI_SERVER_PORT", "expected a port number"))?,
+        };
+        let cors_allowed_origins = list(vars, "TMI_CORS_ALLOWED_ORIGINS");
+        if cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(invalid("TMI_CORS_ALLOWED_ORIGINS", "`*` is not allowed with credentials; list the origins"));
+        }
+        let base_url = non_empty(vars, "TMI_SERVER_BASE_URL").map(|s| s.trim_end_matches('/').to_owned());
+        if let Some(b) = &base_url
+            && !(b.starts_with("http://") || b.starts_with("https://"))
+        {
+            return Err(invalid("TMI_SERVER_BASE_URL", "expected an http(s) URL"));
+        }
+        let oauth_callback_url = non_empty(vars, "TMI_OAUTH_CALLBACK_URL")
+            .unwrap_or_else(|| format!("http://localhost:{port}/oauth2/callback"));
+        if !(oauth_callback_url.starts_with("http://") || oauth_callback_url.starts_with("https://")) {
+            return Err(invalid("TMI_OAUTH_CALLBACK_URL", "expected an http(s) URL"));
+        }
+        let mut client_callback_allowlist = list(vars, "TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST");
+        if client_callback_allowlist.is_empty() && build_mode.is_dev_or_test() {
+            client_callback_allowlist =
+                vec!["http://localhost:4200/*".into(), "http://localhost:8079/*".into(), "http://localhost:8079/".into()];
+        }
+        let tmi_provider_enabled = parse_bool(vars, "OAUTH_PROVIDERS_TMI_ENABLED", build_mode.is_dev_or_test())?;
+        let mut admins = Vec::new();
+        if let Some(provider) = non_empty(vars, "TMI_ADMIN_PROVIDER") {
+            let subject_type = non_empty(vars, "TMI_ADMIN_SUBJECT_TYPE").unwrap_or_else(|| "user".into());
+            if subject_type != "user" && subject_type != "group" {
+                return Err(invalid("TMI_ADMIN_SUBJECT_TYPE", "expected user or group"));
+            }
+            let admin = AdminBootstrap {
+                provider,
+                provider_id: non_empty(vars, "TMI_ADMIN_PROVIDER_ID"),
+                email: non_empty(vars, "TMI_ADMIN_EMAIL"),
+                group_name: non_empty(vars, "TMI_ADMIN_GROUP_NAME"),
+                subject_type,
+            };
+            if admin.subject_type == "user" && admin.provider_id.is_none() && admin.email.is_none() {
+                return Err(invalid("TMI_ADMIN_PROVIDER_ID", "set TMI_ADMIN_PROVIDER_ID or TMI_ADMIN_EMAIL"));
+            }
+            if admin.subject_type == "group" && admin.group_name.is_none() {
+                return Err(invalid("TMI_ADMIN_GROUP_NAME", "required when TMI_ADMIN_SUBJECT_TYPE=group"));
+            }
+            admins.push(admin);
+        }
+        let log_level = non_empty(vars, "TMI_LOG_LEVEL").unwrap_or_else(|| "info".into()).to_ascii_lowercase();
+        if !["trace", "debug", "info", "warn", "warning", "error"].contains(&log_level.as_str()) {
+            return Err(invalid("TMI_LOG_LEVEL", "expected debug, info, warn or error"));
+        }
+        let jwt_expiration_seconds = parse_num(vars, "TMI_JWT_EXPIRATION_SECONDS", 3600)?;
+        if jwt_expiration_seconds < 60 {
+            return Err(invalid("TMI_JWT_EXPIRATION_SECONDS", "must be at least 60"));
+        }
+        let refresh_token_days: i64 = parse_num(vars, "TMI_REFRESH_TOKEN_DAYS", 7)?;
+        let session_lifetime_days: i64 = parse_num(vars, "TMI_SESSION_LIFETIME_DAYS", 7)?;
+        if refresh_token_days < 1 {
+            return Err(invalid("TMI_REFRESH_TOKEN_DAYS", "must be at least 1"));
+        }
+        if session_lifetime_days < 1 {
+            return Err(invalid("TMI_SESSION_LIFETIME_DAYS", "must be at least 1"));
+        }
+        Ok(Config {
+            database_url: database_url.map(SecretString::from),
+            db_max_connections: parse_num(vars, "TMI_DB_MAX_OPEN_CONNS", 10)?,
+            redis: parse_redis(vars)?,
+            jwt_secret: jwt_secret.map(SecretString::from),
+            jwt_expiration_seconds,
+            refresh_token_days,
+            session_lifetime_days,
+            build_mode,
+            port,
+            interface: non_empty(vars, "TMI_SERVER_INTERFACE").unwrap_or_else(|| "0.0.0.0".into()),
+            base_url,
+            cors_allowed_origins,
+            oauth_callback_url,
+            client_callback_allowlist,
+            tmi_provider_enabled,
+            cookie_enabled: parse_bool(vars, "TMI_COOKIE_ENABLED", true)?,
+            cookie_domain: non_empty(vars, "TMI_COOKIE_DOMAIN"),
+            cookie_secure: parse_bool(vars, "TMI_COOKIE_SECURE", false)?,
+            refresh_cookie_path: non_empty(vars, "TMI_COOKIE_REFRESH_PATH").unwrap_or_else(|| "/".into()),
+            admins,
+            auto_promote_first_user: parse_bool(vars, "TMI_AUTH_AUTO_PROMOTE_FIRST_USER", false)?,
+            everyone_is_a_reviewer: parse_bool(vars, "TMI_AUTH_EVERYONE_IS_A_REVIEWER", false)?,
+            require_if_match: parse_bool(vars, "TMI_REQUIRE_IF_MATCH", false)?,
+            log_level,
+            operator_name: non_empty(vars, "TMI_OPERATOR_NAME"),
+            operator_contact: non_empty(vars, "TMI_OPERATOR_CONTACT"),
+            operator_jurisdiction: non_empty(vars, "TMI_OPERATOR_JURISDICTION"),
+            data_dir: non_empty(vars, "TMI_DATA_DIR").unwrap_or_else(|| "./data".into()),
+        })
+    }
+
+    /// The JWT issuer: scheme and host of the OAuth callback URL.
+    pub fn issuer(&self) -> String {
+        let url = &self.oauth_callback_url;
+        let after = url.find("://").map(|i| i + 3).unwrap_or(0);
+        match url[after..].find('/') {
+            Some(i) => url[..after + i].to_owned(),
+            None => url.clone(),
+        }
+    }
+
+    /// A configuration for tests: SQLite or PostgreSQL URL given, dev mode, fixed secret.
+    pub fn for_tests(database_url: &str) -> Self {
+        let mut vars = HashMap::new();
+        vars.insert("TMI_DATABASE_URL".to_owned(), database_url.to_owned());
+        vars.insert("TMI_BUILD_MODE".to_owned(), "test".to_owned());
+        vars.insert("TMI_JWT_SECRET".to_owned(), "test-secret-0123456789abcdef".to_owned());
+        vars.insert(
+            "TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST".to_owned(),
+            "http://localhost:8079/,http://localhost:4200/*".to_owned(),
+        );
+        vars.insert("TMI_CORS_ALLOWED_ORIGINS".to_owned(), "http://localhost:4200".to_owned());
+        #[allow(clippy::expect_used)]
+        Self::from_vars(&vars).expect("test configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn zero_config_is_dev_with_tmi_provider() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.build_mode, BuildMode::Dev);
+        assert!(c.tmi_provider_enabled);
+        assert_eq!(c.port, 8080);
+        assert!(c.database_url.is_none() && c.jwt_secret.is_none() && c.redis.is_none());
+        assert_eq!(c.issuer(), "http://localhost:8080");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (k, v) in [
+            ("TMI_BUILD_MODE", "staging"),
+            ("TMI_DATABASE_URL", "mysql://x"),
+            ("TMI_SERVER_PORT", "eighty"),
+            ("TMI_CORS_ALLOWED_ORIGINS", "*"),
+            ("TMI_JWT_SECRET", "short"),
+            ("TMI_REDIS_URL", "http://x"),
+            ("TMI_LOG_LEVEL", "loud"),
+            ("TMI_REQUIRE_IF_MATCH", "maybe"),
+        ] {
+            let err = Config::from_vars(&vars(&[(k, v)])).err().unwrap();
+            assert_eq!(err.var, k);
+            assert!(!err.to_string().contains("short"), "values are not echoed");
+        }
+    }
+
+    #[test]
+    fn redis_url_and_parts() {
+        let c = Config::from_vars(&vars(&[("TMI_REDIS_URL", "redis://:s3cret@cache:6380/2")])).unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.db), ("cache", 6380, 2));
+        assert!(!format!("{r:?}").contains("s3cret"));
+        assert_eq!(r.url(), "redis://:s3cret@cache:6380/2");
+        let c = Config::from_vars(&vars(&[("TMI_REDIS_HOST", "h"), ("TMI_REDIS_PORT", "1")])).unwrap();
+        assert_eq!(c.redis.unwrap().url(), "redis://h:1/0");
+    }
+
+    #[test]
+    fn production_disables_tmi_provider_by_default() {
+        let c = Config::from_vars(&vars(&[("TMI_BUILD_MODE", "production")])).unwrap();
+        assert!(!c.tmi_provider_enabled);
+        assert!(c.client_callback_allowlist.is_empty());
+    }
+}

@@ -1,0 +1,241 @@
+//! Persistence: the `Store` trait, its records and errors. Pure declarations; the IO lives in
+//! `postgres.rs` and `sqlite.rs`, which share their SQL through the `sql_store!` macro in `sql.rs`
+//! and must both pass `testsuite`.
+//!
+//! Threat models and their children are stored as JSON documents (`doc`) next to the columns that
+//! filtering, optimistic locking and authorization need; handlers own the document shape.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[macro_use]
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod testsuite;
+
+pub use postgres::Postgres;
+pub use sqlite::Sqlite;
+
+/// Result of every store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What can go wrong in the storage layer, already classified for the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflicts with an existing record")]
+    Conflict,
+    #[error("the record was modified concurrently")]
+    VersionMismatch,
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => Self::Conflict,
+            e => Self::Database(e),
+        }
+    }
+}
+
+/// Fixed UUIDs of the built-in groups (upstream `api/auth_utils.go`).
+pub mod groups {
+    use uuid::Uuid;
+    pub const EVERYONE: Uuid = Uuid::from_u128(0);
+    pub const SECURITY_REVIEWERS: Uuid = Uuid::from_u128(1);
+    pub const ADMINISTRATORS: Uuid = Uuid::from_u128(2);
+    pub const CONFIDENTIAL_PROJECT_REVIEWERS: Uuid = Uuid::from_u128(3);
+    pub const TMI_AUTOMATION: Uuid = Uuid::from_u128(4);
+    pub const EMBEDDING_AUTOMATION: Uuid = Uuid::from_u128(5);
+}
+
+/// A user row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UserRecord {
+    pub internal_uuid: Uuid,
+    pub provider: String,
+    pub provider_user_id: String,
+    pub email: String,
+    pub name: String,
+    pub email_verified: bool,
+}
+
+/// A group row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct GroupRecord {
+    pub internal_uuid: Uuid,
+    pub provider: String,
+    pub group_name: String,
+    pub name: String,
+}
+
+/// One ACL entry of a threat model, in its queryable form.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AccessRecord {
+    pub principal_type: String,
+    pub provider: String,
+    pub provider_id: String,
+    pub role: String,
+}
+
+/// A threat model: indexed columns plus the JSON document (without children and metadata).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreatModelRecord {
+    pub id: Uuid,
+    pub alias: i64,
+    pub name: String,
+    pub owner_provider: String,
+    pub owner_provider_id: String,
+    pub owner_email: String,
+    pub reviewer_email: Option<String>,
+    pub status: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub doc: Value,
+    /// The ACL, replaced as a whole on every write.
+    pub access: Vec<AccessRecord>,
+}
+
+/// A threat model in a list, with its child counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreatModelSummary {
+    pub record: ThreatModelRecord,
+    pub counts: ChildCounts,
+}
+
+/// Live (not deleted) children of a threat model, by kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChildCounts {
+    pub diagrams: i64,
+    pub threats: i64,
+    pub documents: i64,
+    pub repositories: i64,
+    pub notes: i64,
+    pub assets: i64,
+}
+
+/// Who is listing: their identity and the groups their token carries.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    pub provider: String,
+    pub provider_id: String,
+    pub groups: Vec<String>,
+}
+
+/// Filters of `GET /threat_models`.
+#[derive(Debug, Clone, Default)]
+pub struct ThreatModelFilter {
+    pub owner_email: Option<String>,
+    pub reviewer_email: Option<String>,
+    pub statuses: Vec<String>,
+    pub name_contains: Option<String>,
+    pub include_deleted: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A child of a threat model (diagram, threat, note, document, asset, repository).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildRecord {
+    pub id: Uuid,
+    pub threat_model_id: Uuid,
+    pub kind: String,
+    pub alias: i64,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub doc: Value,
+}
+
+/// One metadata entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct MetadataEntry {
+    pub key: String,
+    pub value: String,
+}
+
+/// Metadata entries of one entity, keyed by the entity id.
+pub type MetadataMap = std::collections::HashMap<Uuid, Vec<MetadataEntry>>;
+
+/// Everything the server persists.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Users and groups.
+    /// Creates or refreshes the user row for a login; binds a sparse row created from an ACL email.
+    async fn upsert_login_user(&self, user: &UserRecord) -> StoreResult<UserRecord>;
+    async fn find_user(&self, provider: &str, provider_user_id: &str) -> StoreResult<Option<UserRecord>>;
+    /// Finds a user by provider and email (used to resolve sparse ACL entries).
+    async fn find_user_by_email(&self, provider: &str, email: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
+    async fn add_group_member(&self, group: Uuid, user: Uuid) -> StoreResult<()>;
+    async fn group_member_count(&self, group: Uuid) -> StoreResult<i64>;
+    async fn get_preferences(&self, user: Uuid) -> StoreResult<Option<Value>>;
+    async fn put_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
+
+    // Threat models.
+    /// Inserts a threat model with its ACL and metadata; allocates and returns its alias.
+    async fn insert_threat_model(&self, tm: &ThreatModelRecord, metadata: &[MetadataEntry]) -> StoreResult<i64>;
+    /// Writes a threat model if its stored version is still `expected_version`; replaces the ACL and,
+    /// when given, the metadata.
+    async fn update_threat_model(
+        &self,
+        tm: &ThreatModelRecord,
+        expected_version: i64,
+        metadata: Option<&[MetadataEntry]>,
+    ) -> StoreResult<()>;
+    /// A threat model, deleted or not.
+    async fn get_threat_model(&self, id: Uuid) -> StoreResult<ThreatModelRecord>;
+    /// The threat models `viewer` may read (every one when `viewer` is `None`), newest first.
+    async fn list_threat_models(
+        &self,
+        viewer: Option<&Viewer>,
+        filter: &ThreatModelFilter,
+    ) -> StoreResult<(Vec<ThreatModelSummary>, i64)>;
+
+    // Children.
+    async fn insert_child(&self, child: &ChildRecord, metadata: &[MetadataEntry]) -> StoreResult<i64>;
+    async fn update_child(
+        &self,
+        child: &ChildRecord,
+        expected_version: i64,
+        metadata: Option<&[MetadataEntry]>,
+    ) -> StoreResult<()>;
+    async fn get_child(&self, threat_model_id: Uuid, kind: &str, id: Uuid) -> StoreResult<ChildRecord>;
+    /// Children of one kind (every kind when `kind` is `None`), oldest first.
+    async fn list_children(
+        &self,
+        threat_model_id: Uuid,
+        kind: Option<&str>,
+        include_deleted: bool,
+    ) -> StoreResult<Vec<ChildRecord>>;
+
+    // Metadata.
+    async fn list_metadata(&self, entity_id: Uuid) -> StoreResult<Vec<MetadataEntry>>;
+    /// Metadata of a threat model and all its children.
+    async fn metadata_under(&self, threat_model_id: Uuid) -> StoreResult<MetadataMap>;
+    /// Inserts entries; `Conflict` (and nothing written) when any key exists.
+    async fn insert_metadata(&self, entity_type: &str, entity_id: Uuid, entries: &[MetadataEntry]) -> StoreResult<()>;
+    /// Inserts or updates entries.
+    async fn upsert_metadata(&self, entity_type: &str, entity_id: Uuid, entries: &[MetadataEntry]) -> StoreResult<()>;
+    /// Replaces the whole set.
+    async fn replace_metadata(&self, entity_type: &str, entity_id: Uuid, entries: &[MetadataEntry]) -> StoreResult<()>;
+    /// Updates one existing key; `NotFound` when missing.
+    async fn update_metadata_value(&self, entity_id: Uuid, key: &str, value: &str) -> StoreResult<()>;
+    async fn delete_metadata(&self, entity_id: Uuid, key: &str) -> StoreResult<()>;
+}

@@ -1,0 +1,53 @@
+//! The PostgreSQL store. IO: talks to PostgreSQL through a `PgPool`.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, migrate::Migrator};
+
+/// Migrations for PostgreSQL, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// `Store` on PostgreSQL.
+#[derive(Clone)]
+pub struct Postgres {
+    pub pool: PgPool,
+}
+
+impl Postgres {
+    const BEGIN: &'static str = "BEGIN";
+
+    /// Connects without migrating.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations. sqlx's migrator holds a PostgreSQL advisory lock while it runs,
+    /// so replicas starting together (or a `tmi-server migrate` Job) apply each migration once.
+    pub async fn migrate(&self) -> Result<(), crate::store::StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(crate::store::StoreError::Migrate)
+    }
+}
+
+sql_store!(Postgres, sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let db = crate::store::testsuite::TestPostgres::create().await;
+        let store = Postgres::connect(&db.url, 5).await.unwrap();
+        store.migrate().await.unwrap();
+        crate::store::testsuite::run_all(&store).await;
+        store.pool.close().await;
+        db.drop().await;
+    }
+}

@@ -1,0 +1,59 @@
+//! The SQLite store. IO: talks to one SQLite file through a `SqlitePool`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// Migrations for SQLite, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// `Store` on SQLite.
+#[derive(Clone)]
+pub struct Sqlite {
+    pub pool: SqlitePool,
+}
+
+impl Sqlite {
+    /// Write transactions take the write lock up front: a deferred transaction that reads and then
+    /// writes can fail with SQLITE_BUSY without waiting for the busy timeout.
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    /// Opens (creating if missing) the database named by a `sqlite://` URL.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations (SQLite's write lock serializes concurrent runners).
+    pub async fn migrate(&self) -> Result<(), crate::store::StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(crate::store::StoreError::Migrate)
+    }
+}
+
+sql_store!(Sqlite, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/tmi.db", dir.path().display());
+        let store = Sqlite::connect(&url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        crate::store::testsuite::run_all(&store).await;
+    }
+}
