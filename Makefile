@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
+# (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
+.PHONY: run test controlplane cluster-up cluster-down crds fmt lint
+
+CLUSTER_DIR ?= .cluster
+
+run:
+	cargo run -p tmi-server
+
+test:
+	scripts/test.sh
+
+# Builds the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok) into
+# ~/.cache/tmi-operator/controlplane/<pins>/bin, or reuses that build.
+controlplane:
+	e2e/controlplane/build.sh
+
+# The same control plane the tests use, in the background; kubeconfig at $(CLUSTER_DIR)/kubeconfig.
+cluster-up:
+	scripts/cluster.sh up $(CLUSTER_DIR)
+
+cluster-down:
+	scripts/cluster.sh down $(CLUSTER_DIR)
+
+# Regenerates the CRD from the Rust types (a test fails when crds/ is stale).
+crds:
+	cargo run -q -p tmi-operator -- crd > crds/tmi.dev_tmiinstances.yaml
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings

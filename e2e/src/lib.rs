@@ -1,0 +1,37 @@
+//! Test harness for everything that must be proven against a real Kubernetes API server.
+//!
+//! [`shared`] starts one local control plane per test binary (see [`controlplane`]); each test takes its own
+//! namespace with [`ControlPlane::namespace`], so tests in one binary run in parallel without seeing each
+//! other's objects.
+
+pub mod controlplane;
+mod namespace;
+mod pki;
+
+use std::sync::OnceLock;
+
+pub use controlplane::{ControlPlane, NODE_NAME, Options};
+pub use namespace::TestNamespace;
+
+static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane shared by every test in this test binary, started on first use (blocking, a few seconds
+/// when the binaries are cached). Its components stop when the test process exits.
+///
+/// # Panics
+/// When the control plane cannot start; the message names the component and ends with its log.
+pub fn shared() -> &'static ControlPlane {
+    SHARED.get_or_init(|| {
+        let started = std::time::Instant::now();
+        let cp = Options::for_tests()
+            .and_then(ControlPlane::start)
+            .unwrap_or_else(|e| panic!("the local control plane failed to start: {e:#}"));
+        eprintln!(
+            "local control plane ready at {} in {:.1?} ({})",
+            cp.server(),
+            started.elapsed(),
+            cp.dir().display()
+        );
+        cp
+    })
+}
