@@ -1,0 +1,217 @@
+//! `Desired` → live objects. IO: server-side apply under [`names::FIELD_MANAGER`], one create-once Secret,
+//! and deletion of a PodDisruptionBudget that is no longer wanted.
+//!
+//! Steady state makes no writes and no requests: before applying, each desired object is compared with the
+//! live one in the operator's (label-filtered) watch cache, and skipped when every field the operator sets
+//! already has the desired value ([`is_subset`]). Anything else (a changed spec, a drifted field, an object
+//! not yet in the cache) is applied. `force` is used because the operator owns these objects; fields other
+//! managers set that the operator does not (e.g. an HPA's `replicas`) stay theirs.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use rand::RngCore;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use base64::Engine;
+
+use crate::controller::render::{Desired, generated_secret};
+use crate::controller::{Context, Error, names, validate::ValidInstance};
+
+/// What `apply` leaves behind that status needs.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The live Deployment (status included).
+    pub deployment: k8s_openapi::api::apps::v1::Deployment,
+}
+
+/// Applies every desired object, in dependency order.
+pub async fn apply(ctx: &Context, i: &ValidInstance, desired: Desired) -> Result<Applied, Error> {
+    // No `..`: a new field in `Desired` must be applied here, or this stops compiling.
+    let Desired {
+        service_account,
+        config_map,
+        data_volume_claim,
+        deployment,
+        service,
+        pod_disruption_budget,
+    } = desired;
+    // Pods reference the ServiceAccount, ConfigMap and claim: they go first.
+    ssa(ctx, &ctx.stores.service_accounts, service_account).await?;
+    ssa(ctx, &ctx.stores.config_maps, config_map).await?;
+    if let Some(pvc) = data_volume_claim {
+        ssa(ctx, &ctx.stores.data_volume_claims, pvc).await?;
+    }
+    let deployment = ssa(ctx, &ctx.stores.deployments, deployment).await?;
+    ssa(ctx, &ctx.stores.services, service).await?;
+    match pod_disruption_budget {
+        Some(pdb) => {
+            ssa(ctx, &ctx.stores.pod_disruption_budgets, pdb).await?;
+        }
+        None => delete_stale_pdb(ctx, i).await?,
+    }
+    Ok(Applied { deployment })
+}
+
+/// Applies `obj` unless the cached live object already matches it; returns the live object.
+async fn ssa<K>(ctx: &Context, store: &Store<K>, obj: K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let kind = K::kind(&()).to_string();
+    let name = obj.name_any();
+    let namespace = obj.namespace().unwrap_or_default();
+    if let Some(live) = store.get(&ObjectRef::new(&name).within(&namespace)) {
+        let (want, have) = (
+            to_value(&obj, &kind, &name)?,
+            to_value(live.as_ref(), &kind, &name)?,
+        );
+        if is_subset(&want, &have) {
+            ctx.metrics.apply_skipped(&kind);
+            return Ok(live.as_ref().clone());
+        }
+    }
+    ctx.metrics.write(&kind);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map_err(|source| Error::Apply { kind, name, source })
+}
+
+fn to_value<K: Serialize>(obj: &K, kind: &str, name: &str) -> Result<Value, Error> {
+    serde_json::to_value(obj).map_err(|source| Error::Serialize {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// Whether every field set in `want` has the same value in `have`. Objects may have extra keys in `have`
+/// (server defaults, status, other managers); arrays must match element by element.
+pub fn is_subset(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, wv)| {
+            h.get(k).is_some_and(|hv| is_subset(wv, hv)) || is_empty(wv) && !h.contains_key(k)
+        }),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
+        }
+        _ => want == have,
+    }
+}
+
+/// Empty maps and lists the API server drops on its way to storage (`emptyDir: {}` survives, but e.g. an
+/// empty `labels` would not).
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+async fn delete_stale_pdb(ctx: &Context, i: &ValidInstance) -> Result<(), Error> {
+    let name = names::pod_disruption_budget(i);
+    let cached = ctx
+        .stores
+        .pod_disruption_budgets
+        .get(&ObjectRef::<PodDisruptionBudget>::new(&name).within(&i.namespace));
+    let owned = cached.is_some_and(|p| p.owner_references().iter().any(|o| o.uid == i.uid));
+    if !owned {
+        return Ok(());
+    }
+    ctx.metrics.write("PodDisruptionBudget/delete");
+    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &i.namespace);
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: "PodDisruptionBudget".into(),
+            name,
+            source,
+        }),
+    }
+}
+
+/// Creates the generated Secret with a fresh random JWT key if it does not exist yet. Never updates it.
+/// Existence is checked in the Secret metadata cache, so steady state costs no request.
+pub async fn ensure_generated_secret(ctx: &Context, i: &ValidInstance) -> Result<(), Error> {
+    if !i.jwt_generated {
+        return Ok(());
+    }
+    let name = names::generated_secret(i);
+    if ctx
+        .stores
+        .secrets_meta
+        .get(&ObjectRef::new(&name).within(&i.namespace))
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut key = [0u8; 48];
+    rand::rng().fill_bytes(&mut key);
+    let secret = generated_secret::render(i, base64::engine::general_purpose::STANDARD.encode(key));
+    ctx.metrics.write("Secret/create");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &i.namespace);
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(names::FIELD_MANAGER.to_owned()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Created by an earlier reconcile the cache has not seen yet: it must not be overwritten.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        // The error names the object only; the body with the key is never part of it.
+        Err(source) => Err(Error::Apply {
+            kind: "Secret".into(),
+            name,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_server_added_fields() {
+        let want = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        let have = json!({"spec": {"replicas": 1, "progressDeadlineSeconds": 600,
+            "template": {"spec": {"containers": [{"name": "a", "image": "x", "terminationMessagePath": "/dev/termination-log"}]}}},
+            "status": {"replicas": 1}});
+        assert!(is_subset(&want, &have));
+    }
+
+    #[test]
+    fn subset_detects_drift() {
+        let want = json!({"spec": {"replicas": 2, "list": [1, 2]}});
+        assert!(!is_subset(
+            &want,
+            &json!({"spec": {"replicas": 1, "list": [1, 2]}})
+        ));
+        assert!(!is_subset(&want, &json!({"spec": {"replicas": 2, "list": [1]}})));
+        assert!(!is_subset(&want, &json!({"spec": {"list": [1, 2]}})));
+        assert!(is_subset(&json!({"a": {}, "b": []}), &json!({})));
+    }
+}

@@ -1,0 +1,469 @@
+//! The reconcile pipeline and the controller around it. IO: watches and the steps marked IO below.
+//!
+//! ```text
+//! validate (pure) → ensure generated Secret (IO, create-once) → resolve inputs (IO, reads)
+//!   → render (pure) → apply (IO, server-side apply) → status::compute (pure) → status::patch (IO)
+//! ```
+//!
+//! The operator never writes `spec`. Problems a retry cannot fix (an invalid spec, a missing Secret, an object
+//! the API server rejects) end the pass with a `Stalled` status and wait for a change; anything else is an
+//! error that `error_policy` retries with exponential backoff.
+
+pub mod apply;
+pub mod inputs;
+pub mod names;
+pub mod render;
+pub mod status;
+#[cfg(test)]
+pub mod test_support;
+pub mod validate;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{info, instrument, warn};
+
+use crate::crd::TmiInstance;
+use crate::metrics::Metrics;
+
+/// Settings of the controller (from the CLI).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Label selector restricting which instances this operator reconciles (sharding).
+    pub instance_selector: Option<String>,
+    /// Reconciles running at once, per watched namespace.
+    pub concurrency: u16,
+    /// Interval of the periodic re-reconcile of a healthy instance.
+    pub resync: Duration,
+    /// Interval of the re-check while a rollout is in progress.
+    pub progress_poll: Duration,
+    /// Name of the reporting controller on Events.
+    pub reporter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespaces: Vec::new(),
+            instance_selector: None,
+            concurrency: 10,
+            resync: Duration::from_secs(600),
+            progress_poll: Duration::from_secs(15),
+            reporter: names::FIELD_MANAGER.to_owned(),
+        }
+    }
+}
+
+/// Watch caches of the objects the operator owns (label-filtered) and of Secret metadata.
+#[derive(Clone)]
+pub struct Stores {
+    /// ServiceAccounts with the managed-by label.
+    pub service_accounts: Store<ServiceAccount>,
+    /// ConfigMaps with the managed-by label.
+    pub config_maps: Store<ConfigMap>,
+    /// PersistentVolumeClaims with the managed-by label.
+    pub data_volume_claims: Store<PersistentVolumeClaim>,
+    /// Deployments with the managed-by label.
+    pub deployments: Store<Deployment>,
+    /// Services with the managed-by label.
+    pub services: Store<Service>,
+    /// PodDisruptionBudgets with the managed-by label.
+    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    /// Metadata (no data) of every Secret except Helm release Secrets.
+    pub secrets_meta: Store<PartialObjectMeta<Secret>>,
+}
+
+/// Which instances reference which Secret: `(namespace, secret)` → instance names.
+pub type SecretIndex = Arc<Mutex<HashMap<(String, String), BTreeSet<String>>>>;
+
+/// Shared state of one controller.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Settings.
+    pub config: Config,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Watch caches.
+    pub stores: Stores,
+    /// `namespace/secret` → digests at a resourceVersion (values are never kept).
+    pub secret_digests: Mutex<HashMap<String, inputs::ObjectDigests>>,
+    /// Secret → instances, for mapping Secret events to reconciles.
+    pub secret_index: SecretIndex,
+    /// Consecutive failures per instance, for exponential backoff.
+    pub failures: Mutex<HashMap<ObjectRef<TmiInstance>, u32>>,
+}
+
+/// A reconcile failure; each variant names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading a referenced object failed.
+    #[error("resolve inputs: reading {kind} {name:?} failed")]
+    Read {
+        /// Kind.
+        kind: &'static str,
+        /// Name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Applying (or creating, deleting) a child failed.
+    #[error("apply: {kind} {name:?} failed")]
+    Apply {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Serializing a child failed.
+    #[error("apply: serializing {kind} {name:?} failed")]
+    Serialize {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing the status failed.
+    #[error("status: patching the status failed")]
+    PatchStatus(#[source] kube::Error),
+    /// A lock was poisoned by a panicking reconcile.
+    #[error("internal: a lock was poisoned")]
+    Poisoned,
+}
+
+impl Error {
+    /// Low-cardinality metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "Read",
+            Error::Apply { .. } => "Apply",
+            Error::Serialize { .. } => "Serialize",
+            Error::PatchStatus(_) => "PatchStatus",
+            Error::Poisoned => "Poisoned",
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Whether a failed write is the API server rejecting the object (fix the spec), not a transient error.
+fn rejected(e: &Error) -> Option<String> {
+    match e {
+        Error::Apply {
+            kind,
+            name,
+            source: kube::Error::Api(s),
+        } if matches!(s.code, 400 | 403 | 422) => Some(format!("{kind} {name:?} rejected: {}", s.message)),
+        _ => None,
+    }
+}
+
+/// Reconciles one instance. Idempotent: starts from the spec every time.
+#[instrument(skip_all, fields(instance.name = %obj.name_any(), instance.namespace = ?obj.namespace()))]
+pub async fn reconcile(obj: Arc<TmiInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics.reconciled(
+        started.elapsed().as_secs_f64(),
+        result.as_ref().err().map(Error::reason),
+    );
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&ObjectRef::from_obj(obj.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Error> {
+    let valid = match validate::validate(obj) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            // A retry cannot fix a bad spec: report it and wait for an edit.
+            info!(error = %invalid, "invalid spec");
+            status::patch(
+                ctx,
+                obj,
+                status::compute(obj, status::Outcome::Invalid(&invalid), &now()),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    index_secrets(ctx, &valid)?;
+    if valid.suspend {
+        status::patch(
+            ctx,
+            obj,
+            status::compute(obj, status::Outcome::Suspended(&valid), &now()),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    apply::ensure_generated_secret(ctx, &valid).await?;
+    let inputs = inputs::resolve(ctx, &valid).await?;
+    if !inputs.problems.is_empty() {
+        // The Secret watch brings us back when the missing object appears; the slow requeue is a safety net.
+        let outcome = status::Outcome::InputsMissing(&valid, &inputs.problems);
+        status::patch(ctx, obj, status::compute(obj, outcome, &now())).await?;
+        return Ok(Action::requeue(ctx.config.resync));
+    }
+    let desired = render::render(&valid, &inputs);
+    let hash = render::inputs_hash(&inputs, &desired.config_map);
+    let applied = match apply::apply(ctx, &valid, desired).await {
+        Ok(applied) => applied,
+        Err(e) => match rejected(&e) {
+            Some(message) => {
+                warn!(
+                    error = &e as &dyn std::error::Error,
+                    "the API server rejected a rendered object"
+                );
+                let outcome = status::Outcome::Rejected(&valid, &message);
+                status::patch(ctx, obj, status::compute(obj, outcome, &now())).await?;
+                return Ok(Action::await_change());
+            }
+            None => return Err(e),
+        },
+    };
+    let outcome = status::Outcome::Applied {
+        valid: &valid,
+        deployment: &applied.deployment,
+        inputs_hash: &hash,
+    };
+    let new_status = status::compute(obj, outcome, &now());
+    let settled = new_status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == status::RECONCILING && c.status == "False");
+    status::patch(ctx, obj, new_status).await?;
+    Ok(Action::requeue(if settled {
+        ctx.config.resync
+    } else {
+        ctx.config.progress_poll
+    }))
+}
+
+fn index_secrets(ctx: &Context, valid: &validate::ValidInstance) -> Result<(), Error> {
+    let wanted = inputs::secret_names(valid);
+    let mut index = ctx.secret_index.lock().map_err(|_| Error::Poisoned)?;
+    for ((ns, secret), instances) in index.iter_mut() {
+        if ns == &valid.namespace && !wanted.contains(secret) {
+            instances.remove(&valid.name);
+        }
+    }
+    index.retain(|_, instances| !instances.is_empty());
+    for secret in wanted {
+        index
+            .entry((valid.namespace.clone(), secret))
+            .or_default()
+            .insert(valid.name.clone());
+    }
+    Ok(())
+}
+
+/// Requeues failed reconciles with exponential backoff: 1 s, 2 s, 4 s, … capped at 5 minutes.
+pub fn error_policy(obj: Arc<TmiInstance>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(error = err as &dyn std::error::Error, instance.name = %obj.name_any(), "reconcile failed");
+    let attempts = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(ObjectRef::from_obj(obj.as_ref())).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    Action::requeue(backoff(attempts))
+}
+
+/// Delay before retry number `attempts` (1-based).
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 1u64
+        .checked_shl(attempts.saturating_sub(1).min(16))
+        .unwrap_or(u64::MAX)
+        .min(300);
+    Duration::from_secs(secs)
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs controllers (one per watched namespace, or one cluster-wide) until `shutdown` resolves; in-flight
+/// reconciles finish first.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let controllers = scopes.into_iter().map(|scope| {
+        run_scope(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            scope,
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(controllers).await;
+}
+
+async fn run_scope(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let owned = watcher::Config::default()
+        .labels(&names::managed_selector())
+        .any_semantic();
+    let instances = match &config.instance_selector {
+        Some(sel) => watcher::Config::default().labels(sel).any_semantic(),
+        None => watcher::Config::default().any_semantic(),
+    };
+    let mut controller = Controller::new(api::<TmiInstance>(&client, ns), instances)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+
+    macro_rules! owned_store {
+        ($kind:ty) => {{
+            let (reader, writer) = reflector::store::<$kind>();
+            let stream = reflector::reflector(writer, watcher(api::<$kind>(&client, ns), owned.clone()))
+                .default_backoff()
+                .touched_objects();
+            controller = controller.owns_stream(stream);
+            reader
+        }};
+    }
+    let service_accounts = owned_store!(ServiceAccount);
+    let config_maps = owned_store!(ConfigMap);
+    let data_volume_claims = owned_store!(PersistentVolumeClaim);
+    let deployments = owned_store!(Deployment);
+    let services = owned_store!(Service);
+    let pod_disruption_budgets = owned_store!(PodDisruptionBudget);
+
+    // Metadata only: the operator learns that a referenced Secret changed without holding its data.
+    // Helm release Secrets are large, numerous and never referenced: they stay out of the cache.
+    let secret_index: SecretIndex = Arc::default();
+    let (secrets_meta, writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secret_cfg = watcher::Config::default()
+        .fields("type!=helm.sh/release.v1")
+        .any_semantic();
+    let secret_stream = reflector::reflector(
+        writer,
+        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), secret_cfg),
+    )
+    .default_backoff()
+    .touched_objects();
+    let index = secret_index.clone();
+    controller = controller.watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
+        let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let instances = index
+            .lock()
+            .map(|i| i.get(&key).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        instances
+            .into_iter()
+            .map(move |name| ObjectRef::new(&name).within(&key.0))
+            .collect::<Vec<_>>()
+    });
+
+    let stores = Stores {
+        service_accounts,
+        config_maps,
+        data_volume_claims,
+        deployments,
+        services,
+        pod_disruption_budgets,
+        secrets_meta,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: config.reporter.clone(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        config,
+        metrics,
+        recorder,
+        stores: stores.clone(),
+        secret_digests: Mutex::default(),
+        secret_index,
+        failures: Mutex::default(),
+    });
+
+    info!(namespace = ?namespace, "controller starting");
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = &e as &dyn std::error::Error, "reconcile stream");
+            }
+        })
+        .await;
+    info!(namespace = ?namespace, "controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), Duration::from_secs(300));
+        assert_eq!(backoff(1000), Duration::from_secs(300));
+    }
+}

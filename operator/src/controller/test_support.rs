@@ -1,0 +1,71 @@
+//! Fixtures for unit tests: instances parsed from YAML. Test-only.
+
+use crate::controller::validate::{ValidInstance, validate};
+use crate::crd::TmiInstance;
+
+/// Minimal instance: external PostgreSQL, no cache.
+pub const EXTERNAL: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: acme, namespace: tenant, uid: 00000000-0000-0000-0000-000000000001, generation: 1 }
+spec:
+  version: 1.2.3
+  database: { external: { urlSecretRef: { name: acme-db, key: url } } }
+"#;
+
+/// Everything set: Redis host, providers, administrator, dev login, three replicas.
+pub const FULL: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: acme, namespace: tenant, uid: 00000000-0000-0000-0000-000000000001, generation: 7 }
+spec:
+  version: 1.2.3
+  buildMode: Development
+  hostname: tmi.example.com
+  server:
+    replicas: 3
+    env: [{ name: TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST, value: "http://localhost:8079/" }]
+    probes: { startup: { failureThreshold: 300 } }
+  database: { external: { urlSecretRef: { name: acme-db, key: url } } }
+  cache: { external: { host: redis.cache.svc, port: 6380, db: 2, passwordSecretRef: { name: acme-redis, key: password } } }
+  auth:
+    devLogin: true
+    providers:
+      - id: azure-ad
+        name: Entra ID
+        clientIdSecretRef: { name: acme-oauth, key: entra-id }
+        clientSecretSecretRef: { name: acme-oauth, key: entra-secret }
+        authorizationUrl: https://login.example.com/authorize
+        tokenUrl: https://login.example.com/token
+        issuer: https://login.example.com/
+        jwksUrl: https://login.example.com/keys
+        scopes: [openid, email]
+      - id: github
+        clientIdSecretRef: { name: acme-oauth, key: github-id }
+        clientSecretSecretRef: { name: acme-oauth, key: github-secret }
+        authorizationUrl: https://github.com/login/oauth/authorize
+        tokenUrl: https://github.com/login/oauth/access_token
+        userinfoUrl: https://api.github.com/user
+        subjectClaim: id
+    administrators: [{ provider: github, subject: "4242" }]
+"#;
+
+/// SQLite on a PVC.
+pub const SQLITE: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: notes, namespace: tenant, uid: 00000000-0000-0000-0000-000000000002, generation: 1 }
+spec:
+  version: 1.2.3
+  database: { sqlite: { size: 2Gi } }
+"#;
+
+/// Parses a `TmiInstance` from YAML.
+pub fn instance_from_yaml(yaml: &str) -> TmiInstance {
+    serde_yaml::from_str(yaml).expect("fixture parses")
+}
+
+/// Parses and validates a `TmiInstance` from YAML.
+pub fn valid_from_yaml(yaml: &str) -> ValidInstance {
+    validate(&instance_from_yaml(yaml)).expect("fixture is valid")
+}

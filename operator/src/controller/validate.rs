@@ -1,0 +1,414 @@
+//! `&TmiInstance` → `ValidInstance`: checks the spec and applies the operator's defaults. Pure.
+//!
+//! The CRD's CEL rules reject most bad input at admission; this step repeats the cross-field checks so that an
+//! object admitted under an older CRD (or with validation ratcheting) is reported as `Stalled/InvalidSpec`
+//! rather than rendered. Everything after this step works on [`ValidInstance`] and never sees an `Option`
+//! the operator has a default for.
+
+use kube::ResourceExt;
+
+use crate::controller::names;
+use crate::crd::{
+    Administrator, BuildMode, OAuthProvider, ProbeOverride, Resources, Scheduling, SecretKeyRef, TmiInstance,
+};
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, LocalObjectReference};
+
+/// A spec the operator cannot act on. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    /// JSON path of the offending field, e.g. `spec.server.replicas`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The instance with defaults applied; input to `render`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidInstance {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.uid`, for owner references.
+    pub uid: String,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `spec.version`.
+    pub version: String,
+    /// Effective server image.
+    pub image: String,
+    /// `spec.imagePullSecrets`.
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Effective build mode.
+    pub build_mode: BuildMode,
+    /// Effective replicas.
+    pub replicas: i32,
+    /// `spec.hostname`.
+    pub hostname: Option<String>,
+    /// Base URL: `https://<hostname>` or the in-cluster Service URL.
+    pub url: String,
+    /// `spec.suspend`.
+    pub suspend: bool,
+    /// `spec.server.resources`.
+    pub resources: Option<Resources>,
+    /// `spec.server.scheduling`.
+    pub scheduling: Scheduling,
+    /// `spec.server.env`.
+    pub env: Vec<EnvVar>,
+    /// `spec.server.envFrom`.
+    pub env_from: Vec<EnvFromSource>,
+    /// Probe overrides: startup, readiness, liveness.
+    pub probes: [Option<ProbeOverride>; 3],
+    /// The database.
+    pub database: Database,
+    /// The cache.
+    pub cache: Cache,
+    /// `spec.auth.devLogin`.
+    pub dev_login: bool,
+    /// `spec.auth.providers`.
+    pub providers: Vec<OAuthProvider>,
+    /// The administrator to bootstrap.
+    pub administrator: Option<Administrator>,
+    /// `spec.auth.autoPromoteFirstUser`.
+    pub auto_promote_first_user: bool,
+    /// Where the JWT key comes from.
+    pub jwt: SecretKeyRef,
+    /// Whether [`Self::jwt`] is the operator's generated Secret.
+    pub jwt_generated: bool,
+}
+
+/// The effective database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    /// External PostgreSQL; the URL is in a Secret.
+    External {
+        /// The URL's Secret key.
+        url: SecretKeyRef,
+    },
+    /// SQLite on a PVC.
+    Sqlite {
+        /// Volume size.
+        size: String,
+        /// StorageClass, if any.
+        storage_class_name: Option<String>,
+    },
+}
+
+/// The effective cache.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cache {
+    /// No Redis.
+    None,
+    /// Redis URL in a Secret.
+    Url(SecretKeyRef),
+    /// Redis host with optional password.
+    Host {
+        /// Host name.
+        host: String,
+        /// Port.
+        port: i32,
+        /// Logical database.
+        db: i32,
+        /// Password Secret key.
+        password: Option<SecretKeyRef>,
+    },
+}
+
+impl BuildMode {
+    /// The `TMI_BUILD_MODE` value.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            BuildMode::Production => "production",
+            BuildMode::Development => "dev",
+            BuildMode::Test => "test",
+        }
+    }
+}
+
+impl Database {
+    /// `External` or `Sqlite`, for status.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Database::External { .. } => "External",
+            Database::Sqlite { .. } => "Sqlite",
+        }
+    }
+}
+
+impl Cache {
+    /// `External` or `None`, for status.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Cache::None => "None",
+            Cache::Url(_) | Cache::Host { .. } => "External",
+        }
+    }
+}
+
+/// Checks `obj` and applies defaults.
+pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
+    let name = obj.name_any();
+    let namespace = obj
+        .namespace()
+        .ok_or_else(|| invalid("metadata.namespace", "must be set"))?;
+    let uid = obj
+        .uid()
+        .ok_or_else(|| invalid("metadata.uid", "must be set (object not from the API server)"))?;
+    if name.len() > 45 {
+        return Err(invalid("metadata.name", "must be at most 45 characters"));
+    }
+    let spec = &obj.spec;
+    let server = spec.server.clone().unwrap_or_default();
+    let replicas = server.replicas.unwrap_or(1);
+    if !(0..=100).contains(&replicas) {
+        return Err(invalid("spec.server.replicas", "must be between 0 and 100"));
+    }
+
+    let database = match (&spec.database.external, &spec.database.sqlite) {
+        (Some(external), None) => Database::External {
+            url: external.url_secret_ref.clone(),
+        },
+        (None, Some(sqlite)) => {
+            if replicas != 1 {
+                return Err(invalid(
+                    "spec.server.replicas",
+                    "must be 1 when spec.database.sqlite is set",
+                ));
+            }
+            Database::Sqlite {
+                size: sqlite.size.clone(),
+                storage_class_name: sqlite.storage_class_name.clone(),
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "spec.database",
+                "exactly one of spec.database.external or spec.database.sqlite must be set",
+            ));
+        }
+    };
+
+    let cache = match spec.cache.as_ref().map(|c| &c.external) {
+        None => Cache::None,
+        Some(None) => return Err(invalid("spec.cache.external", "required when spec.cache is set")),
+        Some(Some(ext)) => match (&ext.url_secret_ref, &ext.host) {
+            (Some(url), None) => Cache::Url(url.clone()),
+            (None, Some(host)) => Cache::Host {
+                host: host.clone(),
+                port: ext.port.unwrap_or(6379),
+                db: ext.db.unwrap_or(0),
+                password: ext.password_secret_ref.clone(),
+            },
+            _ => {
+                return Err(invalid(
+                    "spec.cache.external",
+                    "exactly one of spec.cache.external.urlSecretRef or spec.cache.external.host must be set",
+                ));
+            }
+        },
+    };
+    if replicas > 1 && cache == Cache::None {
+        return Err(invalid(
+            "spec.server.replicas",
+            "more than 1 replica requires spec.cache.external",
+        ));
+    }
+
+    let build_mode = spec.build_mode.unwrap_or_default();
+    let auth = spec.auth.clone().unwrap_or_default();
+    let dev_login = auth.dev_login.unwrap_or(false);
+    if dev_login && build_mode == BuildMode::Production {
+        return Err(invalid(
+            "spec.auth.devLogin",
+            "requires spec.buildMode Development or Test",
+        ));
+    }
+    let providers = auth.providers.unwrap_or_default();
+    for (i, p) in providers.iter().enumerate() {
+        if providers.iter().filter(|q| q.id == p.id).count() > 1 {
+            return Err(invalid(
+                &format!("spec.auth.providers[{i}].id"),
+                format!("duplicate id {:?}", p.id),
+            ));
+        }
+        if p.id == "tmi" {
+            return Err(invalid(
+                &format!("spec.auth.providers[{i}].id"),
+                "'tmi' is reserved for devLogin",
+            ));
+        }
+    }
+    let mut administrators = auth.administrators.unwrap_or_default();
+    if administrators.len() > 1 {
+        return Err(invalid(
+            "spec.auth.administrators",
+            "at most one administrator is supported",
+        ));
+    }
+    let administrator = administrators.pop();
+    if let Some(admin) = &administrator {
+        let known =
+            (admin.provider == "tmi" && dev_login) || providers.iter().any(|p| p.id == admin.provider);
+        if !known {
+            return Err(invalid(
+                "spec.auth.administrators[0].provider",
+                format!("{:?} is not a configured provider", admin.provider),
+            ));
+        }
+    }
+
+    let (jwt, jwt_generated) = match spec.secrets.as_ref().and_then(|s| s.jwt_secret_ref.clone()) {
+        Some(r) => (r, false),
+        None => (
+            SecretKeyRef {
+                name: names::generated_secret_for(&name),
+                key: names::JWT_SECRET_KEY.to_owned(),
+            },
+            true,
+        ),
+    };
+
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", names::DEFAULT_IMAGE_REPOSITORY, spec.version));
+    let url = match &spec.hostname {
+        Some(host) => format!("https://{host}"),
+        None => format!("http://{name}.{namespace}.svc"),
+    };
+    let probes = server.probes.unwrap_or_default();
+
+    Ok(ValidInstance {
+        name,
+        namespace,
+        uid,
+        generation: obj.metadata.generation,
+        version: spec.version.clone(),
+        image,
+        image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
+        build_mode,
+        replicas,
+        hostname: spec.hostname.clone(),
+        url,
+        suspend: spec.suspend.unwrap_or(false),
+        resources: server.resources,
+        scheduling: server.scheduling.unwrap_or_default(),
+        env: server.env.unwrap_or_default(),
+        env_from: server.env_from.unwrap_or_default(),
+        probes: [probes.startup, probes.readiness, probes.liveness],
+        database,
+        cache,
+        dev_login,
+        providers,
+        administrator,
+        auto_promote_first_user: auth.auto_promote_first_user.unwrap_or(false),
+        jwt,
+        jwt_generated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::test_support::instance_from_yaml;
+
+    const MINIMAL: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: acme, namespace: tenant, uid: 00000000-0000-0000-0000-000000000001, generation: 3 }
+spec:
+  version: 1.2.3
+  database: { external: { urlSecretRef: { name: db, key: url } } }
+"#;
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let v = validate(&instance_from_yaml(MINIMAL)).unwrap();
+        assert_eq!(v.replicas, 1);
+        assert_eq!(v.build_mode, BuildMode::Production);
+        assert_eq!(v.image, "ghcr.io/tmi-operator/tmi-server:1.2.3");
+        assert_eq!(v.url, "http://acme.tenant.svc");
+        assert_eq!(v.cache, Cache::None);
+        assert!(v.jwt_generated);
+        assert_eq!(v.jwt.name, "acme-generated");
+        assert_eq!(v.generation, Some(3));
+    }
+
+    #[test]
+    fn hostname_drives_url() {
+        let mut i = instance_from_yaml(MINIMAL);
+        i.spec.hostname = Some("tmi.example.com".into());
+        assert_eq!(validate(&i).unwrap().url, "https://tmi.example.com");
+    }
+
+    fn err(yaml_spec_patch: impl FnOnce(&mut TmiInstance)) -> InvalidSpec {
+        let mut i = instance_from_yaml(MINIMAL);
+        yaml_spec_patch(&mut i);
+        validate(&i).unwrap_err()
+    }
+
+    #[test]
+    fn replicas_without_cache_rejected() {
+        let e = err(|i| {
+            i.spec.server = Some(crate::crd::ServerSpec {
+                replicas: Some(3),
+                ..Default::default()
+            })
+        });
+        assert_eq!(e.field, "spec.server.replicas");
+    }
+
+    #[test]
+    fn both_databases_rejected() {
+        let e = err(|i| {
+            i.spec.database.sqlite = Some(crate::crd::SqliteDatabase {
+                size: "1Gi".into(),
+                storage_class_name: None,
+            })
+        });
+        assert_eq!(e.field, "spec.database");
+    }
+
+    #[test]
+    fn dev_login_in_production_rejected() {
+        let e = err(|i| {
+            i.spec.auth = Some(crate::crd::AuthSpec {
+                dev_login: Some(true),
+                ..Default::default()
+            })
+        });
+        assert_eq!(e.field, "spec.auth.devLogin");
+        assert!(e.to_string().starts_with("spec.auth.devLogin: "));
+    }
+
+    #[test]
+    fn unknown_admin_provider_rejected() {
+        let e = err(|i| {
+            i.spec.auth = Some(crate::crd::AuthSpec {
+                administrators: Some(vec![Administrator {
+                    provider: "google".into(),
+                    subject: Some("1".into()),
+                    email: None,
+                    group: None,
+                }]),
+                ..Default::default()
+            })
+        });
+        assert_eq!(e.field, "spec.auth.administrators[0].provider");
+    }
+
+    #[test]
+    fn missing_uid_rejected() {
+        let mut i = instance_from_yaml(MINIMAL);
+        i.metadata.uid = None;
+        assert_eq!(validate(&i).unwrap_err().field, "metadata.uid");
+    }
+}

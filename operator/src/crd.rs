@@ -1,0 +1,547 @@
+//! The `TmiInstance` custom resource (`tmi.dev/v1alpha1`): types only, no IO.
+//!
+//! The Rust types are the source of the CRD schema (`tmi-operator crd`). Every field carries a doc comment,
+//! which becomes its `description`. Cross-field constraints are CEL rules (`x-kubernetes-validations`) whose
+//! messages name the field they constrain, so `kubectl apply` rejects bad input before the operator sees it.
+//!
+//! Deliberately absent: schema `default`s. A default the apiserver writes into `spec` is drift that GitOps
+//! tools report forever; the operator applies its defaults when rendering and reports the effective values
+//! in `status`.
+//!
+//! Sections are optional structs rather than flat fields so that later issues (managed PostgreSQL, upgrades,
+//! exposure, the web front end) can add siblings without renaming anything.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+use k8s_openapi::api::core::v1::{Affinity, EnvFromSource, EnvVar, LocalObjectReference, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of one TMI installation: a tmi-server Deployment and everything it needs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tmi.dev",
+    version = "v1alpha1",
+    kind = "TmiInstance",
+    namespaced,
+    shortname = "tmi",
+    category = "tmi",
+    status = "TmiInstanceStatus",
+    doc = "A TMI (Threat Modeling Improved) installation managed by tmi-operator.",
+    scale(
+        spec_replicas_path = ".spec.server.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the instance serves at its current generation"
+    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Running TMI version"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", description = "Base URL of the server"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Reason of the Ready condition"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.version",
+    validation = Rule::new("size(self.metadata.name) <= 45 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS label of at most 45 characters: child objects and the Service are named after it")
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.database.sqlite) || !has(self.server) || !has(self.server.replicas) || self.server.replicas == 1")
+        .message("spec.server.replicas must be 1 when spec.database.sqlite is set: SQLite is one file on one ReadWriteOnce volume")
+        .field_path(".server.replicas"),
+    validation = Rule::new("!has(self.server) || !has(self.server.replicas) || self.server.replicas <= 1 || has(self.cache)")
+        .message("spec.server.replicas > 1 requires spec.cache.external: replicas share collaboration state through Redis")
+        .field_path(".server.replicas"),
+    validation = Rule::new("!has(self.auth) || !has(self.auth.devLogin) || !self.auth.devLogin || (has(self.buildMode) && self.buildMode != 'Production')")
+        .message("spec.auth.devLogin requires spec.buildMode Development or Test: the dev login issues tokens without a password")
+        .field_path(".auth.devLogin"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TmiInstanceSpec {
+    /// TMI release to run, e.g. `1.0.0`. Selects the default image tag
+    /// (`ghcr.io/tmi-operator/tmi-server:<version>`) and is reported in `status.version`.
+    #[x_kube(validation = Rule::new("self.matches('^v?[0-9]+\\\\.[0-9]+\\\\.[0-9]+(-[0-9A-Za-z.-]+)?$')")
+        .message("spec.version must be a release version such as 1.0.0"))]
+    #[schemars(length(max = 64))]
+    pub version: String,
+
+    /// Container image override for the server (a digest reference is recommended). When omitted the
+    /// operator runs `ghcr.io/tmi-operator/tmi-server:<version>`.
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message("spec.image must be an image reference without whitespace"))]
+    #[schemars(length(min = 1, max = 512))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Secrets in this namespace holding registry credentials for pulling the server image.
+    #[schemars(length(max = 8))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+
+    /// Runtime mode of the server (`TMI_BUILD_MODE`). `Development` and `Test` allow the dev login provider.
+    /// Effective default: `Production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_mode: Option<BuildMode>,
+
+    /// Public DNS name users reach TMI at, e.g. `tmi.example.com`. Drives the server base URL, the OAuth
+    /// callback URL and the allowed CORS origin (`https://<hostname>`). Without it the in-cluster Service URL
+    /// is used.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')")
+        .message("spec.hostname must be a lower-case DNS name (RFC 1123), e.g. tmi.example.com"))]
+    #[schemars(length(max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+
+    /// Stop reconciling this instance. Existing objects are left as they are; the `Reconciling` condition
+    /// reports `Suspended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+
+    /// The tmi-server Deployment: replicas, resources, scheduling, probes and extra environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSpec>,
+
+    /// Where TMI stores its data. Exactly one of `external` or `sqlite`.
+    pub database: DatabaseSpec,
+
+    /// The Redis cache shared by server replicas. Omit for no cache (one replica only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+
+    /// Login providers and administrators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Secrets the operator generates, and the references that replace them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsSpec>,
+}
+
+/// Runtime mode of the server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BuildMode {
+    /// `TMI_BUILD_MODE=production`.
+    #[default]
+    Production,
+    /// `TMI_BUILD_MODE=dev`.
+    Development,
+    /// `TMI_BUILD_MODE=test`.
+    Test,
+}
+
+/// The tmi-server Deployment.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Number of server pods. Effective default: 1. More than one requires `spec.cache`; `spec.database.sqlite`
+    /// requires exactly one. Target of the scale subresource.
+    #[schemars(range(min = 0, max = 100))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// CPU and memory for the server container. Effective default: requests 100m CPU / 128Mi memory,
+    /// limit 1Gi memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// Where server pods may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
+
+    /// Extra environment variables for the server container, applied after (and so overriding) the ones the
+    /// operator renders. An escape hatch for settings without a typed field.
+    #[x_kube(validation = Rule::new("self.all(e, e.name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))")
+        .message("spec.server.env[].name must be a valid environment variable name"))]
+    #[schemars(length(max = 64))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+
+    /// Extra sources of environment variables (Secrets, ConfigMaps) for the server container; variables in
+    /// `env` and the operator's own take precedence.
+    #[schemars(length(max = 16))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Vec<EnvFromSource>>,
+
+    /// Overrides for the startup, readiness and liveness probes (on `/readyz` and `/livez`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Probes>,
+}
+
+/// Compute resources of the server container.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// Minimum resources, e.g. `{cpu: 100m, memory: 128Mi}`.
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])) && quantity(string(self[k])).sign() >= 0 && quantity(string(self[k])).isLessThan(quantity('1Pi')))")
+        .message("spec.server.resources.requests values must be non-negative quantities below 1Pi"))]
+    #[schemars(extend("maxProperties" = 8))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    /// Maximum resources, e.g. `{memory: 1Gi}`.
+    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])) && quantity(string(self[k])).sign() > 0 && quantity(string(self[k])).isLessThan(quantity('1Pi')))")
+        .message("spec.server.resources.limits values must be positive quantities below 1Pi"))]
+    #[schemars(extend("maxProperties" = 8))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+}
+
+/// Pod scheduling constraints of the server pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// Node labels a server pod's node must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity of the server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints; replace the operator's default (spread over zones and nodes when
+    /// replicas > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// PriorityClass of the server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Probe overrides; unset fields keep the operator's defaults.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Probes {
+    /// Startup probe on `/readyz`; gives first-boot migrations time. Default: every 5 s, 120 failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeOverride>,
+    /// Readiness probe on `/readyz` (database and cache reachable). Default: every 10 s, 3 failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeOverride>,
+    /// Liveness probe on `/livez` (process alive). Default: every 10 s, 6 failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeOverride>,
+}
+
+/// Timing of one probe.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeOverride {
+    /// Seconds after container start before the first probe.
+    #[schemars(range(min = 0, max = 3600))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[schemars(range(min = 1, max = 3600))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i32>,
+    /// Seconds after which one probe times out.
+    #[schemars(range(min = 1, max = 600))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive failures before the probe counts as failed.
+    #[schemars(range(min = 1, max = 10000))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i32>,
+}
+
+/// Where TMI stores its data. Exactly one of the fields is set.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.external) != has(self.sqlite)")
+        .message("exactly one of spec.database.external or spec.database.sqlite must be set"),
+    validation = Rule::new("has(self.sqlite) == has(oldSelf.sqlite)")
+        .message("spec.database cannot switch between sqlite and external: the data would be left behind"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// An existing PostgreSQL database, reached through a URL held in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabase>,
+    /// A SQLite file on a PersistentVolumeClaim the operator creates. Single replica only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite: Option<SqliteDatabase>,
+}
+
+/// An existing PostgreSQL database.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDatabase {
+    /// Secret key holding the connection URL
+    /// (`postgres://user:password@host:5432/db?sslmode=require`), passed as `TMI_DATABASE_URL`.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// SQLite on a PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SqliteDatabase {
+    /// Size of the volume, e.g. `1Gi`.
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).isLessThan(quantity('64Ti'))")
+        .message("spec.database.sqlite.size must be a positive quantity below 64Ti, e.g. 1Gi"))]
+    #[schemars(length(max = 32))]
+    pub size: String,
+    /// StorageClass of the volume; the cluster default when omitted.
+    #[schemars(length(max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// The Redis cache.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.external)")
+    .message("spec.cache.external is required when spec.cache is set; omit spec.cache for no cache"))]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// An existing Redis server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalCache>,
+}
+
+/// An existing Redis server: either a URL in a Secret, or a host with an optional password Secret.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.urlSecretRef) != has(self.host)")
+        .message("exactly one of spec.cache.external.urlSecretRef or spec.cache.external.host must be set"),
+    validation = Rule::new("has(self.host) || (!has(self.port) && !has(self.db) && !has(self.passwordSecretRef))")
+        .message("spec.cache.external.port, .db and .passwordSecretRef apply only with spec.cache.external.host"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalCache {
+    /// Secret key holding `redis://[:password@]host:port[/db]`, passed as `TMI_REDIS_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// Redis host name (`TMI_REDIS_HOST`).
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\\\\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$')")
+        .message("spec.cache.external.host must be a DNS name"))]
+    #[schemars(length(max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Redis port (`TMI_REDIS_PORT`). Effective default: 6379.
+    #[schemars(range(min = 1, max = 65535))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Redis logical database (`TMI_REDIS_DB`). Effective default: 0.
+    #[schemars(range(min = 0, max = 15))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<i32>,
+    /// Secret key holding the Redis password (`TMI_REDIS_PASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the instance's namespace.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("secret name must be a lower-case DNS subdomain"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')")
+        .message("secret key must consist of alphanumerics, '-', '_' or '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Login providers and administrators.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("!has(self.providers) || self.providers.all(p, self.providers.exists_one(q, q.id == p.id))")
+        .message("spec.auth.providers[].id must be unique")
+        .field_path(".providers"),
+    validation = Rule::new("!has(self.administrators) || self.administrators.all(a, (a.provider == 'tmi' && has(self.devLogin) && self.devLogin) || (has(self.providers) && self.providers.exists(p, p.id == a.provider)))")
+        .message("spec.auth.administrators[].provider must name a provider in spec.auth.providers (or 'tmi' with spec.auth.devLogin)")
+        .field_path(".administrators"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Enable TMI's built-in `tmi` login provider, which signs in any user name without a password
+    /// (`OAUTH_PROVIDERS_TMI_ENABLED`). Only allowed with `spec.buildMode` Development or Test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_login: Option<bool>,
+    /// OAuth 2.0 / OIDC providers, rendered as `OAUTH_PROVIDERS_<ID>_*`.
+    #[schemars(length(max = 16))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<OAuthProvider>>,
+    /// Administrators bootstrapped at server start (`TMI_ADMIN_*`). TMI reads one administrator from its
+    /// environment, hence at most one entry.
+    #[schemars(length(max = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub administrators: Option<Vec<Administrator>>,
+    /// Make the first user who signs in an administrator (`TMI_AUTH_AUTO_PROMOTE_FIRST_USER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promote_first_user: Option<bool>,
+}
+
+/// One OAuth provider. OIDC providers set `issuer` and `jwksUrl`; others set `subjectClaim`.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.issuer) == has(self.jwksUrl)")
+        .message("spec.auth.providers[].issuer and .jwksUrl must be set together"),
+    validation = Rule::new("has(self.issuer) || has(self.subjectClaim)")
+        .message("spec.auth.providers[].subjectClaim is required for a provider without issuer/jwksUrl (non-OIDC)"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthProvider {
+    /// Provider id: lower-case letters, digits and `-`; becomes `<ID>` in `OAUTH_PROVIDERS_<ID>_*` (upper-cased,
+    /// `-` as `_`). `tmi` is reserved for the dev login.
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z][a-z0-9]*(-[a-z0-9]+)*$')")
+            .message("spec.auth.providers[].id must be lower-case letters, digits and single dashes, e.g. google"),
+        validation = Rule::new("self != 'tmi'")
+            .message("spec.auth.providers[].id 'tmi' is reserved; use spec.auth.devLogin")
+    )]
+    #[schemars(length(min = 1, max = 32))]
+    pub id: String,
+    /// Name shown on the login button. Default: the id.
+    #[schemars(length(max = 64))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Icon shown on the login button (a Font Awesome name or an image URL).
+    #[schemars(length(max = 256))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    /// Secret key holding the OAuth client id.
+    pub client_id_secret_ref: SecretKeyRef,
+    /// Secret key holding the OAuth client secret.
+    pub client_secret_secret_ref: SecretKeyRef,
+    /// Authorization endpoint.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].authorizationUrl must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub authorization_url: String,
+    /// Token endpoint.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].tokenUrl must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub token_url: String,
+    /// Userinfo endpoint.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].userinfoUrl must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_url: Option<String>,
+    /// OIDC issuer.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].issuer must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// OIDC JWKS endpoint.
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].jwksUrl must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Scopes to request, e.g. `[openid, email, profile]`.
+    #[schemars(length(max = 32))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Userinfo claim holding the stable user id (`USERINFO_CLAIMS_SUBJECT_CLAIM`), e.g. `id` for GitHub.
+    #[schemars(length(max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_claim: Option<String>,
+    /// Userinfo claim holding the e-mail address (`USERINFO_CLAIMS_EMAIL_CLAIM`).
+    #[schemars(length(max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_claim: Option<String>,
+    /// Userinfo claim holding the display name (`USERINFO_CLAIMS_NAME_CLAIM`).
+    #[schemars(length(max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_claim: Option<String>,
+}
+
+/// An administrator: a user (by subject or e-mail) or a group, at one provider.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.subject) || has(self.email) || has(self.group)")
+        .message("spec.auth.administrators[] needs one of subject, email or group"),
+    validation = Rule::new("!has(self.group) || (!has(self.subject) && !has(self.email))")
+        .message("spec.auth.administrators[].group cannot be combined with subject or email"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Administrator {
+    /// Provider id the administrator signs in with (`TMI_ADMIN_PROVIDER`).
+    #[schemars(length(min = 1, max = 32))]
+    pub provider: String,
+    /// The user's subject at the provider (`TMI_ADMIN_PROVIDER_ID`).
+    #[schemars(length(min = 1, max = 256))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The user's e-mail address (`TMI_ADMIN_EMAIL`).
+    #[x_kube(validation = Rule::new("self.matches('^[^@\\\\s]+@[^@\\\\s]+$')").message("spec.auth.administrators[].email must be an e-mail address"))]
+    #[schemars(length(max = 254))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// A group at the provider whose members are administrators (`TMI_ADMIN_GROUP_NAME`).
+    #[schemars(length(min = 1, max = 256))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Secrets the operator generates once (in `<name>-generated`) unless a reference replaces them.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsSpec {
+    /// Secret key holding the JWT signing key (`TMI_JWT_SECRET`), instead of the generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Observed state, written only by the operator.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TmiInstanceStatus {
+    /// The `metadata.generation` the operator last reconciled completely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled` (kstatus) plus `ConfigValid`, `SecretsResolved` and
+    /// `ServerAvailable`; each carries the generation it describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+    /// Base URL of the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// TMI version of the running server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Image of the server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Server pods (scale subresource `statusReplicasPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Server pods that are Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Label selector of the server pods (scale subresource `labelSelectorPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Effective settings after operator defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<EffectiveSettings>,
+}
+
+/// Effective settings: the operator's defaults applied to the spec.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveSettings {
+    /// Desired server replicas.
+    pub replicas: i32,
+    /// `TMI_BUILD_MODE` value.
+    pub build_mode: String,
+    /// `External` or `Sqlite`.
+    pub database: String,
+    /// `External` or `None`.
+    pub cache: String,
+    /// Name of the Secret holding the JWT key.
+    pub jwt_secret: String,
+    /// SHA-256 over every referenced Secret and ConfigMap key, as annotated on the pod template.
+    pub inputs_hash: String,
+}
