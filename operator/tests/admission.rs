@@ -1,0 +1,299 @@
+//! Bad input is rejected at admission by the CRD's schema and CEL rules, with a message naming the field.
+//! Runs against the real API server of the local control plane.
+
+mod common;
+
+use common::*;
+
+/// A valid base spec; each case replaces or adds to it.
+fn base(name: &str, spec: &str) -> String {
+    format!("apiVersion: tmi.dev/v1alpha1\nkind: TmiInstance\nmetadata: {{ name: {name} }}\nspec:\n{spec}")
+}
+
+const DB: &str = "  database: { external: { urlSecretRef: { name: db, key: url } } }\n";
+const REDIS: &str = "  cache: { external: { urlSecretRef: { name: redis, key: url } } }\n";
+
+fn provider(fields: &str) -> String {
+    format!(
+        "  buildMode: Test\n  auth:\n    providers:\n      - {{ id: google, clientIdSecretRef: {{ name: o, key: id }}, clientSecretSecretRef: {{ name: o, key: s }}, authorizationUrl: https://a.example/auth, tokenUrl: https://a.example/token, {fields} }}\n"
+    )
+}
+
+/// (case, spec, text the error must contain: the field it names)
+fn cases() -> Vec<(&'static str, String, &'static str)> {
+    let v = "  version: 1.0.0\n";
+    vec![
+        ("no database", v.to_string(), "spec.database"),
+        (
+            "both databases",
+            format!(
+                "{v}  database: {{ external: {{ urlSecretRef: {{ name: db, key: url }} }}, sqlite: {{ size: 1Gi }} }}\n"
+            ),
+            "spec.database",
+        ),
+        (
+            "neither database",
+            format!("{v}  database: {{}}\n"),
+            "spec.database",
+        ),
+        (
+            "sqlite with 2 replicas",
+            format!("{v}  database: {{ sqlite: {{ size: 1Gi }} }}\n{REDIS}  server: {{ replicas: 2 }}\n"),
+            "spec.server.replicas",
+        ),
+        (
+            "replicas > 1 without a cache",
+            format!("{v}{DB}  server: {{ replicas: 3 }}\n"),
+            "spec.server.replicas",
+        ),
+        (
+            "negative replicas",
+            format!("{v}{DB}  server: {{ replicas: -1 }}\n"),
+            "spec.server.replicas",
+        ),
+        (
+            "absurd replicas",
+            format!("{v}{DB}{REDIS}  server: {{ replicas: 100000 }}\n"),
+            "spec.server.replicas",
+        ),
+        (
+            "negative sqlite size",
+            format!("{v}  database: {{ sqlite: {{ size: -1Gi }} }}\n"),
+            "spec.database.sqlite.size",
+        ),
+        (
+            "absurd sqlite size",
+            format!("{v}  database: {{ sqlite: {{ size: 900Pi }} }}\n"),
+            "spec.database.sqlite.size",
+        ),
+        (
+            "sqlite size not a quantity",
+            format!("{v}  database: {{ sqlite: {{ size: lots }} }}\n"),
+            "spec.database.sqlite.size",
+        ),
+        (
+            "negative memory request",
+            format!("{v}{DB}  server: {{ resources: {{ requests: {{ memory: -128Mi }} }} }}\n"),
+            "spec.server.resources.requests",
+        ),
+        (
+            "absurd cpu limit",
+            format!("{v}{DB}  server: {{ resources: {{ limits: {{ cpu: 5000P }} }} }}\n"),
+            "spec.server.resources.limits",
+        ),
+        ("empty cache", format!("{v}{DB}  cache: {{}}\n"), "spec.cache"),
+        (
+            "cache url and host",
+            format!(
+                "{v}{DB}  cache: {{ external: {{ urlSecretRef: {{ name: r, key: u }}, host: redis }} }}\n"
+            ),
+            "spec.cache.external",
+        ),
+        (
+            "cache neither url nor host",
+            format!("{v}{DB}  cache: {{ external: {{}} }}\n"),
+            "spec.cache.external",
+        ),
+        (
+            "cache port with url",
+            format!(
+                "{v}{DB}  cache: {{ external: {{ urlSecretRef: {{ name: r, key: u }}, port: 6380 }} }}\n"
+            ),
+            "spec.cache.external.port",
+        ),
+        (
+            "cache port out of range",
+            format!("{v}{DB}  cache: {{ external: {{ host: redis, port: 70000 }} }}\n"),
+            "spec.cache.external.port",
+        ),
+        (
+            "hostname with underscore",
+            format!("{v}{DB}  hostname: tmi_example.com\n"),
+            "spec.hostname",
+        ),
+        (
+            "hostname with scheme",
+            format!("{v}{DB}  hostname: https://tmi.example.com\n"),
+            "spec.hostname",
+        ),
+        (
+            "hostname upper case",
+            format!("{v}{DB}  hostname: TMI.example.com\n"),
+            "spec.hostname",
+        ),
+        (
+            "version not a release",
+            format!("  version: latest\n{DB}"),
+            "spec.version",
+        ),
+        (
+            "image with whitespace",
+            format!("{v}{DB}  image: \"ghcr.io/x/y:1 2\"\n"),
+            "spec.image",
+        ),
+        (
+            "unknown field",
+            format!("{v}{DB}  replicas: 2\n"),
+            "spec.replicas",
+        ),
+        (
+            "unknown nested field",
+            format!("{v}{DB}  server: {{ replica: 2 }}\n"),
+            "spec.server.replica",
+        ),
+        (
+            "unknown build mode",
+            format!("{v}{DB}  buildMode: Staging\n"),
+            "spec.buildMode",
+        ),
+        (
+            "dev login in production",
+            format!("{v}{DB}  auth: {{ devLogin: true }}\n"),
+            "spec.auth.devLogin",
+        ),
+        (
+            "provider id reserved",
+            format!(
+                "{v}{DB}{}",
+                provider("subjectClaim: id").replace("id: google", "id: tmi")
+            ),
+            "spec.auth.providers[].id",
+        ),
+        (
+            "provider id upper case",
+            format!(
+                "{v}{DB}{}",
+                provider("subjectClaim: id").replace("id: google", "id: Google")
+            ),
+            "spec.auth.providers[].id",
+        ),
+        (
+            "provider issuer without jwks",
+            format!("{v}{DB}{}", provider("issuer: https://a.example/")),
+            "spec.auth.providers[].issuer",
+        ),
+        (
+            "provider neither oidc nor subject claim",
+            format!("{v}{DB}{}", provider("scopes: [openid]")),
+            "spec.auth.providers[].subjectClaim",
+        ),
+        (
+            "provider url not http",
+            format!(
+                "{v}{DB}{}",
+                provider("subjectClaim: id").replace("https://a.example/token", "ftp://a.example/token")
+            ),
+            "spec.auth.providers[].tokenUrl",
+        ),
+        (
+            "duplicate provider ids",
+            format!(
+                "{v}{DB}{}      - {{ id: google, clientIdSecretRef: {{ name: o, key: id }}, clientSecretSecretRef: {{ name: o, key: s }}, authorizationUrl: https://b.example/a, tokenUrl: https://b.example/t, subjectClaim: id }}\n",
+                provider("subjectClaim: id")
+            ),
+            "spec.auth.providers[].id must be unique",
+        ),
+        (
+            "admin with unknown provider",
+            format!("{v}{DB}  auth: {{ administrators: [{{ provider: google, subject: \"1\" }}] }}\n"),
+            "spec.auth.administrators",
+        ),
+        (
+            "admin without subject",
+            format!(
+                "{v}{DB}{}    administrators: [{{ provider: google }}]\n",
+                provider("subjectClaim: id")
+            ),
+            "spec.auth.administrators[]",
+        ),
+        (
+            "two admins",
+            format!(
+                "{v}{DB}{}    administrators: [{{ provider: google, subject: \"1\" }}, {{ provider: google, subject: \"2\" }}]\n",
+                provider("subjectClaim: id")
+            ),
+            "spec.auth.administrators",
+        ),
+        (
+            "bad secret key",
+            format!("{v}  database: {{ external: {{ urlSecretRef: {{ name: db, key: \"a/b\" }} }} }}\n"),
+            "spec.database.external.urlSecretRef.key",
+        ),
+        (
+            "bad secret name",
+            format!("{v}  database: {{ external: {{ urlSecretRef: {{ name: Db, key: url }} }} }}\n"),
+            "spec.database.external.urlSecretRef.name",
+        ),
+        (
+            "probe period zero",
+            format!("{v}{DB}  server: {{ probes: {{ liveness: {{ periodSeconds: 0 }} }} }}\n"),
+            "spec.server.probes.liveness.periodSeconds",
+        ),
+        (
+            "bad env name",
+            format!("{v}{DB}  server: {{ env: [{{ name: \"A B\", value: x }}] }}\n"),
+            "spec.server.env",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn invalid_specs_are_rejected_naming_the_field() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-admit").await;
+    install_crd(&ns.client).await;
+    let mut failures = Vec::new();
+    let cases = cases();
+    assert!(cases.len() >= 20);
+    for (n, (case, spec, field)) in cases.iter().enumerate() {
+        let yaml = base(&format!("bad-{n}"), spec);
+        match apply_instance(&ns.client, &ns.name, &yaml).await {
+            Ok(_) => failures.push(format!("{case}: accepted")),
+            Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
+                if !s.message.contains(field) {
+                    failures.push(format!("{case}: message does not name {field:?}: {}", s.message));
+                }
+            }
+            Err(e) => failures.push(format!("{case}: unexpected error {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn valid_specs_are_accepted() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-admit-ok").await;
+    install_crd(&ns.client).await;
+    let specs = [
+        format!("  version: 1.0.0\n{DB}"),
+        "  version: v2.3.4-rc.1\n  database: { sqlite: { size: 1Gi } }\n".to_string(),
+        format!("  version: 1.0.0\n{DB}{REDIS}  server: {{ replicas: 3 }}\n  hostname: tmi.example.com\n"),
+        format!(
+            "  version: 1.0.0\n{DB}{}    devLogin: true\n    administrators: [{{ provider: tmi, subject: alice }}]\n",
+            provider("subjectClaim: id")
+        ),
+        format!(
+            "  version: 1.0.0\n{DB}  cache: {{ external: {{ host: redis.example, port: 6380, db: 3, passwordSecretRef: {{ name: r, key: p }} }} }}\n  server: {{ resources: {{ requests: {{ cpu: 100m, memory: 128Mi }}, limits: {{ memory: 1Gi }} }} }}\n"
+        ),
+    ];
+    for (n, spec) in specs.iter().enumerate() {
+        let yaml = base(&format!("good-{n}"), spec);
+        if let Err(e) = apply_instance(&ns.client, &ns.name, &yaml).await {
+            panic!("valid spec {n} rejected: {e}\n{yaml}");
+        }
+    }
+    // A transition rule: switching the database kind is refused.
+    let switched = base(
+        "good-0",
+        "  version: 1.0.0\n  database: { sqlite: { size: 1Gi } }\n",
+    );
+    let e = apply_instance(&ns.client, &ns.name, &switched).await.unwrap_err();
+    assert!(e.to_string().contains("spec.database"), "{e}");
+}

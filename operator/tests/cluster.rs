@@ -1,0 +1,568 @@
+//! The operator against a real API server (the local control plane from `tmi-e2e`; kwok makes pods Ready).
+//! Each test runs its own operator in-process, watching only the test's namespace.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tmi_operator::crd::TmiInstance;
+
+const CANARY: &str = "CANARY-s3cr3t-9f8e7d";
+
+fn instance(name: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: {{ name: {name} }}
+spec:
+  version: 1.0.0
+  database: {{ external: {{ urlSecretRef: {{ name: db, key: url }} }} }}
+{extra}"#
+    )
+}
+
+async fn db_secret(client: &kube::Client, ns: &str) {
+    put_secret(
+        client,
+        ns,
+        "db",
+        &[("url", &format!("postgres://tmi:{CANARY}@db.example:5432/tmi"))],
+    )
+    .await;
+}
+
+fn ready(i: &TmiInstance) -> bool {
+    has_condition(i, "Ready", "True")
+}
+
+/// The resourceVersion of every object the operator manages in `ns`, plus the instance's.
+async fn resource_versions(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($k:ty) => {
+            for o in Api::<$k>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await
+                .unwrap()
+            {
+                out.insert(
+                    format!("{}/{}", <$k>::kind(&()), o.name_any()),
+                    o.resource_version().unwrap(),
+                );
+            }
+        };
+    }
+    collect!(ServiceAccount);
+    collect!(ConfigMap);
+    collect!(Secret);
+    collect!(Deployment);
+    collect!(Service);
+    collect!(PodDisruptionBudget);
+    for o in Api::<TmiInstance>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("TmiInstance/{}", o.name_any()),
+            o.resource_version().unwrap(),
+        );
+    }
+    out
+}
+
+/// Apply → every child exists and is owned → kwok readies the pods → `Ready=True` at the current generation
+/// and `kubectl wait` agrees → a spec change rolls the Deployment (Reconciling, then Ready) → scaling adds and
+/// removes the PDB → deleting the instance garbage-collects the children.
+#[tokio::test]
+async fn lifecycle() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-life").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let op = Operator::start(config(&ns.name)).await;
+    db_secret(c, &ns.name).await;
+    put_secret(c, &ns.name, "redis", &[("url", "redis://redis.example:6379/0")]).await;
+    let yaml = instance(
+        "acme",
+        "  cache: { external: { urlSecretRef: { name: redis, key: url } } }\n",
+    );
+    apply_instance(c, &ns.name, &yaml).await.unwrap();
+    let i = wait_for(c, &ns.name, "acme", "Ready", ready).await;
+    let status = i.status.clone().unwrap();
+    assert_eq!(
+        status.url.as_deref(),
+        Some(&*format!("http://acme.{}.svc", ns.name))
+    );
+    assert_eq!(status.version.as_deref(), Some("1.0.0"));
+    assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(1)));
+    assert_eq!(condition(&i, "Reconciling").unwrap().status, "False");
+    assert_eq!(condition(&i, "Stalled").unwrap().status, "False");
+
+    let uid = i.uid().unwrap();
+    let owned = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), &ns.name);
+    let d = deployments.get("acme-server").await.unwrap();
+    assert!(owned(&d.metadata));
+    assert!(owned(
+        &Api::<Service>::namespaced(c.clone(), &ns.name)
+            .get("acme")
+            .await
+            .unwrap()
+            .metadata
+    ));
+    assert!(owned(
+        &Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
+            .get("acme-config")
+            .await
+            .unwrap()
+            .metadata
+    ));
+    assert!(owned(
+        &Api::<ServiceAccount>::namespaced(c.clone(), &ns.name)
+            .get("acme-server")
+            .await
+            .unwrap()
+            .metadata
+    ));
+    let generated = Api::<Secret>::namespaced(c.clone(), &ns.name)
+        .get("acme-generated")
+        .await
+        .unwrap();
+    assert!(owned(&generated.metadata));
+
+    let name = ns.name.clone();
+    let kubectl_wait = tokio::task::spawn_blocking(move || {
+        tmi_e2e::shared()
+            .kubectl()
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "tmi/acme",
+                "-n",
+                &name,
+                "--timeout=60s",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        kubectl_wait.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kubectl_wait.stderr)
+    );
+
+    // A spec change: Reconciling at the new generation, then Ready again with the new template.
+    let hash_before = pod_hash(&d);
+    let yaml2 = instance(
+        "acme",
+        "  cache: { external: { urlSecretRef: { name: redis, key: url } } }\n  server: { replicas: 2 }\n",
+    );
+    let changed = apply_instance(c, &ns.name, &yaml2).await.unwrap();
+    let generation = changed.metadata.generation;
+    wait_for(c, &ns.name, "acme", "Reconciling at the new generation", |i| {
+        i.status.as_ref().and_then(|s| s.observed_generation) == generation
+            && condition(i, "Reconciling").is_some_and(|c| c.status == "True")
+            || ready(i) && i.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
+    })
+    .await;
+    let i = wait_for(c, &ns.name, "acme", "Ready with 2 replicas", |i| {
+        ready(i) && i.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
+    })
+    .await;
+    assert_eq!(i.metadata.generation, generation);
+    let d = deployments.get("acme-server").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(pod_hash(&d), hash_before, "replicas do not change the inputs");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.clone(), &ns.name);
+    assert!(owned(&pdbs.get("acme-server").await.unwrap().metadata));
+
+    // Editing a referenced Secret rolls the pods.
+    put_secret(c, &ns.name, "redis", &[("url", "redis://redis2.example:6379/0")]).await;
+    let rolled = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let d = deployments.get("acme-server").await.unwrap();
+            if pod_hash(&d) != hash_before {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("editing a referenced Secret did not change the pod template");
+    assert!(pod_hash(&rolled).starts_with("sha256:"));
+
+    // Scaling back to one replica through the scale subresource removes the PDB.
+    let api: Api<TmiInstance> = Api::namespaced(c.clone(), &ns.name);
+    api.patch_scale(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    wait_for(c, &ns.name, "acme", "Ready with 1 replica", |i| {
+        ready(i) && i.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
+    })
+    .await;
+    tokio::time::timeout(TIMEOUT, async {
+        while pdbs.get_opt("acme-server").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("PDB not removed after scaling to one replica");
+
+    // Events for the transitions exist.
+    let events: Api<Event> = Api::namespaced(c.clone(), &ns.name);
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("acme"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Available"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "RollingOut"), "{reasons:?}");
+
+    // Deleting the instance garbage-collects every child.
+    api.delete("acme", &DeleteParams::foreground()).await.unwrap();
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let left = resource_versions(c, &ns.name).await;
+            if left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await
+    .expect("children not garbage-collected");
+    op.stop().await;
+}
+
+fn pod_hash(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()["tmi.dev/inputs-hash"]
+        .clone()
+}
+
+/// An unchanged instance reconciled many times (resyncs every 2 s and a restart of the operator) moves no
+/// object's resourceVersion, and the operator neither writes nor reads anything in steady state.
+#[tokio::test]
+async fn steady_state_makes_zero_writes() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-steady").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let op = Operator::start(config(&ns.name)).await;
+    db_secret(c, &ns.name).await;
+    apply_instance(c, &ns.name, &instance("quiet", "")).await.unwrap();
+    wait_for(c, &ns.name, "quiet", "Ready", ready).await;
+    // Let trailing events (the Deployment's own status updates) settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = resource_versions(c, &ns.name).await;
+    let (reconciles, writes, requests) = (
+        op.metrics.reconcile_count(),
+        op.metrics.write_count(),
+        op.metrics.request_count(),
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after = resource_versions(c, &ns.name).await;
+    assert_eq!(before, after, "resourceVersions moved in steady state");
+    let reconciled = op.metrics.reconcile_count() - reconciles;
+    assert!(
+        reconciled >= 5,
+        "only {reconciled} reconciles in 12 s with a 2 s resync"
+    );
+    assert_eq!(
+        op.metrics.write_count(),
+        writes,
+        "writes in steady state:\n{}",
+        op.metrics.encode()
+    );
+    assert_eq!(
+        op.metrics.request_count(),
+        requests,
+        "API requests in steady state:\n{}",
+        op.metrics.encode()
+    );
+    op.stop().await;
+
+    // A fresh operator (empty caches) converges without writing either.
+    let op = Operator::start(config(&ns.name)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(op.metrics.reconcile_count() >= 2);
+    assert_eq!(
+        resource_versions(c, &ns.name).await,
+        before,
+        "a restarted operator wrote"
+    );
+    op.stop().await;
+}
+
+/// A missing Secret stalls the instance with its reason (no crash loop, nothing rolled); a Secret without the
+/// key gives `SecretKeyMissing`; creating the right Secret recovers it.
+#[tokio::test]
+async fn missing_secret_stalls_and_recovers() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-secret").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let op = Operator::start(config(&ns.name)).await;
+    apply_instance(c, &ns.name, &instance("lost", "")).await.unwrap();
+    let i = wait_for(c, &ns.name, "lost", "Stalled", |i| {
+        has_condition(i, "Stalled", "True")
+    })
+    .await;
+    assert_eq!(condition(&i, "Stalled").unwrap().reason, "SecretNotFound");
+    assert_eq!(condition(&i, "Ready").unwrap().reason, "SecretNotFound");
+    assert!(condition(&i, "Stalled").unwrap().message.contains("\"db\""));
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), &ns.name);
+    assert!(
+        deployments.get_opt("lost-server").await.unwrap().is_none(),
+        "rendered despite a missing Secret"
+    );
+
+    put_secret(c, &ns.name, "db", &[("uri", "postgres://x")]).await;
+    wait_for(c, &ns.name, "lost", "SecretKeyMissing", |i| {
+        condition(i, "Stalled").is_some_and(|c| c.reason == "SecretKeyMissing")
+    })
+    .await;
+
+    db_secret(c, &ns.name).await;
+    let i = wait_for(c, &ns.name, "lost", "Ready", ready).await;
+    assert_eq!(condition(&i, "Stalled").unwrap().status, "False");
+    op.stop().await;
+}
+
+/// With two leader-elected operators only the leader writes; when it shuts down, the other takes over.
+#[tokio::test]
+async fn only_the_leader_writes() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-leader").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    db_secret(c, &ns.name).await;
+    let a = Operator::start_elected(config(&ns.name), &ns.name, "replica-a").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = Operator::start_elected(config(&ns.name), &ns.name, "replica-b").await;
+    apply_instance(c, &ns.name, &instance("one", "")).await.unwrap();
+    wait_for(c, &ns.name, "one", "Ready", ready).await;
+    let (wa, wb) = (a.metrics.write_count(), b.metrics.write_count());
+    assert!(wa > 0, "the first replica should lead");
+    assert_eq!(wb, 0, "the standby wrote:\n{}", b.metrics.encode());
+    assert_eq!(b.metrics.reconcile_count(), 0);
+
+    a.stop().await;
+    apply_instance(c, &ns.name, &instance("two", "")).await.unwrap();
+    wait_for(c, &ns.name, "two", "Ready", ready).await;
+    assert!(b.metrics.write_count() > 0, "the standby never took over");
+    b.stop().await;
+}
+
+/// An operator killed in the middle of its first reconciles is replaced and the replacement converges, with
+/// exactly one of each child and the generated Secret never overwritten.
+#[tokio::test]
+async fn killed_operator_is_replaced_without_duplicates() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-kill").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    db_secret(c, &ns.name).await;
+    for n in 0..5 {
+        apply_instance(c, &ns.name, &instance(&format!("k{n}"), ""))
+            .await
+            .unwrap();
+    }
+    let first = Operator::start(config(&ns.name)).await;
+    // Kill as soon as the first write went out: reconciles are in flight.
+    tokio::time::timeout(TIMEOUT, async {
+        while first.metrics.write_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first operator never wrote");
+    first.kill();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns.name);
+    let early: BTreeMap<String, String> = secrets
+        .list(&ListParams::default().labels("tmi.dev/generated=true"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name_any(), s.uid().unwrap()))
+        .collect();
+
+    let second = Operator::start(config(&ns.name)).await;
+    for n in 0..5 {
+        wait_for(c, &ns.name, &format!("k{n}"), "Ready", ready).await;
+    }
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
+    assert_eq!(
+        Api::<Deployment>::namespaced(c.clone(), &ns.name)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
+    assert_eq!(
+        Api::<Service>::namespaced(c.clone(), &ns.name)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
+    assert_eq!(
+        Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
+    let generated = secrets
+        .list(&ListParams::default().labels("tmi.dev/generated=true"))
+        .await
+        .unwrap();
+    assert_eq!(generated.items.len(), 5);
+    for s in generated {
+        if let Some(uid) = early.get(&s.name_any()) {
+            assert_eq!(
+                Some(uid),
+                s.uid().as_ref(),
+                "generated Secret {} was replaced",
+                s.name_any()
+            );
+        }
+    }
+    second.stop().await;
+}
+
+/// Secret values never show up in status, events, rendered objects or the operator's logs, including on the
+/// failure paths (a rejected object, a missing key).
+#[tokio::test]
+async fn secret_values_never_leak() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-leak").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let op = Operator::start(config(&ns.name)).await;
+    db_secret(c, &ns.name).await;
+    put_secret(c, &ns.name, "oauth", &[("id", CANARY), ("secret", CANARY)]).await;
+    let extra = r#"  buildMode: Test
+  auth:
+    devLogin: true
+    providers:
+      - id: github
+        clientIdSecretRef: { name: oauth, key: id }
+        clientSecretSecretRef: { name: oauth, key: secret }
+        authorizationUrl: https://github.com/login/oauth/authorize
+        tokenUrl: https://github.com/login/oauth/access_token
+        subjectClaim: id
+      - id: other
+        clientIdSecretRef: { name: oauth, key: nope }
+        clientSecretSecretRef: { name: oauth, key: secret }
+        authorizationUrl: https://other.example/authorize
+        tokenUrl: https://other.example/token
+        subjectClaim: sub
+"#;
+    apply_instance(c, &ns.name, &instance("leaky", extra))
+        .await
+        .unwrap();
+    wait_for(c, &ns.name, "leaky", "SecretKeyMissing", |i| {
+        condition(i, "Stalled").is_some_and(|c| c.reason == "SecretKeyMissing")
+    })
+    .await;
+    // Fix the key, then make the API server reject the Deployment (an env var name it refuses).
+    put_secret(
+        c,
+        &ns.name,
+        "oauth",
+        &[("id", CANARY), ("secret", CANARY), ("nope", CANARY)],
+    )
+    .await;
+    wait_for(c, &ns.name, "leaky", "Ready", ready).await;
+    let rejected = format!(
+        "{extra}  server: {{ resources: {{ limits: {{ memory: 1Mi }}, requests: {{ memory: 2Mi }} }} }}\n"
+    );
+    apply_instance(c, &ns.name, &instance("leaky", &rejected))
+        .await
+        .unwrap();
+    let i = wait_for(c, &ns.name, "leaky", "ApplyRejected", |i| {
+        condition(i, "Stalled").is_some_and(|c| c.reason == "ApplyRejected")
+    })
+    .await;
+    assert!(has_condition(&i, "Stalled", "True"));
+
+    let mut seen = serde_json::to_string(&i).unwrap();
+    let events: Api<Event> = Api::namespaced(c.clone(), &ns.name);
+    seen += &serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
+    seen += &serde_json::to_string(
+        &Api::<Deployment>::namespaced(c.clone(), &ns.name)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    seen += &serde_json::to_string(
+        &Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
+            .list(&lp)
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    assert!(
+        seen.contains("SecretKeyMissing"),
+        "the failure paths were exercised"
+    );
+    assert!(
+        !seen.contains(CANARY),
+        "a secret value leaked into status, events or rendered objects"
+    );
+    op.stop().await;
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    assert!(logs.contains("controller starting"), "logs were captured");
+    assert!(
+        !logs.contains(CANARY),
+        "a secret value leaked into the operator's logs"
+    );
+}
