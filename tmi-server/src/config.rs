@@ -16,7 +16,10 @@ pub struct ConfigError {
 }
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { var, reason: reason.into() }
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
 }
 
 /// `TMI_BUILD_MODE`.
@@ -162,12 +165,19 @@ fn parse_num<T: std::str::FromStr>(
 }
 
 fn non_empty(vars: &HashMap<String, String>, var: &str) -> Option<String> {
-    vars.get(var).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    vars.get(var)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 fn list(vars: &HashMap<String, String>, var: &str) -> Vec<String> {
     non_empty(vars, var)
-        .map(|s| s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -182,14 +192,20 @@ fn parse_redis(vars: &HashMap<String, String>) -> Result<Option<RedisConfig>, Co
             None => (None, rest),
         };
         let (hostport, db) = match hostpart.split_once('/') {
-            Some((hp, db)) if !db.is_empty() => {
-                (hp, db.parse::<i64>().map_err(|_| invalid("TMI_REDIS_URL", "database must be a number"))?)
-            }
+            Some((hp, db)) if !db.is_empty() => (
+                hp,
+                db.parse::<i64>()
+                    .map_err(|_| invalid("TMI_REDIS_URL", "database must be a number"))?,
+            ),
             Some((hp, _)) => (hp, 0),
             None => (hostpart, 0),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| invalid("TMI_REDIS_URL", "port must be a number"))?),
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse()
+                    .map_err(|_| invalid("TMI_REDIS_URL", "port must be a number"))?,
+            ),
             None => (hostport.to_owned(), 6379),
         };
         if host.is_empty() {
@@ -199,7 +215,13 @@ fn parse_redis(vars: &HashMap<String, String>) -> Result<Option<RedisConfig>, Co
             .map(|a| a.rsplit_once(':').map(|(_, p)| p).unwrap_or(a).to_owned())
             .filter(|p| !p.is_empty())
             .map(SecretString::from);
-        return Ok(Some(RedisConfig { host, port, password, db, key_prefix: String::new() }));
+        return Ok(Some(RedisConfig {
+            host,
+            port,
+            password,
+            db,
+            key_prefix: String::new(),
+        }));
     }
     let Some(host) = non_empty(vars, "TMI_REDIS_HOST") else {
         return Ok(None);
@@ -221,7 +243,10 @@ impl Config {
 
     /// Parses and validates a set of variables.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let build_mode = match non_empty(vars, "TMI_BUILD_MODE").map(|s| s.to_ascii_lowercase()).as_deref() {
+        let build_mode = match non_empty(vars, "TMI_BUILD_MODE")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("dev") | Some("development") => BuildMode::Dev,
             Some("test") => BuildMode::Test,
             Some("production") | Some("prod") => BuildMode::Production,
@@ -229,9 +254,14 @@ impl Config {
         };
         let database_url = non_empty(vars, "TMI_DATABASE_URL");
         if let Some(url) = &database_url {
-            let ok = ["postgres://", "postgresql://", "sqlite://", "sqlite:"].iter().any(|p| url.starts_with(p));
+            let ok = ["postgres://", "postgresql://", "sqlite://", "sqlite:"]
+                .iter()
+                .any(|p| url.starts_with(p));
             if !ok {
-                return Err(invalid("TMI_DATABASE_URL", "expected a postgres:// or sqlite:// URL"));
+                return Err(invalid(
+                    "TMI_DATABASE_URL",
+                    "expected a postgres:// or sqlite:// URL",
+                ));
             }
         }
         let jwt_secret = non_empty(vars, "TMI_JWT_SECRET");
@@ -246,11 +276,16 @@ impl Config {
         }
         let port = match non_empty(vars, "TMI_SERVER_PORT").or_else(|| non_empty(vars, "PORT")) {
             None => 8080,
-            Some(p) => p.parse().map_err(|_| invalid("TMI_SERVER_PORT", "expected a port number"))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| invalid("TMI_SERVER_PORT", "expected a port number"))?,
         };
         let cors_allowed_origins = list(vars, "TMI_CORS_ALLOWED_ORIGINS");
         if cors_allowed_origins.iter().any(|o| o == "*") {
-            return Err(invalid("TMI_CORS_ALLOWED_ORIGINS", "`*` is not allowed with credentials; list the origins"));
+            return Err(invalid(
+                "TMI_CORS_ALLOWED_ORIGINS",
+                "`*` is not allowed with credentials; list the origins",
+            ));
         }
         let base_url = non_empty(vars, "TMI_SERVER_BASE_URL").map(|s| s.trim_end_matches('/').to_owned());
         if let Some(b) = &base_url
@@ -265,10 +300,14 @@ impl Config {
         }
         let mut client_callback_allowlist = list(vars, "TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST");
         if client_callback_allowlist.is_empty() && build_mode.is_dev_or_test() {
-            client_callback_allowlist =
-                vec!["http://localhost:4200/*".into(), "http://localhost:8079/*".into(), "http://localhost:8079/".into()];
+            client_callback_allowlist = vec![
+                "http://localhost:4200/*".into(),
+                "http://localhost:8079/*".into(),
+                "http://localhost:8079/".into(),
+            ];
         }
-        let tmi_provider_enabled = parse_bool(vars, "OAUTH_PROVIDERS_TMI_ENABLED", build_mode.is_dev_or_test())?;
+        let tmi_provider_enabled =
+            parse_bool(vars, "OAUTH_PROVIDERS_TMI_ENABLED", build_mode.is_dev_or_test())?;
         let mut admins = Vec::new();
         if let Some(provider) = non_empty(vars, "TMI_ADMIN_PROVIDER") {
             let subject_type = non_empty(vars, "TMI_ADMIN_SUBJECT_TYPE").unwrap_or_else(|| "user".into());
@@ -283,14 +322,22 @@ impl Config {
                 subject_type,
             };
             if admin.subject_type == "user" && admin.provider_id.is_none() && admin.email.is_none() {
-                return Err(invalid("TMI_ADMIN_PROVIDER_ID", "set TMI_ADMIN_PROVIDER_ID or TMI_ADMIN_EMAIL"));
+                return Err(invalid(
+                    "TMI_ADMIN_PROVIDER_ID",
+                    "set TMI_ADMIN_PROVIDER_ID or TMI_ADMIN_EMAIL",
+                ));
             }
             if admin.subject_type == "group" && admin.group_name.is_none() {
-                return Err(invalid("TMI_ADMIN_GROUP_NAME", "required when TMI_ADMIN_SUBJECT_TYPE=group"));
+                return Err(invalid(
+                    "TMI_ADMIN_GROUP_NAME",
+                    "required when TMI_ADMIN_SUBJECT_TYPE=group",
+                ));
             }
             admins.push(admin);
         }
-        let log_level = non_empty(vars, "TMI_LOG_LEVEL").unwrap_or_else(|| "info".into()).to_ascii_lowercase();
+        let log_level = non_empty(vars, "TMI_LOG_LEVEL")
+            .unwrap_or_else(|| "info".into())
+            .to_ascii_lowercase();
         if !["trace", "debug", "info", "warn", "warning", "error"].contains(&log_level.as_str()) {
             return Err(invalid("TMI_LOG_LEVEL", "expected debug, info, warn or error"));
         }
@@ -353,12 +400,18 @@ impl Config {
         let mut vars = HashMap::new();
         vars.insert("TMI_DATABASE_URL".to_owned(), database_url.to_owned());
         vars.insert("TMI_BUILD_MODE".to_owned(), "test".to_owned());
-        vars.insert("TMI_JWT_SECRET".to_owned(), "test-secret-0123456789abcdef".to_owned());
+        vars.insert(
+            "TMI_JWT_SECRET".to_owned(),
+            "test-secret-0123456789abcdef".to_owned(),
+        );
         vars.insert(
             "TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST".to_owned(),
             "http://localhost:8079/,http://localhost:4200/*".to_owned(),
         );
-        vars.insert("TMI_CORS_ALLOWED_ORIGINS".to_owned(), "http://localhost:4200".to_owned());
+        vars.insert(
+            "TMI_CORS_ALLOWED_ORIGINS".to_owned(),
+            "http://localhost:4200".to_owned(),
+        );
         #[allow(clippy::expect_used)]
         Self::from_vars(&vars).expect("test configuration is valid")
     }
@@ -369,7 +422,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

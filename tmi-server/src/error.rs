@@ -119,17 +119,22 @@ pub struct InternalErrorLog(pub Arc<anyhow::Error>);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = ErrorBody { error: code.to_owned(), error_description: clean(&self.to_string()) };
+        let body = ErrorBody {
+            error: code.to_owned(),
+            error_description: clean(&self.to_string()),
+        };
         let mut res = (status, Json(body)).into_response();
         match self {
             Self::Internal(err) => {
                 res.extensions_mut().insert(InternalErrorLog(Arc::new(err)));
             }
             Self::ServiceUnavailable(_) => {
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
             Self::Unauthorized | Self::UnauthorizedWith(_) => {
-                res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }
@@ -143,11 +148,26 @@ mod tests {
 
     #[test]
     fn statuses_and_codes() {
-        assert_eq!(ApiError::VersionMismatch.status_and_code(), (StatusCode::CONFLICT, "version_mismatch"));
-        assert_eq!(ApiError::invalid_id("x").status_and_code(), (StatusCode::BAD_REQUEST, "invalid_id"));
-        assert_eq!(ApiError::Unauthorized.status_and_code().0, StatusCode::UNAUTHORIZED);
-        assert_eq!(ApiError::from(StoreError::NotFound).status_and_code().0, StatusCode::NOT_FOUND);
-        assert_eq!(ApiError::internal(anyhow::anyhow!("db password=x")).to_string(), "An internal server error occurred");
+        assert_eq!(
+            ApiError::VersionMismatch.status_and_code(),
+            (StatusCode::CONFLICT, "version_mismatch")
+        );
+        assert_eq!(
+            ApiError::invalid_id("x").status_and_code(),
+            (StatusCode::BAD_REQUEST, "invalid_id")
+        );
+        assert_eq!(
+            ApiError::Unauthorized.status_and_code().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::from(StoreError::NotFound).status_and_code().0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::internal(anyhow::anyhow!("db password=x")).to_string(),
+            "An internal server error occurred"
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub struct Spec {
 
 impl std::fmt::Debug for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spec").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("Spec")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,28 +111,44 @@ impl Spec {
     /// Parses an OpenAPI document.
     pub fn from_json(text: &str) -> anyhow::Result<Self> {
         let doc: Value = serde_json::from_str(text)?;
-        let version = doc.pointer("/info/version").and_then(Value::as_str).unwrap_or("0.0.0").to_owned();
+        let version = doc
+            .pointer("/info/version")
+            .and_then(Value::as_str)
+            .unwrap_or("0.0.0")
+            .to_owned();
         let mut operations = HashMap::new();
         let empty = Map::new();
         for (path, item) in doc.get("paths").and_then(Value::as_object).unwrap_or(&empty) {
-            let shared_params: Vec<Value> =
-                item.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+            let shared_params: Vec<Value> = item
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (method, op) in item.as_object().unwrap_or(&empty) {
                 if method == "parameters" || !op.is_object() {
                     continue;
                 }
                 let mut params = Vec::new();
-                let own = op.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+                let own = op
+                    .get("parameters")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for p in shared_params.iter().chain(own.iter()) {
                     let p = resolve(&doc, p);
-                    let (Some(name), Some(location)) =
-                        (p.get("name").and_then(Value::as_str), p.get("in").and_then(Value::as_str))
-                    else {
+                    let (Some(name), Some(location)) = (
+                        p.get("name").and_then(Value::as_str),
+                        p.get("in").and_then(Value::as_str),
+                    ) else {
                         continue;
                     };
                     let mut schema = p.get("schema").cloned().unwrap_or(Value::Null);
                     convert(&mut schema);
-                    params.push(Param { name: name.to_owned(), location: location.to_owned(), schema });
+                    params.push(Param {
+                        name: name.to_owned(),
+                        location: location.to_owned(),
+                        schema,
+                    });
                 }
                 let body = op.get("requestBody").map(|b| resolve(&doc, b));
                 let mut request_schemas = HashMap::new();
@@ -161,8 +179,14 @@ impl Spec {
                     Some("owner") => Ownership::Owner,
                     _ => Ownership::None,
                 };
-                let public = authz.and_then(|a| a.get("public")).and_then(Value::as_bool).unwrap_or(false)
-                    || op.get("security").and_then(Value::as_array).is_some_and(|s| s.is_empty());
+                let public = authz
+                    .and_then(|a| a.get("public"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    || op
+                        .get("security")
+                        .and_then(Value::as_array)
+                        .is_some_and(|s| s.is_empty());
                 let admin_only = authz
                     .and_then(|a| a.get("roles"))
                     .and_then(Value::as_array)
@@ -170,9 +194,16 @@ impl Spec {
                 operations.insert(
                     (method.to_uppercase(), path.clone()),
                     Arc::new(Operation {
-                        id: op.get("operationId").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        id: op
+                            .get("operationId")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
                         content_types,
-                        body_required: body.and_then(|b| b.get("required")).and_then(Value::as_bool).unwrap_or(false),
+                        body_required: body
+                            .and_then(|b| b.get("required"))
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
                         request_schemas,
                         params,
                         ownership,
@@ -185,7 +216,12 @@ impl Spec {
         }
         let mut components = doc.get("components").cloned().unwrap_or(Value::Null);
         convert(&mut components);
-        Ok(Self { components, operations, validators: Mutex::new(HashMap::new()), version })
+        Ok(Self {
+            components,
+            operations,
+            validators: Mutex::new(HashMap::new()),
+            version,
+        })
     }
 
     /// The embedded contract.
@@ -195,7 +231,9 @@ impl Spec {
 
     /// The operation for a method and a path template (`/threat_models/{threat_model_id}`).
     pub fn operation(&self, method: &str, template: &str) -> Option<Arc<Operation>> {
-        self.operations.get(&(method.to_uppercase(), template.to_owned())).cloned()
+        self.operations
+            .get(&(method.to_uppercase(), template.to_owned()))
+            .cloned()
     }
 
     /// Validates `value` against a converted schema (inline or `$ref`), caching the validator.
@@ -206,7 +244,11 @@ impl Spec {
             .take(5)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
             })
             .collect();
         if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -218,8 +260,43 @@ impl Spec {
         self.validate(&format!("component:{name}"), &schema, value)
     }
 
+    /// Property names of a component schema, following `allOf` and `$ref`.
+    pub fn property_names(&self, name: &str) -> Vec<String> {
+        fn collect(components: &Value, schema: &Value, out: &mut Vec<String>) {
+            if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+                if let Some(target) = r
+                    .strip_prefix("#/components/")
+                    .and_then(|p| components.pointer(&format!("/{p}")))
+                {
+                    collect(components, target, out);
+                }
+                return;
+            }
+            for key in ["allOf", "anyOf"] {
+                if let Some(parts) = schema.get(key).and_then(Value::as_array) {
+                    parts.iter().for_each(|p| collect(components, p, out));
+                }
+            }
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for k in props.keys() {
+                    if !out.contains(k) {
+                        out.push(k.clone());
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(schema) = self.components.pointer(&format!("/schemas/{name}")) {
+            collect(&self.components, schema, &mut out);
+        }
+        out
+    }
+
     fn validator(&self, key: &str, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
-        let mut cache = self.validators.lock().map_err(|_| "validator cache poisoned".to_owned())?;
+        let mut cache = self
+            .validators
+            .lock()
+            .map_err(|_| "validator cache poisoned".to_owned())?;
         if let Some(v) = cache.get(key) {
             return Ok(v.clone());
         }
@@ -254,13 +331,18 @@ mod tests {
         assert_eq!(s, json!({"type": ["string", "null"], "enum": ["a", null]}));
         let mut s = json!({"allOf": [{"$ref": "#/x"}], "nullable": true});
         convert(&mut s);
-        assert_eq!(s, json!({"anyOf": [{"type": "null"}, {"allOf": [{"$ref": "#/x"}]}]}));
+        assert_eq!(
+            s,
+            json!({"anyOf": [{"type": "null"}, {"allOf": [{"$ref": "#/x"}]}]})
+        );
     }
 
     #[test]
     fn embedded_spec_has_operations_and_authz() {
         let spec = Spec::embedded().unwrap();
-        let op = spec.operation("patch", "/threat_models/{threat_model_id}").unwrap();
+        let op = spec
+            .operation("patch", "/threat_models/{threat_model_id}")
+            .unwrap();
         assert_eq!(op.content_types, vec!["application/json-patch+json"]);
         assert_eq!(op.ownership, Ownership::Writer);
         assert!(spec.operation("GET", "/oauth2/providers").unwrap().public);
@@ -270,9 +352,23 @@ mod tests {
     #[test]
     fn validates_components() {
         let spec = Spec::embedded().unwrap();
-        assert!(spec.validate_component("Metadata", &json!({"key": "a", "value": "b"})).is_ok());
-        assert!(spec.validate_component("Metadata", &json!({"key": "a", "value": "b", "x": 1})).is_err());
+        assert!(
+            spec.validate_component("Metadata", &json!({"key": "a", "value": "b"}))
+                .is_ok()
+        );
+        assert!(
+            spec.validate_component("Metadata", &json!({"key": "a", "value": "b", "x": 1}))
+                .is_err()
+        );
         let input = json!({"name": "TM", "description": null, "issue_uri": ""});
-        assert!(spec.validate_component("ThreatModelInput", &input).is_ok(), "{:?}", spec.validate_component("ThreatModelInput", &input));
+        assert!(
+            spec.property_names("Threat")
+                .contains(&"threat_model_id".to_string())
+        );
+        assert!(
+            spec.validate_component("ThreatModelInput", &input).is_ok(),
+            "{:?}",
+            spec.validate_component("ThreatModelInput", &input)
+        );
     }
 }

@@ -190,7 +190,11 @@ pub trait Store: Send + Sync {
 
     // Threat models.
     /// Inserts a threat model with its ACL and metadata; allocates and returns its alias.
-    async fn insert_threat_model(&self, tm: &ThreatModelRecord, metadata: &[MetadataEntry]) -> StoreResult<i64>;
+    async fn insert_threat_model(
+        &self,
+        tm: &ThreatModelRecord,
+        metadata: &[MetadataEntry],
+    ) -> StoreResult<i64>;
     /// Writes a threat model if its stored version is still `expected_version`; replaces the ACL and,
     /// when given, the metadata.
     async fn update_threat_model(
@@ -230,11 +234,26 @@ pub trait Store: Send + Sync {
     /// Metadata of a threat model and all its children.
     async fn metadata_under(&self, threat_model_id: Uuid) -> StoreResult<MetadataMap>;
     /// Inserts entries; `Conflict` (and nothing written) when any key exists.
-    async fn insert_metadata(&self, entity_type: &str, entity_id: Uuid, entries: &[MetadataEntry]) -> StoreResult<()>;
+    async fn insert_metadata(
+        &self,
+        entity_type: &str,
+        entity_id: Uuid,
+        entries: &[MetadataEntry],
+    ) -> StoreResult<()>;
     /// Inserts or updates entries.
-    async fn upsert_metadata(&self, entity_type: &str, entity_id: Uuid, entries: &[MetadataEntry]) -> StoreResult<()>;
+    async fn upsert_metadata(
+        &self,
+        entity_type: &str,
+        entity_id: Uuid,
+        entries: &[MetadataEntry],
+    ) -> StoreResult<()>;
     /// Replaces the whole set.
-    async fn replace_metadata(&self, entity_type: &str, entity_id: Uuid, entries: &[MetadataEntry]) -> StoreResult<()>;
+    async fn replace_metadata(
+        &self,
+        entity_type: &str,
+        entity_id: Uuid,
+        entries: &[MetadataEntry],
+    ) -> StoreResult<()>;
     /// Updates one existing key; `NotFound` when missing.
     async fn update_metadata_value(&self, entity_id: Uuid, key: &str, value: &str) -> StoreResult<()>;
     async fn delete_metadata(&self, entity_id: Uuid, key: &str) -> StoreResult<()>;

@@ -31,7 +31,10 @@ impl Postgres {
     /// Applies pending migrations. sqlx's migrator holds a PostgreSQL advisory lock while it runs,
     /// so replicas starting together (or a `tmi-server migrate` Job) apply each migration once.
     pub async fn migrate(&self) -> Result<(), crate::store::StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(crate::store::StoreError::Migrate)
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(crate::store::StoreError::Migrate)
     }
 }
 

@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// Migrations for SQLite, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -38,7 +40,10 @@ impl Sqlite {
 
     /// Applies pending migrations (SQLite's write lock serializes concurrent runners).
     pub async fn migrate(&self) -> Result<(), crate::store::StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(crate::store::StoreError::Migrate)
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(crate::store::StoreError::Migrate)
     }
 }
 

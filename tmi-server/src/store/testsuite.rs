@@ -16,10 +16,13 @@ pub struct TestPostgres {
 
 impl TestPostgres {
     pub async fn create() -> Self {
-        let admin_url = std::env::var("TMI_TEST_DATABASE_URL")
-            .expect("TMI_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL");
+        let admin_url = std::env::var("TMI_TEST_DATABASE_URL").expect(
+            "TMI_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL",
+        );
         let name = format!("tmi_test_{}", Uuid::new_v4().simple());
-        let admin = super::Postgres::connect(&admin_url, 1).await.expect("connect to TMI_TEST_DATABASE_URL");
+        let admin = super::Postgres::connect(&admin_url, 1)
+            .await
+            .expect("connect to TMI_TEST_DATABASE_URL");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin.pool)
             .await
@@ -36,9 +39,12 @@ impl TestPostgres {
 
     pub async fn drop(self) {
         if let Ok(admin) = super::Postgres::connect(&self.admin_url, 1).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-                .execute(&admin.pool)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin.pool)
+            .await;
             admin.pool.close().await;
         }
     }
@@ -81,7 +87,10 @@ fn tm(owner: &str, name: &str, status: &str) -> ThreatModelRecord {
 }
 
 fn entry(k: &str, v: &str) -> MetadataEntry {
-    MetadataEntry { key: k.into(), value: v.into() }
+    MetadataEntry {
+        key: k.into(),
+        value: v.into(),
+    }
 }
 
 /// Runs every conformance check against `store`.
@@ -95,20 +104,44 @@ async fn users_and_groups(store: &dyn Store) {
     store.ping().await.unwrap();
     let alice = store.upsert_login_user(&user("alice")).await.unwrap();
     let again = store.upsert_login_user(&user("alice")).await.unwrap();
-    assert_eq!(alice.internal_uuid, again.internal_uuid, "login is idempotent per (provider, id)");
-    assert_eq!(store.find_user("tmi", "alice").await.unwrap(), Some(alice.clone()));
-    assert_eq!(store.find_user_by_email("tmi", "ALICE@tmi.local").await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        alice.internal_uuid, again.internal_uuid,
+        "login is idempotent per (provider, id)"
+    );
+    assert_eq!(
+        store.find_user("tmi", "alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.find_user_by_email("tmi", "ALICE@tmi.local").await.unwrap(),
+        Some(alice.clone())
+    );
     assert_eq!(store.group_member_count(groups::ADMINISTRATORS).await.unwrap(), 0);
-    store.add_group_member(groups::ADMINISTRATORS, alice.internal_uuid).await.unwrap();
-    store.add_group_member(groups::ADMINISTRATORS, alice.internal_uuid).await.unwrap();
+    store
+        .add_group_member(groups::ADMINISTRATORS, alice.internal_uuid)
+        .await
+        .unwrap();
+    store
+        .add_group_member(groups::ADMINISTRATORS, alice.internal_uuid)
+        .await
+        .unwrap();
     let gs = store.user_groups(alice.internal_uuid).await.unwrap();
     assert_eq!(gs.len(), 1);
     assert_eq!(gs[0].group_name, "administrators");
     assert_eq!(gs[0].internal_uuid, groups::ADMINISTRATORS);
     assert_eq!(store.get_preferences(alice.internal_uuid).await.unwrap(), None);
-    store.put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 1}})).await.unwrap();
-    store.put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 2}})).await.unwrap();
-    assert_eq!(store.get_preferences(alice.internal_uuid).await.unwrap(), Some(json!({"tmi-ux": {"a": 2}})));
+    store
+        .put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 1}}))
+        .await
+        .unwrap();
+    store
+        .put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 2}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_preferences(alice.internal_uuid).await.unwrap(),
+        Some(json!({"tmi-ux": {"a": 2}}))
+    );
 }
 
 async fn threat_models(store: &dyn Store) {
@@ -128,15 +161,31 @@ async fn threat_models(store: &dyn Store) {
 
     let got = store.get_threat_model(a.id).await.unwrap();
     assert_eq!(got, a);
-    assert!(matches!(store.get_threat_model(Uuid::new_v4()).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.get_threat_model(Uuid::new_v4()).await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.list_metadata(a.id).await.unwrap(), vec![entry("k", "v")]);
 
     // Visibility: bob sees his own and the everyone-readable one; dave only the latter.
-    let bob = Viewer { provider: "tmi".into(), provider_id: "bob".into(), groups: vec![] };
-    let dave = Viewer { provider: "tmi".into(), provider_id: "dave".into(), groups: vec![] };
-    let all = ThreatModelFilter { limit: 20, ..Default::default() };
+    let bob = Viewer {
+        provider: "tmi".into(),
+        provider_id: "bob".into(),
+        groups: vec![],
+    };
+    let dave = Viewer {
+        provider: "tmi".into(),
+        provider_id: "dave".into(),
+        groups: vec![],
+    };
+    let all = ThreatModelFilter {
+        limit: 20,
+        ..Default::default()
+    };
     let (list, total) = store.list_threat_models(Some(&bob), &all).await.unwrap();
-    assert!(total >= 2 && list.iter().any(|s| s.record.id == a.id) && list.iter().any(|s| s.record.id == b.id));
+    assert!(
+        total >= 2 && list.iter().any(|s| s.record.id == a.id) && list.iter().any(|s| s.record.id == b.id)
+    );
     let (list, _) = store.list_threat_models(Some(&dave), &all).await.unwrap();
     assert!(list.iter().all(|s| s.record.id != a.id) && list.iter().any(|s| s.record.id == b.id));
     let filtered = ThreatModelFilter {
@@ -147,7 +196,10 @@ async fn threat_models(store: &dyn Store) {
     let (list, total) = store.list_threat_models(Some(&bob), &filtered).await.unwrap();
     assert_eq!((list.len(), total), (1, 1));
     assert_eq!(list[0].record.id, a.id);
-    let by_reviewer = ThreatModelFilter { reviewer_email: Some("rev@tmi.local".into()), ..all.clone() };
+    let by_reviewer = ThreatModelFilter {
+        reviewer_email: Some("rev@tmi.local".into()),
+        ..all.clone()
+    };
     let (list, _) = store.list_threat_models(None, &by_reviewer).await.unwrap();
     assert_eq!(list.len(), 1);
 
@@ -157,16 +209,28 @@ async fn threat_models(store: &dyn Store) {
     next.name = "Alpha 2".into();
     next.deleted_at = Some(Utc::now().trunc_subsecs(6));
     store.update_threat_model(&next, 1, Some(&[])).await.unwrap();
-    assert!(matches!(store.update_threat_model(&next, 1, None).await, Err(StoreError::VersionMismatch)));
+    assert!(matches!(
+        store.update_threat_model(&next, 1, None).await,
+        Err(StoreError::VersionMismatch)
+    ));
     assert!(store.list_metadata(a.id).await.unwrap().is_empty());
     let (list, _) = store.list_threat_models(Some(&bob), &all).await.unwrap();
-    assert!(list.iter().all(|s| s.record.id != a.id), "deleted models are hidden");
-    let with_deleted = ThreatModelFilter { include_deleted: true, ..all.clone() };
+    assert!(
+        list.iter().all(|s| s.record.id != a.id),
+        "deleted models are hidden"
+    );
+    let with_deleted = ThreatModelFilter {
+        include_deleted: true,
+        ..all.clone()
+    };
     let (list, _) = store.list_threat_models(Some(&bob), &with_deleted).await.unwrap();
     assert!(list.iter().any(|s| s.record.id == a.id));
     let mut ghost = next.clone();
     ghost.id = Uuid::new_v4();
-    assert!(matches!(store.update_threat_model(&ghost, 2, None).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update_threat_model(&ghost, 2, None).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn children_and_metadata(store: &dyn Store) {
@@ -189,12 +253,32 @@ async fn children_and_metadata(store: &dyn Store) {
     let mut second = child.clone();
     second.id = Uuid::new_v4();
     assert_eq!(store.insert_child(&second, &[]).await.unwrap(), 2);
-    assert_eq!(store.get_child(parent.id, "threat", child.id).await.unwrap(), child);
-    assert!(matches!(store.get_child(parent.id, "note", child.id).await, Err(StoreError::NotFound)));
-    assert_eq!(store.list_children(parent.id, Some("threat"), false).await.unwrap().len(), 2);
+    assert_eq!(
+        store.get_child(parent.id, "threat", child.id).await.unwrap(),
+        child
+    );
+    assert!(matches!(
+        store.get_child(parent.id, "note", child.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .list_children(parent.id, Some("threat"), false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     let (list, _) = store
-        .list_threat_models(None, &ThreatModelFilter { name_contains: Some("parent".into()), limit: 5, ..Default::default() })
+        .list_threat_models(
+            None,
+            &ThreatModelFilter {
+                name_contains: Some("parent".into()),
+                limit: 5,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(list[0].counts.threats, 2);
@@ -203,23 +287,54 @@ async fn children_and_metadata(store: &dyn Store) {
     upd.version = 2;
     upd.deleted_at = Some(now);
     store.update_child(&upd, 1, None).await.unwrap();
-    assert!(matches!(store.update_child(&upd, 1, None).await, Err(StoreError::VersionMismatch)));
-    assert_eq!(store.list_children(parent.id, Some("threat"), false).await.unwrap().len(), 1);
+    assert!(matches!(
+        store.update_child(&upd, 1, None).await,
+        Err(StoreError::VersionMismatch)
+    ));
+    assert_eq!(
+        store
+            .list_children(parent.id, Some("threat"), false)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(store.list_children(parent.id, None, true).await.unwrap().len(), 2);
 
     // Metadata semantics.
     assert!(matches!(
-        store.insert_metadata("threat", child.id, &[entry("b", "2"), entry("a", "x")]).await,
+        store
+            .insert_metadata("threat", child.id, &[entry("b", "2"), entry("a", "x")])
+            .await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(store.list_metadata(child.id).await.unwrap(), vec![entry("a", "1")], "nothing partially written");
-    store.upsert_metadata("threat", child.id, &[entry("a", "3"), entry("c", "4")]).await.unwrap();
-    assert_eq!(store.list_metadata(child.id).await.unwrap(), vec![entry("a", "3"), entry("c", "4")]);
+    assert_eq!(
+        store.list_metadata(child.id).await.unwrap(),
+        vec![entry("a", "1")],
+        "nothing partially written"
+    );
+    store
+        .upsert_metadata("threat", child.id, &[entry("a", "3"), entry("c", "4")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_metadata(child.id).await.unwrap(),
+        vec![entry("a", "3"), entry("c", "4")]
+    );
     store.update_metadata_value(child.id, "c", "5").await.unwrap();
-    assert!(matches!(store.update_metadata_value(child.id, "zz", "5").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update_metadata_value(child.id, "zz", "5").await,
+        Err(StoreError::NotFound)
+    ));
     store.delete_metadata(child.id, "a").await.unwrap();
-    assert!(matches!(store.delete_metadata(child.id, "a").await, Err(StoreError::NotFound)));
-    store.replace_metadata("threat", child.id, &[entry("x", "y")]).await.unwrap();
+    assert!(matches!(
+        store.delete_metadata(child.id, "a").await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .replace_metadata("threat", child.id, &[entry("x", "y")])
+        .await
+        .unwrap();
     let under = store.metadata_under(parent.id).await.unwrap();
     assert_eq!(under.get(&child.id), Some(&vec![entry("x", "y")]));
 }

@@ -1,0 +1,554 @@
+//! OAuth 2.0 endpoints, discovery documents and the `/me` family (tmi-compat.md §4, Part B §2).
+//! Thin handlers over `Tokens`, the providers and the store.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::provider::AuthorizeStart;
+use super::{AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, token_cookies};
+use crate::error::ApiError;
+use crate::gate::{JsonBody, MaybeJsonBody, RawBody};
+use crate::state::AppState;
+
+/// How long an authorization code or OAuth state stays valid.
+const FLOW_TTL: Duration = Duration::from_secs(600);
+
+fn bad_request(msg: &str) -> ApiError {
+    ApiError::OAuth(StatusCode::BAD_REQUEST, "invalid_request", msg.to_owned())
+}
+
+/// Scheme and host the client used, honouring `X-Forwarded-Proto` (for browser-facing URLs).
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(b) = &state.config.base_url {
+        return b.clone();
+    }
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost:8080");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+fn with_cookies(mut res: Response, cookies: Vec<String>) -> Response {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+fn token_response(state: &AppState, pair: TokenPair) -> Response {
+    let cookies = if state.config.cookie_enabled {
+        token_cookies(&state.config, &pair)
+    } else {
+        vec![]
+    };
+    let mut res = with_cookies(Json(&pair).into_response(), cookies);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `GET /oauth2/providers`.
+pub async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let base = base_url(&state, &headers);
+    let mut list: Vec<Value> = state
+        .providers
+        .iter()
+        .map(|p| {
+            let i = p.info();
+            json!({
+                "id": i.id,
+                "name": i.name,
+                "icon": i.icon,
+                "auth_url": format!("{base}/oauth2/authorize?idp={}", i.id),
+                "token_url": format!("{base}/oauth2/token?idp={}", i.id),
+                "redirect_uri": state.config.oauth_callback_url,
+                "client_id": i.client_id,
+            })
+        })
+        .collect();
+    list.sort_by_key(|p| p["name"].as_str().unwrap_or_default().to_owned());
+    Json(json!({ "providers": list }))
+}
+
+/// `GET /saml/providers`: SAML is not configured.
+pub async fn saml_providers() -> Json<Value> {
+    Json(json!({ "providers": [] }))
+}
+
+#[derive(Deserialize)]
+pub struct AuthorizeQuery {
+    idp: Option<String>,
+    scope: Option<String>,
+    response_type: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    client_callback: Option<String>,
+    state: Option<String>,
+    login_hint: Option<String>,
+}
+
+/// Exact match, or prefix match for entries ending in `*`.
+pub fn callback_allowed(allowlist: &[String], callback: &str) -> bool {
+    allowlist.iter().any(|a| match a.strip_suffix('*') {
+        Some(prefix) => callback.starts_with(prefix),
+        None => a == callback,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct PkceBinding {
+    provider: String,
+    challenge: String,
+    login_hint: Option<String>,
+    client_callback: String,
+}
+
+/// `GET /oauth2/authorize`: validates the request; the `tmi` provider mints a code and redirects
+/// straight to the client callback.
+pub async fn authorize(
+    State(state): State<AppState>,
+    Query(q): Query<AuthorizeQuery>,
+) -> Result<Response, ApiError> {
+    let idp = match q.idp.filter(|s| !s.is_empty()) {
+        Some(idp) => idp,
+        None if state.config.build_mode.is_dev_or_test() => "tmi".to_owned(),
+        None => return Err(bad_request("Missing required parameter: idp")),
+    };
+    let provider = state
+        .provider(&idp)
+        .ok_or_else(|| bad_request("Unknown identity provider"))?;
+    let scope = q.scope.unwrap_or_default();
+    let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+    if !scopes.contains(&"openid") || scopes.iter().any(|s| !["openid", "profile", "email"].contains(s)) {
+        return Err(bad_request(
+            "scope must include openid (allowed: openid profile email)",
+        ));
+    }
+    if q.response_type.as_deref().is_some_and(|r| r != "code") {
+        return Err(bad_request("Only response_type=code is supported"));
+    }
+    let challenge = q.code_challenge.unwrap_or_default();
+    let valid_challenge = (43..=128).contains(&challenge.len())
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b'~');
+    if !valid_challenge {
+        return Err(bad_request("code_challenge is required (43-128 characters)"));
+    }
+    if q.code_challenge_method.as_deref() != Some("S256") {
+        return Err(bad_request("code_challenge_method must be S256"));
+    }
+    let callback = q.client_callback.unwrap_or_default();
+    if callback.is_empty() {
+        return Err(bad_request("Missing required parameter: client_callback"));
+    }
+    if !callback_allowed(&state.config.client_callback_allowlist, &callback) {
+        return Err(bad_request("client_callback is not in the allowlist"));
+    }
+    let oauth_state = q
+        .state
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let binding = PkceBinding {
+        provider: idp.clone(),
+        challenge,
+        login_hint: q.login_hint.filter(|h| !h.is_empty()),
+        client_callback: callback.clone(),
+    };
+    let value = serde_json::to_string(&binding).map_err(ApiError::internal)?;
+    let kv_err = |_| ApiError::ServiceUnavailable("Token store unavailable".into());
+    match provider
+        .authorize(
+            &oauth_state,
+            binding.login_hint.as_deref(),
+            &state.config.oauth_callback_url,
+        )
+        .await?
+    {
+        AuthorizeStart::Code(code) => {
+            state
+                .kv
+                .set(&format!("pkce:{code}"), &value, FLOW_TTL)
+                .await
+                .map_err(kv_err)?;
+            let sep = if callback.contains('?') { '&' } else { '?' };
+            let location = format!(
+                "{callback}{sep}code={}&state={}",
+                urlencode(&code),
+                urlencode(&oauth_state)
+            );
+            Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+        }
+        AuthorizeStart::Redirect(url) => {
+            state
+                .kv
+                .set(&format!("oauth_state:{oauth_state}"), &value, FLOW_TTL)
+                .await
+                .map_err(kv_err)?;
+            Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|x| x[1..].to_owned())
+        .unwrap_or_default()
+}
+
+/// `GET /oauth2/callback`: only external IdPs come back here; none is configured yet.
+pub async fn callback(
+    State(state): State<AppState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let st = q.get("state").cloned().unwrap_or_default();
+    let found = state
+        .kv
+        .take(&format!("oauth_state:{st}"))
+        .await
+        .map_err(|_| ApiError::ServiceUnavailable("Token store unavailable".into()))?;
+    if found.is_none() {
+        return Err(bad_request("Invalid or expired state"));
+    }
+    Err(bad_request("No external identity provider is configured"))
+}
+
+#[derive(Deserialize, Default)]
+struct TokenRequest {
+    grant_type: Option<String>,
+    code: Option<String>,
+    code_verifier: Option<String>,
+    redirect_uri: Option<String>,
+    refresh_token: Option<String>,
+}
+
+fn form_or_json<T: for<'de> Deserialize<'de> + Default>(
+    json: MaybeJsonBody,
+    raw: &RawBody,
+) -> Result<T, ApiError> {
+    if let MaybeJsonBody(Some(v)) = json {
+        return serde_json::from_value(v).map_err(|e| ApiError::invalid(e.to_string()));
+    }
+    if raw.0.is_empty() || raw.0.first() == Some(&b'{') {
+        return Ok(T::default());
+    }
+    serde_urlencoded::from_bytes(&raw.0).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// `POST /oauth2/token?idp=`.
+pub async fn token(
+    State(state): State<AppState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    json: MaybeJsonBody,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    let req: TokenRequest = form_or_json(json, &raw)?;
+    match req.grant_type.as_deref() {
+        Some("authorization_code") => {}
+        Some("refresh_token") => {
+            let t = req
+                .refresh_token
+                .ok_or_else(|| bad_request("refresh_token is required"))?;
+            return refresh_with(&state, &t).await;
+        }
+        Some(_) => {
+            return Err(ApiError::OAuth(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Unsupported grant_type".into(),
+            ));
+        }
+        None => return Err(bad_request("grant_type is required")),
+    }
+    let (Some(code), Some(verifier), Some(_redirect)) = (req.code, req.code_verifier, req.redirect_uri)
+    else {
+        return Err(bad_request("code, code_verifier and redirect_uri are required"));
+    };
+    let idp = q.get("idp").cloned().unwrap_or_else(|| "tmi".into());
+    if idp == "tmi" && !state.config.build_mode.is_dev_or_test() {
+        return Err(ApiError::OAuth(
+            StatusCode::FORBIDDEN,
+            "unsupported_grant_type",
+            "The tmi provider's code flow is only available in dev and test builds".into(),
+        ));
+    }
+    let provider = state
+        .provider(&idp)
+        .ok_or_else(|| bad_request("Unknown identity provider"))?;
+    let invalid_grant = || {
+        ApiError::OAuth(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid authorization code or code_verifier".into(),
+        )
+    };
+    let binding = state
+        .kv
+        .take(&format!("pkce:{code}"))
+        .await
+        .map_err(|_| ApiError::ServiceUnavailable("Token store unavailable".into()))?
+        .ok_or_else(invalid_grant)?;
+    let binding: PkceBinding = serde_json::from_str(&binding).map_err(ApiError::internal)?;
+    if binding.provider != idp || s256(&verifier) != binding.challenge {
+        return Err(invalid_grant());
+    }
+    let identity = provider.exchange(&code, binding.login_hint.as_deref()).await?;
+    let (_, pair) = state.tokens.login(&identity).await?;
+    Ok(token_response(&state, pair))
+}
+
+async fn refresh_with(state: &AppState, token: &str) -> Result<Response, ApiError> {
+    match state.tokens.refresh(token).await {
+        Ok(pair) => Ok(token_response(state, pair)),
+        Err(e @ ApiError::OAuth(..)) => Ok(with_cookies(e.into_response(), clear_cookies(&state.config))),
+        Err(e) => Err(e),
+    }
+}
+
+/// `POST /oauth2/refresh`: body `{refresh_token}` or the refresh cookie.
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    MaybeJsonBody(json): MaybeJsonBody,
+) -> Result<Response, ApiError> {
+    let from_body = json.and_then(|v| v.get("refresh_token").and_then(Value::as_str).map(str::to_owned));
+    let token = from_body
+        .or_else(|| cookie_value(&headers, REFRESH_COOKIE))
+        .ok_or_else(|| bad_request("refresh_token is required"))?;
+    refresh_with(&state, &token).await
+}
+
+#[derive(Deserialize, Default)]
+struct RevokeRequest {
+    token: Option<String>,
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): needs a valid bearer token.
+pub async fn revoke(
+    State(state): State<AppState>,
+    MaybeAuthUser(user): MaybeAuthUser,
+    json: MaybeJsonBody,
+    raw: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    if user.is_none() {
+        return Err(ApiError::OAuth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication required".into(),
+        ));
+    }
+    let req: RevokeRequest = form_or_json(json, &raw)?;
+    let token = req
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad_request("token is required"))?;
+    if let Some(claims) = state.tokens.keys.verify(&token) {
+        state.tokens.revoke_access(&token, claims.exp).await?;
+    } else {
+        state.tokens.revoke_refresh(&token).await?;
+    }
+    Ok(Json(json!({})))
+}
+
+/// `POST /oauth2/introspect`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    json: MaybeJsonBody,
+    raw: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let req: RevokeRequest = form_or_json(json, &raw)?;
+    let token = req.token.unwrap_or_default();
+    Ok(Json(match state.tokens.authenticate(&token).await? {
+        Some(u) => json!({
+            "active": true,
+            "sub": u.claims.sub,
+            "email": u.claims.email,
+            "name": u.claims.name,
+            "exp": u.claims.exp,
+            "iat": u.claims.iat,
+            "iss": u.claims.iss,
+            "token_type": "Bearer",
+        }),
+        None => json!({"active": false}),
+    }))
+}
+
+/// `GET /oauth2/userinfo`.
+pub async fn userinfo(user: AuthUser) -> Json<Value> {
+    Json(json!({
+        "sub": user.claims.sub,
+        "email": user.user.email,
+        "name": user.user.name,
+        "idp": user.claims.idp,
+        "groups": user.claims.groups,
+    }))
+}
+
+/// `GET /me`.
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let groups = state.store.user_groups(user.user.internal_uuid).await?;
+    let names: Vec<&str> = groups.iter().map(|g| g.group_name.as_str()).collect();
+    Ok(Json(json!({
+        "principal_type": "user",
+        "provider": user.user.provider,
+        "provider_id": user.user.provider_user_id,
+        "display_name": user.user.name,
+        "email": user.user.email,
+        "is_admin": names.contains(&"administrators"),
+        "is_security_reviewer": names.contains(&"security-reviewers"),
+        "groups": groups.iter().map(|g| json!({
+            "internal_uuid": g.internal_uuid,
+            "group_name": g.group_name,
+            "name": g.name,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// `POST /me/logout`: revokes the presented access token and the refresh cookie, clears cookies.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
+    state.tokens.revoke_access(&user.token, user.claims.exp).await?;
+    if let Some(r) = cookie_value(&headers, REFRESH_COOKIE) {
+        state.tokens.revoke_refresh(&r).await?;
+    }
+    Ok(with_cookies(
+        StatusCode::NO_CONTENT.into_response(),
+        clear_cookies(&state.config),
+    ))
+}
+
+/// `GET /me/preferences`.
+pub async fn get_preferences(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .get_preferences(user.user.internal_uuid)
+            .await?
+            .unwrap_or_else(|| json!({})),
+    ))
+}
+
+/// `POST /me/preferences` (201) and `PUT /me/preferences` (200).
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    user: AuthUser,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    if serde_json::to_vec(&body).map_err(ApiError::internal)?.len() > 64 * 1024 {
+        return Err(ApiError::invalid("Preferences are too large"));
+    }
+    state
+        .store
+        .put_preferences(user.user.internal_uuid, &body)
+        .await?;
+    let status = if method == axum::http::Method::POST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /me/sessions`: collaboration is not implemented yet, so there are none.
+pub async fn my_sessions(_user: AuthUser) -> Json<Value> {
+    Json(json!([]))
+}
+
+fn cached(v: Value) -> Response {
+    ([(header::CACHE_CONTROL, "public, max-age=3600")], Json(v)).into_response()
+}
+
+fn discovery(base: &str) -> Value {
+    json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "userinfo_endpoint": format!("{base}/oauth2/userinfo"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["HS256"],
+        "scopes_supported": ["openid", "profile", "email"],
+        "claims_supported": ["sub", "email", "email_verified", "name", "idp", "groups"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+    })
+}
+
+pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    cached(discovery(&base_url(&state, &headers)))
+}
+
+pub async fn authorization_server(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    cached(discovery(&base_url(&state, &headers)))
+}
+
+pub async fn jwks() -> Response {
+    cached(json!({"keys": []}))
+}
+
+pub async fn protected_resource(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let base = base_url(&state, &headers);
+    cached(json!({
+        "resource": base,
+        "authorization_servers": [base],
+        "scopes_supported": ["openid", "profile", "email"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "TMI (Threat Modeling Improved) API",
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_matching() {
+        let list = vec![
+            "http://localhost:8079/".to_string(),
+            "http://localhost:4200/*".to_string(),
+        ];
+        assert!(callback_allowed(&list, "http://localhost:8079/"));
+        assert!(!callback_allowed(&list, "http://localhost:8079/x"));
+        assert!(callback_allowed(&list, "http://localhost:4200/oauth2/callback"));
+        assert!(!callback_allowed(&list, "http://evil.example/"));
+        assert!(!callback_allowed(&[], "http://localhost:8079/"));
+    }
+
+    #[test]
+    fn pkce_s256() {
+        // Expected value computed independently (Python hashlib + urlsafe_b64encode).
+        assert_eq!(
+            s256("dBjftJeZ4CVP-mJ0m7aCmeOXQeHdbyx0c4Nj8tTm1Rk"),
+            "D_6B4OBSMpFkHAmnoYmoU7-8NNx4wfs7MtzkKYkDSbc"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Short-lived auth state (OAuth state, PKCE bindings, refresh tokens, revocations) behind one
+//! trait with two implementations: `RedisKv` (shared by replicas) and `MemoryKv` (one process).
+//! IO: `RedisKv` talks to Redis; `MemoryKv` only to memory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+
+/// A string key-value store with expiry and atomic take.
+#[async_trait]
+pub trait TokenKv: Send + Sync {
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()>;
+    async fn get(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Reads and deletes in one step, so a value is consumed at most once.
+    async fn take(&self, key: &str) -> anyhow::Result<Option<String>>;
+    async fn delete(&self, key: &str) -> anyhow::Result<()>;
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// In-process store for a single instance.
+#[derive(Default)]
+pub struct MemoryKv {
+    entries: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl MemoryKv {
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>>> {
+        self.entries
+            .lock()
+            .map_err(|_| anyhow::anyhow!("token store lock poisoned"))
+    }
+}
+
+#[async_trait]
+impl TokenKv for MemoryKv {
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+        let mut map = self.lock()?;
+        let now = Instant::now();
+        if map.len() > 10_000 {
+            map.retain(|_, (_, exp)| *exp > now);
+        }
+        map.insert(key.to_owned(), (value.to_owned(), now + ttl));
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let map = self.lock()?;
+        Ok(map
+            .get(key)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(v, _)| v.clone()))
+    }
+
+    async fn take(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let mut map = self.lock()?;
+        Ok(map
+            .remove(key)
+            .filter(|(_, exp)| *exp > Instant::now())
+            .map(|(v, _)| v))
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.lock()?.remove(key);
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Redis-backed store; every key gets `prefix`.
+pub struct RedisKv {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisKv {
+    /// Connects; `url` holds the password, so errors never include it.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("invalid Redis URL"))?;
+        let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out connecting to Redis"))?
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {}", e.kind_str()))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for redis::RedisError {
+    fn kind_str(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
+
+#[async_trait]
+impl TokenKv for RedisKv {
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("GET")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn take(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("GETDEL")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exercise(kv: &dyn TokenKv) {
+        kv.ping().await.unwrap();
+        kv.set("a", "1", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(kv.get("a").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(kv.take("a").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(kv.take("a").await.unwrap(), None, "take consumes");
+        kv.set("b", "2", Duration::from_secs(60)).await.unwrap();
+        kv.delete("b").await.unwrap();
+        assert_eq!(kv.get("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn memory_kv() {
+        exercise(&MemoryKv::default()).await;
+    }
+
+    #[tokio::test]
+    async fn redis_kv() {
+        let url = std::env::var("TMI_TEST_REDIS_URL")
+            .expect("TMI_TEST_REDIS_URL is not set: run the tests with `make test`, which starts Redis");
+        let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        exercise(&RedisKv::connect(&url, &prefix).await.unwrap()).await;
+    }
+}

@@ -1,0 +1,376 @@
+//! The request gate: one middleware that applies TMI's checks in its status-code precedence
+//! (tmi-compat.md §8): 406 → path UUIDs 400 → 415 → malformed/duplicate-key JSON 400 → JWT 401 →
+//! schema validation 400 → parent threat model 404 / role 403. IO: reads the token store and the
+//! threat model through `AppState`.
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::auth::{ACCESS_COOKIE, AuthUser, cookie_value};
+use crate::authz::{Role, Subject, effective_role};
+use crate::error::ApiError;
+use crate::input;
+use crate::openapi::{Operation, Ownership};
+use crate::state::AppState;
+use crate::store::ThreatModelRecord;
+
+/// Bodies above this size are refused before parsing (the schema limits are far smaller).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// The validated, normalized JSON body of a request.
+#[derive(Clone, Debug)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<JsonBody>()
+            .cloned()
+            .ok_or_else(|| ApiError::invalid("Request body is required"))
+    }
+}
+
+/// The JSON body when one was sent.
+pub struct MaybeJsonBody(pub Option<Value>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeJsonBody {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<JsonBody>().map(|j| j.0.clone())))
+    }
+}
+
+/// The raw body, for form-encoded operations (empty when none was sent).
+#[derive(Clone, Debug, Default)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawBody {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RawBody>().cloned().unwrap_or_default())
+    }
+}
+
+/// The parent threat model of a `/threat_models/{id}/…` request and the caller's role on it.
+#[derive(Clone, Debug)]
+pub struct TmAccess {
+    pub tm: ThreatModelRecord,
+    pub role: Role,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TmAccess {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<TmAccess>()
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("Threat model"))
+    }
+}
+
+/// An Authorization header that is not `Bearer <token>`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MalformedAuthorization;
+
+/// The bearer token or access cookie. `Err` when an Authorization header is present but malformed
+/// (no fallback to the cookie, as in TMI).
+pub fn presented_token(headers: &HeaderMap) -> Result<Option<String>, MalformedAuthorization> {
+    if let Some(h) = headers.get(header::AUTHORIZATION) {
+        let s = h.to_str().map_err(|_| MalformedAuthorization)?;
+        let (scheme, token) = s.split_once(' ').ok_or(MalformedAuthorization)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(MalformedAuthorization);
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    Ok(cookie_value(headers, ACCESS_COOKIE))
+}
+
+/// Authenticates a request's token, if any. `Ok(None)` for no or invalid credentials.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<AuthUser>, ApiError> {
+    match presented_token(headers) {
+        Ok(Some(t)) => state.tokens.authenticate(&t).await,
+        Ok(None) | Err(MalformedAuthorization) => Ok(None),
+    }
+}
+
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        media.is_empty()
+            || media == "*/*"
+            || media == "application/*"
+            || media.ends_with("json")
+            || media == "text/html"
+            || media == "text/event-stream"
+    })
+}
+
+/// Pairs a path template with the actual path: `{name}` → value.
+fn path_params<'a>(template: &'a str, path: &'a str) -> Vec<(&'a str, &'a str)> {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .filter_map(|(t, p)| {
+            t.strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .map(|name| (name, p))
+        })
+        .collect()
+}
+
+fn coerce_query(schema: &Value, raw: &str) -> Result<Value, ()> {
+    let ty = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("string"),
+        _ => "string",
+    };
+    match ty {
+        "integer" => raw.parse::<i64>().map(Value::from).map_err(|_| ()),
+        "number" => raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or(()),
+        "boolean" => match raw {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(()),
+        },
+        "array" => Ok(Value::Array(
+            raw.split(',').map(|s| Value::String(s.to_owned())).collect(),
+        )),
+        _ => Ok(Value::String(raw.to_owned())),
+    }
+}
+
+fn validate_query(state: &AppState, op: &Operation, query: Option<&str>) -> Result<(), ApiError> {
+    let Some(query) = query else { return Ok(()) };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    for (name, raw) in pairs {
+        let Some(p) = op.params.iter().find(|p| p.location == "query" && p.name == name) else {
+            continue;
+        };
+        let value = coerce_query(&p.schema, &raw)
+            .map_err(|_| ApiError::invalid(format!("Invalid value for query parameter {name}")))?;
+        if let Err(errors) = state
+            .spec
+            .validate(&format!("query:{}:{name}", op.id), &p.schema, &value)
+        {
+            return Err(ApiError::invalid(format!(
+                "Invalid query parameter {name}: {}",
+                errors.join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The gate middleware; installed with `route_layer`, so it only sees matched routes.
+pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match run(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let template = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let method = if parts.method == Method::HEAD {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
+    let op = state.spec.operation(method.as_str(), &template);
+
+    if !accepts_json(&parts.headers) {
+        return Err(ApiError::NotAcceptable(
+            "Only application/json responses are available".into(),
+        ));
+    }
+    // Path identifiers are checked before authentication.
+    let path = parts.uri.path().to_owned();
+    let mut tm_id = None;
+    for (name, value) in path_params(&template, &path) {
+        let is_uuid = op.as_ref().map_or(name.ends_with("_id"), |o| {
+            o.params
+                .iter()
+                .any(|p| p.name == name && p.schema.get("format").and_then(Value::as_str) == Some("uuid"))
+        }) && name != "provider_id";
+        if is_uuid {
+            let id = Uuid::parse_str(value)
+                .map_err(|_| ApiError::invalid_id(format!("Invalid {name}: must be a UUID")))?;
+            if name == "threat_model_id" {
+                tm_id = Some(id);
+            }
+        }
+    }
+
+    // Content type and body.
+    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::OAuth(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Request body too large".into(),
+        )
+    })?;
+    let mut json = None;
+    let mut content_type = None;
+    if let Some(op) = op.as_ref().filter(|o| !o.content_types.is_empty()) {
+        let ct = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        match ct {
+            None if bytes.is_empty() => {
+                if op.body_required {
+                    return Err(ApiError::invalid("Request body is required"));
+                }
+            }
+            None => return Err(ApiError::invalid("Content-Type header is required")),
+            Some(ct) => {
+                if !op.content_types.contains(&ct) {
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "Unsupported Content-Type {ct}; expected {}",
+                        op.content_types.join(" or ")
+                    )));
+                }
+                if ct.ends_with("json") {
+                    if bytes.is_empty() {
+                        if op.body_required {
+                            return Err(ApiError::invalid("Request body is required"));
+                        }
+                    } else {
+                        let v = input::parse_strict(&bytes)
+                            .map_err(|e| ApiError::invalid(format!("Invalid JSON: {e}")))?;
+                        json = Some(v);
+                    }
+                }
+                content_type = Some(ct);
+            }
+        }
+    }
+
+    // Authentication.
+    let public = op.as_ref().is_none_or(|o| o.public);
+    let token = presented_token(&parts.headers);
+    let user = match token {
+        Ok(Some(t)) => state.tokens.authenticate(&t).await?,
+        _ => None,
+    };
+    if user.is_none() && !public {
+        return Err(ApiError::Unauthorized);
+    }
+
+    // Normalization and schema validation.
+    if let (Some(op), Some(v)) = (op.as_ref(), json.as_mut()) {
+        let ct = content_type.as_deref().unwrap_or("application/json");
+        if ct == "application/json" {
+            input::normalize_enums(v);
+            if let Some(at) = input::find_injection(v, "") {
+                return Err(ApiError::invalid(format!(
+                    "Potentially unsafe content in field {at}"
+                )));
+            }
+        }
+        if let Some(schema) = op.request_schemas.get(ct)
+            && let Err(errors) = state.spec.validate(&format!("request:{}:{ct}", op.id), schema, v)
+        {
+            return Err(ApiError::invalid(format!(
+                "Request validation failed: {}",
+                errors.join("; ")
+            )));
+        }
+    }
+    if let Some(op) = op.as_ref() {
+        validate_query(state, op, parts.uri.query())?;
+    }
+
+    // Parent threat model: 404 when missing or deleted, 403 without the role.
+    if let (Some(id), Some(user)) = (tm_id, user.as_ref()) {
+        let needed = op.as_ref().map_or(Ownership::Reader, |o| o.ownership);
+        let tm = match state.store.get_threat_model(id).await {
+            Ok(tm) => tm,
+            Err(crate::store::StoreError::NotFound) => return Err(ApiError::not_found("Threat model")),
+            Err(e) => return Err(e.into()),
+        };
+        let restoring_tm = template == "/threat_models/{threat_model_id}/restore";
+        if tm.deleted_at.is_some() && !restoring_tm {
+            return Err(ApiError::not_found("Threat model"));
+        }
+        let role = effective_role(&tm, &Subject::from(user))
+            .ok_or_else(|| ApiError::forbidden("You do not have access to this threat model"))?;
+        if !role.satisfies(needed) {
+            return Err(ApiError::forbidden(
+                format!("This operation requires the {needed:?} role").to_lowercase(),
+            ));
+        }
+        parts.extensions.insert(TmAccess { tm, role });
+    }
+
+    if let Some(u) = user {
+        parts.extensions.insert(u);
+    }
+    if let Some(v) = json {
+        parts.extensions.insert(JsonBody(v));
+    }
+    parts.extensions.insert(RawBody(bytes.clone()));
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_params_pair_up() {
+        let p = path_params(
+            "/threat_models/{threat_model_id}/threats/{threat_id}",
+            "/threat_models/a/threats/b",
+        );
+        assert_eq!(p, vec![("threat_model_id", "a"), ("threat_id", "b")]);
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), Ok(None));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(presented_token(&h), Ok(Some("abc".into())));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(presented_token(&h), Err(MalformedAuthorization));
+    }
+
+    #[test]
+    fn accept_header() {
+        let mut h = HeaderMap::new();
+        assert!(accepts_json(&h));
+        h.insert(header::ACCEPT, "application/json, text/plain".parse().unwrap());
+        assert!(accepts_json(&h));
+        h.insert(header::ACCEPT, "application/xml".parse().unwrap());
+        assert!(!accepts_json(&h));
+    }
+}

@@ -1,0 +1,437 @@
+//! Child-resource handlers, shared by all six kinds: list, create, get, update (PUT), patch
+//! (JSON Patch), delete (soft) and restore.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{Kind, diagrams, list_item, response};
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::gate::{JsonBody, TmAccess};
+use crate::input;
+use crate::state::AppState;
+use crate::store::{ChildRecord, MetadataEntry, StoreError};
+use crate::threat_models::model::{metadata_entries, now};
+use crate::versioning::{self, Precondition};
+
+/// Fields the server owns; sending them is a 400 (tmi-compat.md §1.13).
+const PROHIBITED: &[&str] = &[
+    "id",
+    "created_at",
+    "modified_at",
+    "alias",
+    "version",
+    "deleted_at",
+    "threat_model_id",
+    "update_vector",
+    "auto_generated",
+];
+
+fn child_id(kind: &Kind, params: &HashMap<String, String>) -> Result<Uuid, ApiError> {
+    params
+        .get(kind.id_param)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| ApiError::invalid_id(format!("Invalid {}", kind.id_param)))
+}
+
+/// A live child of the threat model, else 404.
+pub async fn live_child(state: &AppState, tm: Uuid, kind: &Kind, id: Uuid) -> Result<ChildRecord, ApiError> {
+    match state.store.get_child(tm, kind.kind, id).await {
+        Ok(c) if c.deleted_at.is_none() => Ok(c),
+        Ok(_) | Err(StoreError::NotFound) => Err(ApiError::not_found(kind.label)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks fields and cleans text; returns the input object.
+fn prepare(state: &AppState, kind: &Kind, schema: &str, body: Value) -> Result<Map<String, Value>, ApiError> {
+    let Value::Object(mut m) = body else {
+        return Err(ApiError::invalid("Request body must be a JSON object"));
+    };
+    let allowed = state.spec.property_names(schema);
+    for k in m.keys() {
+        if PROHIBITED.contains(&k.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "Field {k} is set by the server and cannot be provided"
+            )));
+        }
+        if !allowed.contains(k) {
+            return Err(ApiError::invalid(format!("Unknown field {k}")));
+        }
+    }
+    for k in ["name", "description", "mitigation"] {
+        if let Some(Value::String(s)) = m.get_mut(k) {
+            *s = input::strip_tags(s).trim().to_owned();
+        }
+    }
+    if let Some(Value::String(s)) = m.get_mut("content") {
+        *s = input::sanitize_markdown(s);
+    }
+    if kind.kind == "threat"
+        && let Some(score) = m.get("score").and_then(Value::as_f64)
+        && ((score * 10.0).round() - score * 10.0).abs() > 1e-9
+    {
+        return Err(ApiError::invalid("score allows at most one decimal place"));
+    }
+    if m.get("name").and_then(Value::as_str).is_some_and(str::is_empty) {
+        return Err(ApiError::invalid("name must not be empty"));
+    }
+    Ok(m)
+}
+
+/// Server-side defaults for a new child.
+fn defaults(state: &AppState, kind: &Kind, m: &mut Map<String, Value>) {
+    let props = state.spec.property_names(kind.response_schema);
+    for flag in ["include_in_report", "timmy_enabled"] {
+        if props.iter().any(|p| p == flag) {
+            m.entry(flag).or_insert(json!(true));
+        }
+    }
+    if kind.kind == "document" {
+        m.insert("access_status".into(), json!("unknown"));
+    }
+    if kind.kind == "diagram" {
+        m.entry("cells").or_insert(json!([]));
+        m.insert("update_vector".into(), json!(0));
+    }
+    if kind.kind == "threat" {
+        m.entry("threat_type").or_insert(json!([]));
+    }
+}
+
+/// Where a diagram write would be refused because a collaboration session owns the diagram.
+/// Collaboration is a later issue; it will answer 409 here while a session is active.
+fn ensure_no_active_session(_state: &AppState, _kind: &Kind, _id: Uuid) -> Result<(), ApiError> {
+    Ok(())
+}
+
+async fn respond(
+    state: &AppState,
+    kind: &Kind,
+    c: &ChildRecord,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let meta = state.store.list_metadata(c.id).await?;
+    Ok((status, Json(response(&state.spec, kind, c, &meta, false))).into_response())
+}
+
+/// `GET …/{kind}`: paginated, with filters on threats.
+pub async fn list(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    _user: AuthUser,
+    access: TmAccess,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let include_deleted = q.get("include_deleted").is_some_and(|v| v == "true");
+    let limit = q
+        .get("limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 100);
+    let offset = q.get("offset").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let mut rows = state
+        .store
+        .list_children(access.tm.id, Some(kind.kind), include_deleted)
+        .await?;
+    let list_param = |k: &str| -> Vec<String> {
+        q.get(k)
+            .map(|v| {
+                v.split(',')
+                    .map(input::normalize_enum)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let field = |c: &ChildRecord, k: &str| {
+        c.doc
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    if let Some(name) = q.get("name").filter(|s| !s.is_empty()) {
+        let n = name.to_lowercase();
+        rows.retain(|c| field(c, "name").to_lowercase().contains(&n));
+    }
+    if kind.kind == "threat" {
+        for key in ["severity", "status", "priority"] {
+            let wanted = list_param(key);
+            if !wanted.is_empty() {
+                rows.retain(|c| wanted.contains(&field(c, key)));
+            }
+        }
+        for key in ["diagram_id", "cell_id"] {
+            if let Some(v) = q.get(key).filter(|s| !s.is_empty()) {
+                rows.retain(|c| field(c, key) == *v);
+            }
+        }
+        if let Some(m) = q.get("mitigated") {
+            let want = m == "true";
+            rows.retain(|c| c.doc.get("mitigated").and_then(Value::as_bool).unwrap_or(false) == want);
+        }
+    }
+    // Ordering: `sort=<field>:<asc|desc>`; threats default to newest first, others to oldest first.
+    let default_sort = if kind.kind == "threat" {
+        "created_at:desc"
+    } else {
+        "created_at:asc"
+    };
+    let sort = q.get("sort").map(String::as_str).unwrap_or(default_sort);
+    let (key, dir) = sort.split_once(':').unwrap_or((sort, "asc"));
+    let key_of = |c: &ChildRecord| -> (String, i64) {
+        match key {
+            "created_at" => (String::new(), c.created_at.timestamp_micros()),
+            "modified_at" => (String::new(), c.modified_at.timestamp_micros()),
+            "score" => (
+                String::new(),
+                (c.doc.get("score").and_then(Value::as_f64).unwrap_or(-1.0) * 10.0) as i64,
+            ),
+            other => (field(c, other).to_lowercase(), c.created_at.timestamp_micros()),
+        }
+    };
+    rows.sort_by_key(key_of);
+    if dir.eq_ignore_ascii_case("desc") {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let page: Vec<&ChildRecord> = rows.iter().skip(offset).take(limit).collect();
+    let meta = state.store.metadata_under(access.tm.id).await?;
+    let items: Vec<Value> = page
+        .iter()
+        .map(|c| {
+            list_item(
+                &state.spec,
+                kind,
+                c,
+                meta.get(&c.id).map(Vec::as_slice).unwrap_or(&[]),
+            )
+        })
+        .collect();
+    Ok(Json(
+        json!({ kind.plural: items, "total": total, "limit": limit, "offset": offset }),
+    ))
+}
+
+/// `POST …/{kind}`.
+pub async fn create(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    access: TmAccess,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let mut m = prepare(&state, kind, kind.create_schema, body)?;
+    let metadata = metadata_entries(m.remove("metadata").as_ref())?.unwrap_or_default();
+    defaults(&state, kind, &mut m);
+    let ts = now();
+    let mut c = ChildRecord {
+        id: Uuid::new_v4(),
+        threat_model_id: access.tm.id,
+        kind: kind.kind.into(),
+        alias: 0,
+        version: 1,
+        created_at: ts,
+        modified_at: ts,
+        deleted_at: None,
+        doc: Value::Object(m),
+    };
+    c.alias = state.store.insert_child(&c, &metadata).await?;
+    let mut res = respond(&state, kind, &c, StatusCode::CREATED).await?;
+    let location = format!("/threat_models/{}/{}/{}", access.tm.id, kind.plural, c.id);
+    if let Ok(v) = location.parse() {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `GET …/{kind}/{id}`.
+pub async fn get(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    access: TmAccess,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let c = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    respond(&state, kind, &c, StatusCode::OK).await
+}
+
+/// Writes a new document for `current`, keeping server-owned fields.
+async fn write(
+    state: &AppState,
+    kind: &Kind,
+    current: ChildRecord,
+    mut m: Map<String, Value>,
+    metadata: Option<Vec<MetadataEntry>>,
+    pre: Precondition,
+) -> Result<Response, ApiError> {
+    ensure_no_active_session(state, kind, current.id)?;
+    let previous = current.doc.as_object().cloned().unwrap_or_default();
+    for keep in [
+        "access_status",
+        "content_source",
+        "access_diagnostics",
+        "access_status_updated_at",
+        "auto_generated",
+        "update_vector",
+    ] {
+        if let Some(v) = previous.get(keep) {
+            m.entry(keep).or_insert(v.clone());
+        }
+    }
+    for flag in ["include_in_report", "timmy_enabled"] {
+        if let Some(v) = previous.get(flag) {
+            m.entry(flag).or_insert(v.clone());
+        }
+    }
+    if kind.kind == "diagram" {
+        diagrams::finish(&mut m, &previous)?;
+    }
+    let mut next = current.clone();
+    next.doc = Value::Object(m);
+    next.version = current.version + 1;
+    next.modified_at = now();
+    state
+        .store
+        .update_child(&next, current.version, metadata.as_deref())
+        .await?;
+    let mut res = respond(state, kind, &next, StatusCode::OK).await?;
+    if kind.versioned {
+        versioning::decorate(&mut res, next.version, pre);
+    }
+    Ok(res)
+}
+
+fn precondition(
+    state: &AppState,
+    kind: &Kind,
+    headers: &HeaderMap,
+    c: &ChildRecord,
+) -> Result<Precondition, ApiError> {
+    if kind.versioned {
+        versioning::check(headers, c.version, state.config.require_if_match)
+    } else {
+        Ok(Precondition::Matched)
+    }
+}
+
+/// `PUT …/{kind}/{id}`: full replacement.
+pub async fn update(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    access: TmAccess,
+    Path(p): Path<HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    let pre = precondition(&state, kind, &headers, &current)?;
+    let mut m = prepare(&state, kind, kind.update_schema, body)?;
+    let metadata = metadata_entries(m.remove("metadata").as_ref())?;
+    write(&state, kind, current, m, metadata, pre).await
+}
+
+/// `PATCH …/{kind}/{id}`: JSON Patch over the writable fields.
+pub async fn patch(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    access: TmAccess,
+    Path(p): Path<HashMap<String, String>>,
+    JsonBody(ops): JsonBody,
+) -> Result<Response, ApiError> {
+    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    let pre = precondition(&state, kind, &headers, &current)?;
+    let writable = state.spec.property_names(kind.update_schema);
+    let allowed: Vec<&str> = writable.iter().map(String::as_str).collect();
+    let (patch, touched) = crate::patch::parse(&ops, &allowed)?;
+    let meta = state.store.list_metadata(current.id).await?;
+    let before = response(&state.spec, kind, &current, &meta, false);
+    let after = crate::patch::apply(&before, &patch)?;
+    let mut input = Map::new();
+    if let Value::Object(a) = &after {
+        for (k, v) in a {
+            if writable.contains(k) && !v.is_null() {
+                input.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if kind.kind == "diagram" {
+        for c in input
+            .get_mut("cells")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            diagrams::normalize_cell(c);
+        }
+    }
+    let mut input_value = Value::Object(input);
+    input::normalize_enums(&mut input_value);
+    if let Err(errors) = state.spec.validate_component(kind.update_schema, &input_value) {
+        return Err(ApiError::invalid(format!(
+            "Patched {} is invalid: {}",
+            kind.kind,
+            errors.join("; ")
+        )));
+    }
+    if let Some(at) = input::find_injection(&input_value, "") {
+        return Err(ApiError::invalid(format!(
+            "Potentially unsafe content in field {at}"
+        )));
+    }
+    let mut m = prepare(&state, kind, kind.update_schema, input_value)?;
+    let metadata_value = m.remove("metadata");
+    let metadata = if touched.iter().any(|t| t == "metadata") {
+        Some(metadata_entries(metadata_value.as_ref())?.unwrap_or_default())
+    } else {
+        None
+    };
+    write(&state, kind, current, m, metadata, pre).await
+}
+
+/// `DELETE …/{kind}/{id}`: soft delete.
+pub async fn delete(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    access: TmAccess,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    ensure_no_active_session(&state, kind, current.id)?;
+    let mut next = current.clone();
+    next.version += 1;
+    next.deleted_at = Some(now());
+    next.modified_at = now();
+    state.store.update_child(&next, current.version, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST …/{kind}/{id}/restore` (owner).
+pub async fn restore(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    access: TmAccess,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let id = child_id(kind, &p)?;
+    let current = match state.store.get_child(access.tm.id, kind.kind, id).await {
+        Ok(c) if c.deleted_at.is_some() => c,
+        Ok(_) | Err(StoreError::NotFound) => {
+            return Err(ApiError::not_found(&format!("Deleted {}", kind.kind)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut next = current.clone();
+    next.version += 1;
+    next.deleted_at = None;
+    next.modified_at = now();
+    state.store.update_child(&next, current.version, None).await?;
+    respond(&state, kind, &next, StatusCode::OK).await
+}

@@ -1,0 +1,32 @@
+//! Shared application state handed to every handler. Pure declarations.
+
+use std::sync::Arc;
+
+use crate::auth::Tokens;
+use crate::auth::kv::TokenKv;
+use crate::auth::provider::IdentityProvider;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::openapi::Spec;
+use crate::store::Store;
+
+/// Everything a request may need. Collaboration will add its hub here (a later issue), and diagram
+/// writes will consult it to answer 409 while a session is active.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub kv: Arc<dyn TokenKv>,
+    pub tokens: Arc<Tokens>,
+    pub config: Arc<Config>,
+    pub spec: Arc<Spec>,
+    pub providers: Arc<Vec<Arc<dyn IdentityProvider>>>,
+    pub metrics: Arc<Metrics>,
+    /// Whether the token store is Redis (reported by health checks).
+    pub redis_enabled: bool,
+}
+
+impl AppState {
+    pub fn provider(&self, id: &str) -> Option<Arc<dyn IdentityProvider>> {
+        self.providers.iter().find(|p| p.info().id == id).cloned()
+    }
+}
