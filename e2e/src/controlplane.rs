@@ -256,9 +256,11 @@ impl ControlPlane {
             "kwok",
             &[
                 format!("--kubeconfig={}", cp.kubeconfig.display()),
+                // Upstream's node and pod stages, installed beside the binaries by build.sh.
+                format!("--config={}", cp.bin_dir.join("kwok-stages.yaml").display()),
+                "--node-lease-duration-seconds=40".into(),
                 "--manage-all-nodes=false".into(),
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
-                "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom".into(),
                 "--cidr=10.244.0.1/16".into(),
                 "--node-ip=10.244.0.1".into(),
                 format!("--server-address=127.0.0.1:{kwok_port}"),

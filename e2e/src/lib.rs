@@ -13,7 +13,8 @@ use std::sync::OnceLock;
 pub use controlplane::{ControlPlane, NODE_NAME, Options};
 pub use namespace::TestNamespace;
 
-static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+/// The first start's outcome; a failed start is kept, so the other tests fail at once with the same message.
+static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
 /// The control plane shared by every test in this test binary, started on first use (blocking, a few seconds
 /// when the binaries are cached). Its components stop when the test process exits.
@@ -21,17 +22,21 @@ static SHARED: OnceLock<ControlPlane> = OnceLock::new();
 /// # Panics
 /// When the control plane cannot start; the message names the component and ends with its log.
 pub fn shared() -> &'static ControlPlane {
-    SHARED.get_or_init(|| {
-        let started = std::time::Instant::now();
+    let started = SHARED.get_or_init(|| {
+        let began = std::time::Instant::now();
         let cp = Options::for_tests()
             .and_then(ControlPlane::start)
-            .unwrap_or_else(|e| panic!("the local control plane failed to start: {e:#}"));
+            .map_err(|e| format!("{e:#}"))?;
         eprintln!(
             "local control plane ready at {} in {:.1?} ({})",
             cp.server(),
-            started.elapsed(),
+            began.elapsed(),
             cp.dir().display()
         );
-        cp
-    })
+        Ok(cp)
+    });
+    match started {
+        Ok(cp) => cp,
+        Err(e) => panic!("the local control plane failed to start: {e}"),
+    }
 }
