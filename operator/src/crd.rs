@@ -159,8 +159,8 @@ pub struct ServerSpec {
 
     /// Extra environment variables for the server container, applied after (and so overriding) the ones the
     /// operator renders. An escape hatch for settings without a typed field.
-    #[x_kube(validation = Rule::new("self.all(e, e.name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))")
-        .message("spec.server.env[].name must be a valid environment variable name"))]
+    // No CEL rule on the names: over an unbounded `EnvVar` list it exceeds the apiserver's cost budget. A bad
+    // name is refused when the Deployment is applied and reported as `Stalled/ApplyRejected`.
     #[schemars(length(max = 64))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
@@ -181,15 +181,15 @@ pub struct ServerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// Minimum resources, e.g. `{cpu: 100m, memory: 128Mi}`.
-    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])) && quantity(string(self[k])).sign() >= 0 && quantity(string(self[k])).isLessThan(quantity('1Pi')))")
+    #[x_kube(validation = Rule::new("self.all(k, !string(self[k]).startsWith('-') && isQuantity(string(self[k])) && quantity(string(self[k])).isLessThan(quantity('1Pi')))")
         .message("spec.server.resources.requests values must be non-negative quantities below 1Pi"))]
-    #[schemars(extend("maxProperties" = 8))]
+    #[schemars(extend("maxProperties" = 6))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
     /// Maximum resources, e.g. `{memory: 1Gi}`.
-    #[x_kube(validation = Rule::new("self.all(k, isQuantity(string(self[k])) && quantity(string(self[k])).sign() > 0 && quantity(string(self[k])).isLessThan(quantity('1Pi')))")
-        .message("spec.server.resources.limits values must be positive quantities below 1Pi"))]
-    #[schemars(extend("maxProperties" = 8))]
+    #[x_kube(validation = Rule::new("self.all(k, !string(self[k]).startsWith('-') && isQuantity(string(self[k])) && quantity(string(self[k])).isLessThan(quantity('1Pi')))")
+        .message("spec.server.resources.limits values must be non-negative quantities below 1Pi"))]
+    #[schemars(extend("maxProperties" = 6))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
 }
