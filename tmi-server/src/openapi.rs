@@ -236,6 +236,40 @@ impl Spec {
             .cloned()
     }
 
+    /// Every path template of the contract.
+    pub fn templates(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.operations.keys().map(|(_, p)| p.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    /// The template a concrete path matches, preferring literal segments over parameters.
+    pub fn template_for(&self, path: &str) -> Option<String> {
+        let segs: Vec<&str> = path.split('/').collect();
+        self.templates()
+            .into_iter()
+            .filter_map(|t| {
+                let ts: Vec<&str> = t.split('/').collect();
+                if ts.len() != segs.len() {
+                    return None;
+                }
+                let mut literal = 0;
+                for (a, b) in ts.iter().zip(&segs) {
+                    if a.starts_with('{') {
+                        continue;
+                    }
+                    if a != b {
+                        return None;
+                    }
+                    literal += 1;
+                }
+                Some((literal, t))
+            })
+            .max_by_key(|(l, _)| *l)
+            .map(|(_, t)| t)
+    }
+
     /// Validates `value` against a converted schema (inline or `$ref`), caching the validator.
     pub fn validate(&self, cache_key: &str, schema: &Value, value: &Value) -> Result<(), SchemaErrors> {
         let validator = self.validator(cache_key, schema).map_err(|e| vec![e])?;

@@ -92,7 +92,7 @@ pub async fn saml_providers() -> Json<Value> {
     Json(json!({ "providers": [] }))
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 pub struct AuthorizeQuery {
     idp: Option<String>,
     scope: Option<String>,
@@ -124,8 +124,27 @@ struct PkceBinding {
 /// straight to the client callback.
 pub async fn authorize(
     State(state): State<AppState>,
-    Query(q): Query<AuthorizeQuery>,
+    Query(raw): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
+    // Parsed by hand so that repeated parameters are a 400 with TMI's body, not a plain-text rejection.
+    let mut q = AuthorizeQuery::default();
+    for (k, v) in raw {
+        let slot = match k.as_str() {
+            "idp" => &mut q.idp,
+            "scope" => &mut q.scope,
+            "response_type" => &mut q.response_type,
+            "code_challenge" => &mut q.code_challenge,
+            "code_challenge_method" => &mut q.code_challenge_method,
+            "client_callback" => &mut q.client_callback,
+            "state" => &mut q.state,
+            "login_hint" => &mut q.login_hint,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(bad_request(&format!("Parameter {k} is repeated")));
+        }
+        *slot = Some(v);
+    }
     let idp = match q.idp.filter(|s| !s.is_empty()) {
         Some(idp) => idp,
         None if state.config.build_mode.is_dev_or_test() => "tmi".to_owned(),
@@ -508,7 +527,19 @@ pub async fn openid_configuration(State(state): State<AppState>, headers: Header
 }
 
 pub async fn authorization_server(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    cached(discovery(&base_url(&state, &headers)))
+    let mut doc = discovery(&base_url(&state, &headers));
+    if let Value::Object(m) = &mut doc {
+        // RFC 8414 metadata: the OIDC-only members are not part of this document.
+        for k in [
+            "claims_supported",
+            "id_token_signing_alg_values_supported",
+            "subject_types_supported",
+            "userinfo_endpoint",
+        ] {
+            m.remove(k);
+        }
+    }
+    cached(doc)
 }
 
 pub async fn jwks() -> Response {

@@ -352,7 +352,12 @@ pub async fn patch(
     let allowed: Vec<&str> = writable.iter().map(String::as_str).collect();
     let (patch, touched) = crate::patch::parse(&ops, &allowed)?;
     let meta = state.store.list_metadata(current.id).await?;
-    let before = response(&state.spec, kind, &current, &meta, false);
+    let mut before = response(&state.spec, kind, &current, &meta, false);
+    for k in &writable {
+        if before.get(k).is_none() {
+            before[k.as_str()] = Value::Null;
+        }
+    }
     let after = crate::patch::apply(&before, &patch)?;
     let mut input = Map::new();
     if let Value::Object(a) = &after {

@@ -469,8 +469,20 @@ pub async fn patch(
     let current = access.tm;
     let pre = versioning::check(&headers, current.version, state.config.require_if_match)?;
     let (patch, touched) = crate::patch::parse(&ops, PATCHABLE)?;
+    // Owner-only paths are refused by path, whatever the values (`api/patch_allowlist.go`).
+    if access.role != Role::Owner && touched.iter().any(|t| t == "authorization" || t == "owner") {
+        return Err(ApiError::forbidden(
+            "Only the owner can change the authorization list or the owner",
+        ));
+    }
     let metadata_now = state.store.list_metadata(current.id).await?;
-    let before = model::response(&current, &metadata_now);
+    let mut before = model::response(&current, &metadata_now);
+    // Absent optional fields are null, so that `replace` (which needs an existing member) works on them.
+    for k in PATCHABLE {
+        if before.get(*k).is_none() {
+            before[*k] = Value::Null;
+        }
+    }
     let after = crate::patch::apply(&before, &patch)?;
     let changed = |k: &str| touched.iter().any(|t| t == k) && before.get(k) != after.get(k);
 

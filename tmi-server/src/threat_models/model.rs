@@ -120,8 +120,6 @@ pub fn list_item(s: &ThreatModelSummary) -> Value {
         "security_reviewer",
         "deleted_at",
         "alias",
-        "is_confidential",
-        "project_id",
     ] {
         if let Some(v) = full.get(k).filter(|v| !v.is_null()) {
             item.insert(k.into(), v.clone());

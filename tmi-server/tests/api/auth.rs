@@ -1,0 +1,422 @@
+//! Dev login with PKCE, cookies, refresh rotation and reuse detection, revoke, logout, JWT rejections.
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::helpers::{Backend, Options, TestApp, challenge};
+
+async fn dev_login_with_pkce(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let providers = app.get("/oauth2/providers", None).await;
+    let list = providers.expect(200)["providers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], "tmi");
+    assert!(
+        list[0]["auth_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/oauth2/authorize?idp=tmi")
+    );
+
+    // A wrong verifier is rejected, and the code is consumed.
+    let code = app
+        .authorize("alice", "the-right-verifier-0123456789-0123456789-abc")
+        .await;
+    let bad = app
+        .post("/oauth2/token?idp=tmi", None, json!({"grant_type": "authorization_code", "code": code, "code_verifier": "wrong-verifier-0123456789-0123456789-0123456789", "redirect_uri": "http://localhost:8079/"}))
+        .await;
+    bad.expect_error(400, "invalid_grant");
+    let again = app
+        .post("/oauth2/token?idp=tmi", None, json!({"grant_type": "authorization_code", "code": code, "code_verifier": "the-right-verifier-0123456789-0123456789-abc", "redirect_uri": "http://localhost:8079/"}))
+        .await;
+    again.expect_error(400, "invalid_grant");
+
+    // The right verifier, as a form body, sets both HttpOnly cookies.
+    let verifier = "another-right-verifier-0123456789-0123456789";
+    let code = app.authorize("alice", verifier).await;
+    let form = format!(
+        "grant_type=authorization_code&code={code}&code_verifier={verifier}&redirect_uri=http%3A%2F%2Flocalhost%3A8079%2F"
+    );
+    let res = app
+        .send(
+            reqwest::Method::POST,
+            "/oauth2/token?idp=tmi",
+            None,
+            Some(("application/x-www-form-urlencoded", form.into_bytes())),
+            &[],
+        )
+        .await;
+    let body = res.expect(200).clone();
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let cookies: Vec<String> = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("tmi_access_token=") && c.contains("HttpOnly") && c.contains("Path=/;"))
+    );
+    assert!(cookies.iter().any(|c| c.starts_with("tmi_refresh_token=")
+        && c.contains("HttpOnly")
+        && c.contains("SameSite=Strict")
+        && c.contains("Path=/;")));
+
+    // The access token works as a bearer token and as a cookie.
+    let me = app.get("/me", Some(body["access_token"].as_str().unwrap())).await;
+    let me = me.expect(200);
+    assert_eq!(me["provider_id"], "alice");
+    assert_eq!(me["email"], "alice@tmi.local");
+    assert_eq!(me["display_name"], "Alice (TMI User)");
+    let cookie = format!("tmi_access_token={}", body["access_token"].as_str().unwrap());
+    app.send(reqwest::Method::GET, "/me", None, None, &[("cookie", &cookie)])
+        .await
+        .expect(200);
+    let info = app
+        .get("/oauth2/userinfo", Some(body["access_token"].as_str().unwrap()))
+        .await;
+    assert_eq!(info.expect(200)["sub"], "alice");
+
+    // Claims carry TMI's set.
+    let payload = body["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    for k in [
+        "iss",
+        "aud",
+        "sub",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "email",
+        "email_verified",
+        "name",
+        "idp",
+        "groups",
+        "tmi_is_administrator",
+        "tmi_is_security_reviewer",
+        "auth_time",
+    ] {
+        assert!(claims.get(k).is_some(), "claim {k} missing: {claims}");
+    }
+}
+
+async fn authorize_validation(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let c = challenge("v-0123456789-0123456789-0123456789-0123456789");
+    let base =
+        format!("/oauth2/authorize?idp=tmi&scope=openid&code_challenge={c}&code_challenge_method=S256");
+    for (q, what) in [
+        (
+            "&client_callback=http://evil.example/",
+            "callback outside the allowlist",
+        ),
+        ("", "missing client_callback"),
+        (
+            "&client_callback=http://localhost:8079/&scope=profile",
+            "scope without openid",
+        ),
+    ] {
+        let r = app.get(&format!("{base}{q}"), None).await;
+        assert_eq!(r.status.as_u16(), 400, "{what}: {}", r.body);
+        assert!(r.body["error"].is_string());
+    }
+    let plain = "/oauth2/authorize?idp=tmi&scope=openid&code_challenge=short&code_challenge_method=plain&client_callback=http://localhost:8079/";
+    assert_eq!(app.get(plain, None).await.status.as_u16(), 400);
+}
+
+async fn refresh_rotation_and_reuse(b: Backend) {
+    for redis in [false, true] {
+        let app = TestApp::spawn_with(
+            b,
+            Options {
+                redis,
+                ..Default::default()
+            },
+        )
+        .await;
+        let s = app.login("bob").await;
+        let first = app
+            .post("/oauth2/refresh", None, json!({"refresh_token": s.refresh}))
+            .await;
+        let first = first.expect(200).clone();
+        assert_ne!(first["refresh_token"], json!(s.refresh));
+        app.get("/me", Some(first["access_token"].as_str().unwrap()))
+            .await
+            .expect(200);
+        // The refresh cookie works too (empty body, as the web client sends).
+        let cookie = format!("tmi_refresh_token={}", first["refresh_token"].as_str().unwrap());
+        let second = app
+            .send(
+                reqwest::Method::POST,
+                "/oauth2/refresh",
+                None,
+                Some(("application/json", b"{}".to_vec())),
+                &[("cookie", &cookie)],
+            )
+            .await;
+        let second = second.expect(200).clone();
+        // Reusing a rotated token fails and revokes the whole family.
+        app.post("/oauth2/refresh", None, json!({"refresh_token": s.refresh}))
+            .await
+            .expect_error(400, "invalid_grant");
+        let after = app
+            .post(
+                "/oauth2/refresh",
+                None,
+                json!({"refresh_token": second["refresh_token"]}),
+            )
+            .await;
+        after.expect_error(400, "invalid_grant");
+        let cleared: Vec<String> = after
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            cleared.iter().any(|c| c.contains("Max-Age=0")),
+            "a failed refresh clears cookies"
+        );
+        app.post("/oauth2/refresh", None, json!({"refresh_token": "not-a-token"}))
+            .await
+            .expect_error(400, "invalid_grant");
+        // grant_type=refresh_token on /oauth2/token rotates too.
+        let s2 = app.login("bob").await;
+        let r = app
+            .post(
+                "/oauth2/token",
+                None,
+                json!({"grant_type": "refresh_token", "refresh_token": s2.refresh}),
+            )
+            .await;
+        r.expect(200);
+    }
+}
+
+async fn session_lifetime_is_absolute(b: Backend) {
+    let app = TestApp::spawn_with(
+        b,
+        Options {
+            vars: vec![("TMI_SESSION_LIFETIME_DAYS", "1".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let s = app.login("carol").await;
+    // Rewrite the stored session start to two days ago.
+    let key = format!("refresh_token:{}", s.refresh);
+    let raw = app.state.kv.get(&key).await.unwrap().unwrap();
+    let mut data: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    data["session_created"] = json!(chrono::Utc::now().timestamp() - 2 * 86_400);
+    app.state
+        .kv
+        .set(&key, &data.to_string(), std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    app.post("/oauth2/refresh", None, json!({"refresh_token": s.refresh}))
+        .await
+        .expect_error(400, "invalid_grant");
+}
+
+async fn revoke_and_logout(b: Backend) {
+    for redis in [false, true] {
+        let app = TestApp::spawn_with(
+            b,
+            Options {
+                redis,
+                ..Default::default()
+            },
+        )
+        .await;
+        let s = app.login("dave").await;
+        // Revocation needs a caller.
+        app.post("/oauth2/revoke", None, json!({"token": s.access}))
+            .await
+            .expect_error(401, "invalid_client");
+        let other = app.login("dave").await;
+        app.post("/oauth2/revoke", Some(&other.access), json!({"token": s.access}))
+            .await
+            .expect(200);
+        app.get("/me", Some(&s.access))
+            .await
+            .expect_error(401, "unauthorized");
+        // Revoking a refresh token deletes it.
+        app.post(
+            "/oauth2/revoke",
+            Some(&other.access),
+            json!({"token": other.refresh}),
+        )
+        .await
+        .expect(200);
+        app.post("/oauth2/refresh", None, json!({"refresh_token": other.refresh}))
+            .await
+            .expect_error(400, "invalid_grant");
+        // Introspection.
+        let active = app
+            .send(
+                reqwest::Method::POST,
+                "/oauth2/introspect",
+                None,
+                Some((
+                    "application/x-www-form-urlencoded",
+                    format!("token={}", other.access).into_bytes(),
+                )),
+                &[],
+            )
+            .await;
+        assert_eq!(active.expect(200)["active"], true);
+        let inactive = app
+            .send(
+                reqwest::Method::POST,
+                "/oauth2/introspect",
+                None,
+                Some((
+                    "application/x-www-form-urlencoded",
+                    format!("token={}", s.access).into_bytes(),
+                )),
+                &[],
+            )
+            .await;
+        assert_eq!(inactive.expect(200)["active"], false);
+        // Logout revokes the presented token and clears cookies.
+        let out = app
+            .send(
+                reqwest::Method::POST,
+                "/me/logout",
+                Some(&other.access),
+                None,
+                &[],
+            )
+            .await;
+        out.expect(204);
+        assert!(
+            out.headers
+                .get_all("set-cookie")
+                .iter()
+                .any(|v| v.to_str().unwrap().contains("Max-Age=0"))
+        );
+        app.get("/me", Some(&other.access))
+            .await
+            .expect_error(401, "unauthorized");
+    }
+}
+
+async fn bad_tokens_are_401(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("erin").await;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = s.access.split('.').collect();
+    let mut claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    let none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    claims["exp"] = json!(chrono::Utc::now().timestamp() - 3600);
+    let key = jsonwebtoken::EncodingKey::from_secret(b"integration-test-secret-0123456789").unwrap();
+    let expired = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    claims["exp"] = json!(chrono::Utc::now().timestamp() + 3600);
+    let wrong_key = jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-0123456789").unwrap();
+    let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &wrong_key).unwrap();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(serde_json::to_vec(&json!({"sub": "mallory"})).unwrap()),
+        parts[2]
+    );
+    for t in [
+        none.as_str(),
+        expired.as_str(),
+        forged.as_str(),
+        tampered.as_str(),
+        "garbage",
+    ] {
+        let r = app.get("/me", Some(t)).await;
+        r.expect_error(401, "unauthorized");
+        assert_eq!(r.body["error_description"], "Authentication required");
+    }
+    let r = app
+        .send(
+            reqwest::Method::GET,
+            "/me",
+            None,
+            None,
+            &[("authorization", "Basic abc")],
+        )
+        .await;
+    r.expect_error(401, "unauthorized");
+}
+
+async fn first_user_is_promoted(b: Backend) {
+    let app = TestApp::spawn_with(
+        b,
+        Options {
+            vars: vec![("TMI_AUTH_AUTO_PROMOTE_FIRST_USER", "true".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let first = app.login("charlie").await;
+    let me = app.get("/me", Some(&first.access)).await;
+    let me = me.expect(200);
+    assert_eq!(me["is_admin"], true);
+    assert_eq!(me["is_security_reviewer"], true);
+    assert!(
+        me["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["internal_uuid"] == "00000000-0000-0000-0000-000000000002")
+    );
+    let second = app.login("diana").await;
+    assert_eq!(
+        app.get("/me", Some(&second.access)).await.expect(200)["is_admin"],
+        false
+    );
+}
+
+async fn admin_bootstrap(b: Backend) {
+    let app = TestApp::spawn_with(
+        b,
+        Options {
+            vars: vec![
+                ("TMI_ADMIN_PROVIDER", "tmi".into()),
+                ("TMI_ADMIN_PROVIDER_ID", "root".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let s = app.login("root").await;
+    assert_eq!(
+        app.get("/me", Some(&s.access)).await.expect(200)["is_admin"],
+        true
+    );
+    // Admins may list deleted threat models; others may not.
+    app.get("/threat_models?include_deleted=true", Some(&s.access))
+        .await
+        .expect(200);
+    let u = app.login("user-x").await;
+    app.get("/threat_models?include_deleted=true", Some(&u.access))
+        .await
+        .expect_error(403, "forbidden");
+}
+
+both_backends!(
+    dev_login_with_pkce,
+    authorize_validation,
+    refresh_rotation_and_reuse,
+    session_lifetime_is_absolute,
+    revoke_and_logout,
+    bad_tokens_are_401,
+    first_user_is_promoted,
+    admin_bootstrap,
+);

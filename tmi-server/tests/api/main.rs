@@ -1,0 +1,35 @@
+//! HTTP API tests: every scenario runs against SQLite and PostgreSQL through the real HTTP stack.
+// Scenario functions are plain async fns called from #[tokio::test] wrappers, so clippy's
+// allow-unwrap-in-tests does not see them as tests.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+/// Declares `$name` once per backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+mod auth;
+mod authz_matrix;
+mod children;
+mod health;
+mod rules;
+mod threat_models;
