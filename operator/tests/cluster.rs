@@ -248,18 +248,19 @@ async fn lifecycle() {
     assert!(reasons.iter().any(|r| r == "RollingOut"), "{reasons:?}");
 
     // Deleting the instance garbage-collects every child.
-    api.delete("acme", &DeleteParams::foreground()).await.unwrap();
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let left = resource_versions(c, &ns.name).await;
-            if left.is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+    api.delete("acme", &DeleteParams::background()).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let left = resource_versions(c, &ns.name).await;
+        if left.is_empty() {
+            break;
         }
-    })
-    .await
-    .expect("children not garbage-collected");
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "children not garbage-collected: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     op.stop().await;
 }
 
