@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok)
-# from the pinned Go modules below this folder into a cache directory keyed by those pins, and prints that
-# directory's bin path. A second call with unchanged pins reuses the cache and returns at once.
+# and the test tools that go with it (helm, and `kstatus`, a small checker on sigs.k8s.io/cli-utils' kstatus)
+# from the pinned Go modules below this folder, and prints the path of a directory holding all of them.
+#
+# Each module is built into a cache directory keyed by a hash of its own files, and reused until they change:
+# bumping one pin rebuilds one module. A second call with nothing changed returns at once.
 #
 # Each component is its own Go module: Kubernetes 1.37 requires etcd 3.7 libraries and kwok pins Kubernetes 0.36
 # libraries, so one module would let Go's minimal version selection silently rebuild etcd and kwok against
@@ -11,50 +14,67 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export GOTOOLCHAIN=${TMI_GOTOOLCHAIN:-local}
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
-
-# Bump when this script's output changes; editing comments here must not throw away a 25-minute build.
-revision=2
-key=$( (cd "$here" && cat kubernetes/go.mod kubernetes/go.sum etcd/go.mod etcd/go.sum kwok/go.mod kwok/go.sum; \
-  echo "$revision") | sha256sum | cut -c1-16)
 cache=${TMI_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tmi-operator/controlplane}
-out="$cache/$key"
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+# Bump when what this script produces changes (flags, extra files); comments here must not cost a rebuild.
+revision=4
 
-complete() {
-  for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || return 1; done
-  [ -s "$out/bin/kwok-stages.yaml" ]
-}
-if complete; then echo "$out/bin"; exit 0; fi
+# module directory -> "binary=package ..."
+declare -A targets=(
+  [etcd]="etcd=go.etcd.io/etcd/server/v3"
+  [kwok]="kwok=sigs.k8s.io/kwok/cmd/kwok"
+  [kubernetes]="kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl"
+  [helm]="helm=helm.sh/helm/v4/cmd/helm"
+  [kstatus]="kstatus=."
+)
+modules=(etcd kwok kubernetes helm kstatus)
 
-mkdir -p "$out/bin"
-exec 9>"$out/.lock"
-flock 9
-if complete; then echo "$out/bin"; exit 0; fi
+module_key() { (cd "$here/$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "$revision ${targets[$1]}") | sha256sum | cut -c1-16; }
 
-start=$(date +%s)
-build() { # module-dir output-name package
-  local dir=$1 name=$2 pkg=$3
-  [ -x "$out/bin/$name" ] && return 0
-  echo "building $name ($pkg)" >&2
-  (cd "$here/$dir" && go build -trimpath -ldflags='-s -w' -o "$out/bin/$name.tmp" "$pkg") >&2
-  mv "$out/bin/$name.tmp" "$out/bin/$name"
-}
-build etcd etcd go.etcd.io/etcd/server/v3
-build kwok kwok sigs.k8s.io/kwok/cmd/kwok
-build kubernetes kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-build kubernetes kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
-build kubernetes kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
-build kubernetes kubectl k8s.io/kubernetes/cmd/kubectl
 # kwok simulates nothing without stages. Take the upstream "fast" node and pod stages and the lease heartbeat
-# (what kwokctl uses by default) from the very kwok release pinned above.
-kwok_dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-{
+# (what kwokctl uses by default) from the very kwok release pinned here.
+kwok_stages() {
+  local dir f
+  dir=$(cd "$here/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"
-    cat "$kwok_dir/kustomize/stage/$f"
+    cat "$dir/kustomize/stage/$f"
   done
-} >"$out/bin/kwok-stages.yaml.tmp"
-mv "$out/bin/kwok-stages.yaml.tmp" "$out/bin/kwok-stages.yaml"
-echo "control plane built in $(( $(date +%s) - start ))s into $out" >&2
-echo "$out/bin"
+}
+
+build_module() { # module -> prints its output directory
+  local m=$1 out t name pkg
+  out="$cache/$m-$(module_key "$m")"
+  [ -f "$out/.complete" ] && { echo "$out"; return 0; }
+  mkdir -p "$out"
+  (
+    flock 9
+    [ -f "$out/.complete" ] && exit 0
+    local began; began=$(date +%s)
+    for t in ${targets[$m]}; do
+      name=${t%%=*} pkg=${t#*=}
+      echo "building $name ($m)" >&2
+      (cd "$here/$m" && go build -trimpath -ldflags='-s -w' -o "$out/$name.tmp" "$pkg") >&2
+      mv "$out/$name.tmp" "$out/$name"
+    done
+    if [ "$m" = kwok ]; then kwok_stages >"$out/kwok-stages.yaml.tmp" && mv "$out/kwok-stages.yaml.tmp" "$out/kwok-stages.yaml"; fi
+    touch "$out/.complete"
+    echo "built $m in $(( $(date +%s) - began ))s" >&2
+  ) 9>"$out/.lock"
+  echo "$out"
+}
+
+dirs=()
+for m in "${modules[@]}"; do dirs+=("$(build_module "$m")"); done
+
+# One directory with every binary, named after the set of module builds it links to.
+set_key=$(printf '%s\n' "${dirs[@]}" | sha256sum | cut -c1-16)
+bin="$cache/bin-$set_key"
+if [ ! -f "$bin/.complete" ]; then
+  mkdir -p "$bin"
+  for d in "${dirs[@]}"; do
+    for f in "$d"/*; do [ -f "$f" ] && ln -sf "$f" "$bin/$(basename "$f")"; done
+  done
+  touch "$bin/.complete"
+fi
+echo "$bin"
