@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test controlplane cluster-up cluster-down crds fmt lint
+.PHONY: run test controlplane cluster-up cluster-down crds fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -31,3 +31,11 @@ fmt:
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Container images (needs a container engine; none runs on our CI machines, so CI does not build them).
+IMAGE_REGISTRY ?= ghcr.io/tmi-operator
+IMAGE_TAG ?= $(shell cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+CONTAINER_ENGINE ?= docker
+images:
+	$(CONTAINER_ENGINE) build -f tmi-server/Dockerfile -t $(IMAGE_REGISTRY)/tmi-server:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/tmi-operator:$(IMAGE_TAG) .
