@@ -545,3 +545,67 @@ pub struct EffectiveSettings {
     /// SHA-256 over every referenced Secret and ConfigMap key, as annotated on the pod template.
     pub inputs_hash: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+    use serde_json::json;
+
+    #[test]
+    fn crd_shape() {
+        let crd = serde_json::to_value(TmiInstance::crd()).unwrap();
+        let spec = &crd["spec"];
+        assert_eq!(spec["scope"], "Namespaced");
+        assert_eq!(spec["names"]["shortNames"], json!(["tmi"]));
+        assert_eq!(spec["names"]["categories"], json!(["tmi"]));
+        let version = &spec["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        assert_eq!(version["subresources"]["status"], json!({}));
+        assert_eq!(
+            version["subresources"]["scale"]["specReplicasPath"],
+            ".spec.server.replicas"
+        );
+        assert_eq!(
+            version["subresources"]["scale"]["statusReplicasPath"],
+            ".status.replicas"
+        );
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["Ready", "Version", "URL", "Reason", "Age"]);
+    }
+
+    /// Every property in the schema has a description, and none has a default (defaults become GitOps drift).
+    #[test]
+    fn every_field_documented_and_no_defaults() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            assert!(schema.get("default").is_none(), "{path} has a schema default");
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    let p = format!("{path}.{name}");
+                    if prop.get("description").is_none()
+                        && !["apiVersion", "kind", "metadata"].contains(&name.as_str())
+                    {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, prop, missing);
+                }
+            }
+            for key in ["items", "additionalProperties"] {
+                if let Some(inner) = schema.get(key).filter(|v| v.is_object()) {
+                    walk(&format!("{path}[]"), inner, missing);
+                }
+            }
+        }
+        let crd = serde_json::to_value(TmiInstance::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        walk("", &schema["properties"]["spec"], &mut missing);
+        walk("", &schema["properties"]["status"], &mut missing);
+        assert!(missing.is_empty(), "fields without description: {missing:#?}");
+    }
+}

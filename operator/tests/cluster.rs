@@ -171,6 +171,32 @@ async fn lifecycle() {
         "{}",
         String::from_utf8_lossy(&kubectl_wait.stderr)
     );
+    let name = ns.name.clone();
+    let get = tokio::task::spawn_blocking(move || {
+        tmi_e2e::shared()
+            .kubectl()
+            .args(["get", "tmi", "-n", &name])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&get.stdout).to_string();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "VERSION", "URL", "REASON", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.contains("True") && table.contains("Available") && table.contains("1.0.0"),
+        "{table}"
+    );
 
     // A spec change: Reconciling at the new generation, then Ready again with the new template.
     let hash_before = pod_hash(&d);
