@@ -205,6 +205,11 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     };
     let op = state.spec.operation(method.as_str(), &template);
 
+    if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+        return Err(ApiError::invalid(
+            "Query parameters must not contain NUL characters",
+        ));
+    }
     if !accepts_json(&parts.headers) {
         return Err(ApiError::NotAcceptable(
             "Only application/json responses are available".into(),
@@ -266,6 +271,9 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
                     } else {
                         let v = input::parse_strict(&bytes)
                             .map_err(|e| ApiError::invalid(format!("Invalid JSON: {e}")))?;
+                        if input::contains_nul(&v) {
+                            return Err(ApiError::invalid("Strings must not contain NUL characters"));
+                        }
                         json = Some(v);
                     }
                 }

@@ -179,6 +179,16 @@ pub fn find_injection(v: &Value, path: &str) -> Option<String> {
     }
 }
 
+/// Whether any string (or key) contains NUL, which PostgreSQL cannot store in text or JSONB.
+pub fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, c)| k.contains('\0') || contains_nul(c)),
+        _ => false,
+    }
+}
+
 /// Strips HTML tags from plain text (`SanitizePlainText`).
 pub fn strip_tags(s: &str) -> String {
     TAG.replace_all(s, "").into_owned()
@@ -232,6 +242,8 @@ mod tests {
         assert!(find_injection(&json!({"name": "Payments & <b>API</b>"}), "").is_none());
         assert!(find_injection(&json!({"content": "<script>"}), "").is_none());
         assert_eq!(strip_tags("a <b>b</b>"), "a b");
+        assert!(contains_nul(&json!({"cells": [{"data": {"x": "a\0b"}}]})));
+        assert!(!contains_nul(&json!({"a": "b"})));
         assert_eq!(sanitize_markdown("# T\n<script>x</script>ok"), "# T\nok");
     }
 }

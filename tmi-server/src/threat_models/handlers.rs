@@ -494,8 +494,9 @@ pub async fn patch(
         "threat_model_framework",
         "issue_uri",
         "metadata",
+        "authorization",
     ] {
-        if let Some(v) = after.get(k) {
+        if let Some(v) = after.get(k).filter(|v| !v.is_null()) {
             input.insert(k.into(), v.clone());
         }
     }

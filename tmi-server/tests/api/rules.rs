@@ -266,9 +266,180 @@ async fn cors_with_credentials(b: Backend) {
     assert!(evil.header("access-control-allow-origin").is_none());
 }
 
+async fn nothing_is_a_500(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = app
+        .post("/threat_models", Some(&s.access), json!({"name": "N"}))
+        .await
+        .expect(201)
+        .clone();
+    let base = format!("/threat_models/{}", tm["id"].as_str().unwrap());
+    let note = app
+        .post(
+            &format!("{base}/notes"),
+            Some(&s.access),
+            json!({"name": "n", "content": "c"}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    type Case<'a> = (Method, String, Option<(&'a str, Vec<u8>)>);
+    let cases: Vec<Case> = vec![
+        (
+            Method::POST,
+            format!("{base}/notes"),
+            Some((
+                "application/json",
+                br#"{"name":"n","content":"a\u0000b"}"#.to_vec(),
+            )),
+        ),
+        (
+            Method::POST,
+            format!("{base}/metadata"),
+            Some(("application/json", br#"{"key":"k","value":"\u0000"}"#.to_vec())),
+        ),
+        (Method::GET, "/threat_models?owner=%00".to_string(), None),
+        (
+            Method::PATCH,
+            base.clone(),
+            Some(("application/json-patch+json", b"{}".to_vec())),
+        ),
+        (
+            Method::PATCH,
+            base.clone(),
+            Some(("application/json-patch+json", br#"[{"op":"replace"}]"#.to_vec())),
+        ),
+        (
+            Method::PATCH,
+            base.clone(),
+            Some((
+                "application/json-patch+json",
+                br#"[{"op":"remove","path":"/name"}]"#.to_vec(),
+            )),
+        ),
+        (
+            Method::PATCH,
+            base.clone(),
+            Some((
+                "application/json-patch+json",
+                br#"[{"op":"replace","path":"/authorization","value":"x"}]"#.to_vec(),
+            )),
+        ),
+        (
+            Method::PATCH,
+            base.clone(),
+            Some((
+                "application/json-patch+json",
+                br#"[{"op":"replace","path":"/owner","value":null}]"#.to_vec(),
+            )),
+        ),
+        (
+            Method::PATCH,
+            format!("{base}/notes/{}", note["id"].as_str().unwrap()),
+            Some((
+                "application/json-patch+json",
+                br#"[{"op":"remove","path":"/content"}]"#.to_vec(),
+            )),
+        ),
+        (
+            Method::PUT,
+            format!("{base}/metadata/k"),
+            Some(("application/json", b"[]".to_vec())),
+        ),
+        (
+            Method::POST,
+            format!("{base}/threats"),
+            Some((
+                "application/json",
+                br#"{"name":"t","threat_type":[],"score":1e400}"#.to_vec(),
+            )),
+        ),
+        (
+            Method::POST,
+            "/oauth2/token?idp=tmi".to_string(),
+            Some((
+                "application/x-www-form-urlencoded",
+                b"grant_type=authorization_code&code=%ZZ".to_vec(),
+            )),
+        ),
+        (
+            Method::POST,
+            "/oauth2/refresh".to_string(),
+            Some(("application/json", br#"{"refresh_token":""}"#.to_vec())),
+        ),
+        (Method::GET, "/oauth2/callback?code=x&state=y".to_string(), None),
+    ];
+    // Invalid UTF-8 in a filter is decoded lossily: no match, no error.
+    assert_eq!(
+        app.get("/threat_models?name=%FF%FE", Some(&s.access))
+            .await
+            .expect(200)["total"],
+        0
+    );
+    for (m, path, body) in cases {
+        let r = app.send(m.clone(), &path, Some(&s.access), body, &[]).await;
+        assert!(r.status.is_client_error(), "{m} {path}: {} {}", r.status, r.body);
+        assert!(
+            r.body["error"].is_string(),
+            "{m} {path}: TMI error body expected, got {}",
+            r.body
+        );
+    }
+}
+
+async fn reviewer_keeps_owner_role(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    app.login("rita").await;
+    app.add_to_group("rita", tmi_server::store::groups::SECURITY_REVIEWERS)
+        .await;
+    let rita = app.login("rita").await;
+    let tm = app
+        .post("/threat_models", Some(&s.access), json!({"name": "R"}))
+        .await
+        .expect(201)
+        .clone();
+    let base = format!("/threat_models/{}", tm["id"].as_str().unwrap());
+    app.patch(&base, Some(&rita.access), json!([{"op": "replace", "path": "/security_reviewer", "value": {"principal_type": "user", "provider": "tmi", "provider_id": "rita", "email": "rita@tmi.local", "display_name": "Rita"}}])).await.expect(200);
+    let current = app.get(&base, Some(&s.access)).await.expect(200).clone();
+    let without: Vec<serde_json::Value> = current["authorization"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["provider_id"] != "rita")
+        .cloned()
+        .collect();
+    app.put(
+        &base,
+        Some(&s.access),
+        json!({"name": "R", "authorization": without}),
+    )
+    .await
+    .expect_error(409, "conflict");
+    // A writer may not change the ACL through PUT either.
+    let writer_acl =
+        json!([{"principal_type": "user", "provider": "tmi", "provider_id": "walter", "role": "writer"}]);
+    let mut acl = current["authorization"].as_array().unwrap().clone();
+    acl.push(writer_acl[0].clone());
+    app.put(&base, Some(&s.access), json!({"name": "R", "authorization": acl}))
+        .await
+        .expect(200);
+    let walter = app.login("walter").await;
+    app.put(
+        &base,
+        Some(&walter.access),
+        json!({"name": "R", "authorization": []}),
+    )
+    .await
+    .expect_error(403, "forbidden");
+}
+
 both_backends!(
     precedence_and_media_types,
     unknown_paths_and_methods,
     injection_limits_and_normalization,
-    cors_with_credentials
+    cors_with_credentials,
+    nothing_is_a_500,
+    reviewer_keeps_owner_role,
 );
