@@ -22,9 +22,10 @@ cluster-up:
 cluster-down:
 	scripts/cluster.sh down $(CLUSTER_DIR)
 
-# Regenerates the CRD from the Rust types (a test fails when crds/ is stale).
+# Regenerates the CRD from the Rust types, and the chart's copy (tests fail when either is stale).
 crds:
 	cargo run -q -p tmi-operator -- crd > crds/tmi.dev_tmiinstances.yaml
+	cp crds/tmi.dev_tmiinstances.yaml charts/tmi-operator/crds/
 
 fmt:
 	cargo fmt --all

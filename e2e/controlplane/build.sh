@@ -28,7 +28,19 @@ declare -A targets=(
 )
 modules=(etcd kwok kubernetes helm kstatus)
 
-module_key() { (cd "$here/$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "$revision ${targets[$1]}") | sha256sum | cut -c1-16; }
+# Release builds stamp their version in; a module build must too, or the API server reports v0.0.0 and tools
+# that check the server version (helm's kubeVersion, kubectl's skew warning) refuse it.
+kube_version() { (cd "$here/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes); }
+extra_ldflags() {
+  [ "$1" = kubernetes ] || return 0
+  local v p; v=$(kube_version)
+  local minor=${v#v1.}; minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    printf -- ' -X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean' "$p" "$v" "$p" "$p" "$minor" "$p"
+  done
+}
+
+module_key() { (cd "$here/$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "$revision ${targets[$1]} $(extra_ldflags "$1")") | sha256sum | cut -c1-16; }
 
 # kwok simulates nothing without stages. Take the upstream "fast" node and pod stages and the lease heartbeat
 # (what kwokctl uses by default) from the very kwok release pinned here.
@@ -54,7 +66,7 @@ build_module() { # module -> prints its output directory
     for t in ${targets[$m]}; do
       name=${t%%=*} pkg=${t#*=}
       echo "building $name ($m)" >&2
-      (cd "$here/$m" && go build -trimpath -ldflags='-s -w' -o "$out/$name.tmp" "$pkg") >&2
+      (cd "$here/$m" && go build -trimpath -ldflags="-s -w$(extra_ldflags "$m")" -o "$out/$name.tmp" "$pkg") >&2
       mv "$out/$name.tmp" "$out/$name"
     done
     if [ "$m" = kwok ]; then kwok_stages >"$out/kwok-stages.yaml.tmp" && mv "$out/kwok-stages.yaml.tmp" "$out/kwok-stages.yaml"; fi

@@ -1,5 +1,7 @@
 //! Smoke tests of the local control plane: what the operator's tests rely on must work for real.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
