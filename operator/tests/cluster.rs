@@ -593,3 +593,58 @@ async fn secret_values_never_leak() {
         "a secret value leaked into the operator's logs"
     );
 }
+
+/// SQLite mode: the operator creates an owned claim, the pod mounts it, and with a volume to bind to the
+/// instance becomes Ready with one `Recreate` replica.
+#[tokio::test]
+async fn sqlite_instance_gets_its_volume() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-sqlite").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let class = format!("manual-{}", ns.name);
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": { "name": format!("pv-{}", ns.name) },
+        "spec": {
+            "capacity": { "storage": "2Gi" }, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": class, "hostPath": { "path": format!("/tmp/{}", ns.name) },
+            "persistentVolumeReclaimPolicy": "Delete"
+        }
+    }))
+    .unwrap();
+    let pvs: Api<PersistentVolume> = Api::all(c.clone());
+    pvs.create(&Default::default(), &pv).await.unwrap();
+    let op = Operator::start(config(&ns.name)).await;
+    let yaml = format!(
+        "apiVersion: tmi.dev/v1alpha1\nkind: TmiInstance\nmetadata: {{ name: notes }}\nspec:\n  version: 1.0.0\n  database: {{ sqlite: {{ size: 1Gi, storageClassName: {class} }} }}\n"
+    );
+    apply_instance(c, &ns.name, &yaml).await.unwrap();
+    let i = wait_for(c, &ns.name, "notes", "Ready", ready).await;
+    assert_eq!(
+        i.status.as_ref().unwrap().effective.as_ref().unwrap().database,
+        "Sqlite"
+    );
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), &ns.name)
+        .get("notes-data")
+        .await
+        .unwrap();
+    assert_eq!(pvc.owner_references()[0].uid, i.uid().unwrap());
+    let d = Api::<Deployment>::namespaced(c.clone(), &ns.name)
+        .get("notes-server")
+        .await
+        .unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let volumes = spec.template.spec.unwrap().volumes.unwrap();
+    assert!(volumes.iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|p| p.claim_name == "notes-data")
+    }));
+    op.stop().await;
+    let _ = pvs
+        .delete(&format!("pv-{}", ns.name), &DeleteParams::default())
+        .await;
+}
