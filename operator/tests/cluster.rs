@@ -648,3 +648,42 @@ async fn sqlite_instance_gets_its_volume() {
         .delete(&format!("pv-{}", ns.name), &DeleteParams::default())
         .await;
 }
+
+/// `INSTANCE_SELECTOR` shards instances: an operator only touches the instances its selector matches.
+#[tokio::test]
+async fn instance_selector_shards_instances() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-shard").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    db_secret(c, &ns.name).await;
+    let mut cfg = config(&ns.name);
+    cfg.instance_selector = Some("tmi.dev/shard=a".into());
+    let op = Operator::start(cfg).await;
+    let labelled = instance("mine", "").replace(
+        "metadata: { name: mine }",
+        "metadata: { name: mine, labels: { tmi.dev/shard: a } }",
+    );
+    apply_instance(c, &ns.name, &labelled).await.unwrap();
+    apply_instance(c, &ns.name, &instance("theirs", ""))
+        .await
+        .unwrap();
+    wait_for(c, &ns.name, "mine", "Ready", ready).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let theirs = Api::<TmiInstance>::namespaced(c.clone(), &ns.name)
+        .get("theirs")
+        .await
+        .unwrap();
+    assert!(
+        theirs.status.is_none(),
+        "an instance outside the shard was reconciled"
+    );
+    assert!(
+        Api::<Deployment>::namespaced(c.clone(), &ns.name)
+            .get_opt("theirs-server")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    op.stop().await;
+}
