@@ -173,9 +173,43 @@ pub async fn list(
                 rows.retain(|c| field(c, key) == *v);
             }
         }
+        let score = |c: &ChildRecord| c.doc.get("score").and_then(Value::as_f64);
+        for (key, keep) in [
+            ("score_gt", (|s: f64, v: f64| s > v) as fn(f64, f64) -> bool),
+            ("score_lt", |s, v| s < v),
+            ("score_ge", |s, v| s >= v),
+            ("score_le", |s, v| s <= v),
+            ("score_eq", |s, v| (s - v).abs() < 1e-9),
+        ] {
+            if let Some(v) = q.get(key) {
+                let v: f64 = v
+                    .parse()
+                    .map_err(|_| ApiError::invalid(format!("{key} must be a number")))?;
+                rows.retain(|c| score(c).is_some_and(|s| keep(s, v)));
+            }
+        }
         if let Some(m) = q.get("mitigated") {
             let want = m == "true";
             rows.retain(|c| c.doc.get("mitigated").and_then(Value::as_bool).unwrap_or(false) == want);
+        }
+    }
+    use crate::threat_models::handlers::timestamp;
+    let bounds = [
+        (timestamp("created_after", q.get("created_after"))?, true, true),
+        (timestamp("created_before", q.get("created_before"))?, true, false),
+        (timestamp("modified_after", q.get("modified_after"))?, false, true),
+        (
+            timestamp("modified_before", q.get("modified_before"))?,
+            false,
+            false,
+        ),
+    ];
+    for (bound, created, after) in bounds {
+        if let Some(t) = bound {
+            rows.retain(|c| {
+                let at = if created { c.created_at } else { c.modified_at };
+                if after { at > t } else { at < t }
+            });
         }
     }
     // Ordering: `sort=<field>:<asc|desc>`; threats default to newest first, others to oldest first.

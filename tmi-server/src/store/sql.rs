@@ -236,6 +236,16 @@ macro_rules! sql_store {
                     }
                     qb.push(")");
                 }
+                for (column, op, value) in [
+                    ("t.created_at", ">", f.created_after),
+                    ("t.created_at", "<", f.created_before),
+                    ("t.modified_at", ">", f.modified_after),
+                    ("t.modified_at", "<", f.modified_before),
+                ] {
+                    if let Some(v) = value {
+                        qb.push(format!(" AND {column} {op} ")).push_bind(v);
+                    }
+                }
                 if let Some(n) = &f.name_contains {
                     qb.push(" AND LOWER(t.name) LIKE ").push_bind(format!("%{}%", n.to_lowercase()));
                 }

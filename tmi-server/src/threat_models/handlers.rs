@@ -45,6 +45,20 @@ pub struct ListQuery {
     status: Option<String>,
     name: Option<String>,
     include_deleted: Option<bool>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    modified_after: Option<String>,
+    modified_before: Option<String>,
+}
+
+/// An RFC 3339 query parameter.
+pub fn timestamp(name: &str, v: Option<&String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|d| Some(d.with_timezone(&chrono::Utc)))
+            .map_err(|_| ApiError::invalid(format!("{name} must be an RFC 3339 timestamp"))),
+    }
 }
 
 async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
@@ -81,6 +95,10 @@ pub async fn list(
             })
             .unwrap_or_default(),
         name_contains: q.name.filter(|s| !s.is_empty()),
+        created_after: timestamp("created_after", q.created_after.as_ref())?,
+        created_before: timestamp("created_before", q.created_before.as_ref())?,
+        modified_after: timestamp("modified_after", q.modified_after.as_ref())?,
+        modified_before: timestamp("modified_before", q.modified_before.as_ref())?,
         include_deleted,
         limit: q.limit.unwrap_or(20).clamp(1, 100),
         offset: q.offset.unwrap_or(0).max(0),

@@ -395,9 +395,77 @@ async fn metadata_everywhere(b: Backend) {
         .expect_error(400, "invalid_input");
 }
 
+async fn threat_score_and_date_filters(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    for (n, score) in [("low", 2.0), ("mid", 5.5), ("high", 9.1)] {
+        app.post(
+            &format!("{tm}/threats"),
+            Some(&s.access),
+            json!({"name": n, "threat_type": [], "score": score}),
+        )
+        .await
+        .expect(201);
+    }
+    assert_eq!(
+        app.get(&format!("{tm}/threats?score_gt=5"), Some(&s.access))
+            .await
+            .expect(200)["total"],
+        2
+    );
+    assert_eq!(
+        app.get(&format!("{tm}/threats?score_le=5.5"), Some(&s.access))
+            .await
+            .expect(200)["total"],
+        2
+    );
+    assert_eq!(
+        app.get(&format!("{tm}/threats?score_eq=9.1"), Some(&s.access))
+            .await
+            .expect(200)["total"],
+        1
+    );
+    assert_eq!(
+        app.get(
+            &format!("{tm}/threats?created_after=2000-01-01T00:00:00Z"),
+            Some(&s.access)
+        )
+        .await
+        .expect(200)["total"],
+        3
+    );
+    assert_eq!(
+        app.get(
+            &format!("{tm}/threats?created_before=2000-01-01T00:00:00Z"),
+            Some(&s.access)
+        )
+        .await
+        .expect(200)["total"],
+        0
+    );
+    let tms = app
+        .get(
+            "/threat_models?created_after=2000-01-01T00:00:00Z&modified_before=2999-01-01T00:00:00Z",
+            Some(&s.access),
+        )
+        .await;
+    assert_eq!(tms.expect(200)["total"], 1);
+    assert_eq!(
+        app.get(
+            "/threat_models?created_before=2000-01-01T00:00:00Z",
+            Some(&s.access)
+        )
+        .await
+        .expect(200)["total"],
+        0
+    );
+}
+
 both_backends!(
     crud_every_kind,
     threat_normalization_and_filters,
     diagrams_cells_and_image,
-    metadata_everywhere
+    metadata_everywhere,
+    threat_score_and_date_filters,
 );
