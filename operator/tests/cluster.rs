@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tmi_operator::crd::TmiInstance;
@@ -204,18 +205,48 @@ async fn lifecycle() {
         "acme",
         "  cache: { external: { urlSecretRef: { name: redis, key: url } } }\n  server: { replicas: 2 }\n",
     );
+    // Record every status the instance passes through while the change rolls out.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Option<i64>, String, String)>::new()));
+    let recorder = {
+        let seen = seen.clone();
+        let api: Api<TmiInstance> = Api::namespaced(c.clone(), &ns.name);
+        let wc = kube::runtime::watcher::Config::default().fields("metadata.name=acme");
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut stream = std::pin::pin!(
+                kube::runtime::watcher(api, wc)
+                    .default_backoff()
+                    .applied_objects()
+            );
+            while let Some(Ok(i)) = stream.next().await {
+                let observed = i.status.as_ref().and_then(|s| s.observed_generation);
+                let reconciling = condition(&i, "Reconciling")
+                    .map(|c| c.status.clone())
+                    .unwrap_or_default();
+                let ready = condition(&i, "Ready")
+                    .map(|c| c.status.clone())
+                    .unwrap_or_default();
+                seen.lock().unwrap().push((observed, reconciling, ready));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let changed = apply_instance(c, &ns.name, &yaml2).await.unwrap();
     let generation = changed.metadata.generation;
-    wait_for(c, &ns.name, "acme", "Reconciling at the new generation", |i| {
-        i.status.as_ref().and_then(|s| s.observed_generation) == generation
-            && condition(i, "Reconciling").is_some_and(|c| c.status == "True")
-            || ready(i) && i.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
-    })
-    .await;
     let i = wait_for(c, &ns.name, "acme", "Ready with 2 replicas", |i| {
         ready(i) && i.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
     })
     .await;
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    let first_reconciling = seen.iter().position(|(g, r, _)| *g == generation && r == "True");
+    let last_ready = seen
+        .iter()
+        .rposition(|(g, _, ready)| *g == generation && ready == "True");
+    assert!(
+        matches!((first_reconciling, last_ready), (Some(a), Some(b)) if a < b),
+        "expected Reconciling=True then Ready=True at generation {generation:?}: {seen:?}"
+    );
     assert_eq!(i.metadata.generation, generation);
     let d = deployments.get("acme-server").await.unwrap();
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
