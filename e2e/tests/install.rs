@@ -1,7 +1,8 @@
-//! The Helm chart (`charts/tmi-operator`): it lints, renders objects the API server accepts in both RBAC
+//! Installing the operator. The Helm chart (`charts/tmi-operator`): it lints, renders objects the API server accepts in both RBAC
 //! modes, installs for real, and its RBAC is exactly what the operator uses: the operator runs here under the
 //! chart's ServiceAccount (its token, its permissions) through a whole lifecycle, every request it makes is
-//! recorded, and the recorded verbs must equal the granted ones.
+//! recorded, and the recorded verbs must equal the granted ones. The kustomize manifests (`config/`): the same
+//! RBAC, a real `kubectl apply -k`, and every sample in `config/samples` brought to Ready.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
@@ -403,7 +404,7 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
     // its pod stays Pending; the claim is what this checks).
     let lite = json!({
         "apiVersion": "tmi.dev/v1alpha1", "kind": "TmiInstance", "metadata": { "name": "lite" },
-        "spec": { "version": "1.0.0", "database": { "sqlite": { "size": "1Gi" } } }
+        "spec": { "version": "1.0.0", "database": { "sqlite": { "size": "1Gi", "storageClassName": "not-provisioned-here" } } }
     });
     api.patch("lite", &PatchParams::apply("chart-test"), &Patch::Apply(lite))
         .await
@@ -455,4 +456,228 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         "the chart grants verbs the operator never used: {unused:?}"
     );
     // Every request succeeded under the chart's permissions: the instance got Ready above.
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// `config/rbac` (kustomize) grants exactly what the chart's cluster mode grants.
+#[test]
+fn kustomize_rbac_equals_chart_rbac() {
+    let cp = tmi_e2e::shared();
+    let kustomized = ok(
+        cp.kubectl()
+            .args(["kustomize", repo("config/rbac").to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "kubectl kustomize",
+    );
+    let chart = ok(
+        helm(&["template", "t", chart_dir().to_str().unwrap()]),
+        "helm template",
+    );
+    assert_eq!(
+        granted(&kustomized),
+        granted(&chart),
+        "config/rbac/role.yaml and the chart's rules differ"
+    );
+}
+
+/// Runs the operator in this process as ServiceAccount `namespace/name`, watching `watch`, until the returned
+/// sender is used; the recorded requests go to `log`.
+async fn run_operator_as(
+    namespace: &str,
+    name: &str,
+    watch: Vec<String>,
+    log: Arc<Mutex<Vec<Request>>>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let cp = tmi_e2e::shared();
+    let token = ok(
+        cp.kubectl()
+            .args(["create", "token", name, "-n", namespace, "--duration=1h"])
+            .output()
+            .unwrap(),
+        "kubectl create token",
+    );
+    let client = recording_client(token.trim(), log).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        namespaces: watch,
+        resync: Duration::from_secs(2),
+        progress_poll: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let lease = LeaseConfig {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        identity: "install-test".into(),
+        duration_seconds: 6,
+        grace_seconds: 2,
+    };
+    let task = tokio::spawn(tmi_operator::leader::run(
+        client,
+        config,
+        lease,
+        Arc::new(Metrics::default()),
+        Arc::new(AtomicBool::new(false)),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, task)
+}
+
+/// `kubectl apply -k config/default` installs the operator (cluster-wide mode); running as its
+/// ServiceAccount, the operator brings every sample in `config/samples` to Ready, each in its namespace.
+#[tokio::test]
+async fn kustomize_install_brings_every_sample_to_ready() {
+    let cp = tmi_e2e::shared();
+    let client = cp.client().await;
+    ok(
+        cp.kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "-k",
+                repo("config/default").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "kubectl apply -k config/default",
+    );
+    ok(
+        cp.kubectl()
+            .args([
+                "rollout",
+                "status",
+                "deployment/tmi-operator",
+                "-n",
+                "tmi-system",
+                "--timeout=90s",
+            ])
+            .output()
+            .unwrap(),
+        "the operator Deployment rolls out",
+    );
+    // The local control plane has no volume provisioner: the SQLite samples bind to these.
+    ok(
+        cp.kubectl()
+            .args([
+                "apply",
+                "-f",
+                repo("config/samples/local-pv.yaml").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "local PVs",
+    );
+
+    let minimal_ns = cp.namespace("sample-minimal").await;
+    let production_ns = cp.namespace("sample-production").await;
+    // Cluster-wide RBAC, but the watch is limited to this test's namespaces: other tests in this binary run
+    // operators of their own on the same control plane.
+    let watch = vec![
+        minimal_ns.name.clone(),
+        production_ns.name.clone(),
+        "tenant-red".into(),
+        "tenant-blue".into(),
+    ];
+    let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let (stop, operator) = run_operator_as("tmi-system", "tmi-operator", watch, log.clone()).await;
+    let apply_in = |ns: &str, file: &str| {
+        ok(
+            cp.kubectl()
+                .args([
+                    "apply",
+                    "--server-side",
+                    "-n",
+                    ns,
+                    "-f",
+                    repo(file).to_str().unwrap(),
+                ])
+                .output()
+                .unwrap(),
+            file,
+        )
+    };
+    apply_in(&minimal_ns.name, "config/samples/minimal.yaml");
+    apply_in(
+        &production_ns.name,
+        "config/samples/production-secrets.example.yaml",
+    );
+    apply_in(&production_ns.name, "config/samples/production.yaml");
+    ok(
+        cp.kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "-f",
+                repo("config/samples/multi-tenant.yaml").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "multi-tenant sample",
+    );
+
+    for (ns, name) in [
+        (minimal_ns.name.as_str(), "tmi-minimal"),
+        (production_ns.name.as_str(), "tmi"),
+        ("tenant-red", "tmi"),
+        ("tenant-blue", "tmi"),
+    ] {
+        let api: Api<TmiInstance> = Api::namespaced(client.clone(), ns);
+        wait_ready(
+            &api,
+            name,
+            |v| cond_true(v, "Ready"),
+            &format!("{ns}/{name} Ready"),
+        )
+        .await;
+    }
+    // `kubectl wait`, as the docs tell users to do it.
+    ok(
+        cp.kubectl()
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "tmi/tmi",
+                "-n",
+                "tenant-red",
+                "--timeout=30s",
+            ])
+            .output()
+            .unwrap(),
+        "kubectl wait",
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator)
+        .await
+        .expect("operator did not stop")
+        .unwrap()
+        .unwrap();
+    let manifests = ok(
+        cp.kubectl()
+            .args(["kustomize", repo("config/rbac").to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "kustomize",
+    );
+    let used: BTreeSet<_> = log.lock().unwrap().iter().flat_map(rbac_of).collect();
+    let config_rbac = granted(&manifests);
+    let missing: Vec<_> = used.difference(&config_rbac).collect();
+    assert!(
+        missing.is_empty(),
+        "config/rbac misses verbs the operator used: {missing:?}"
+    );
+    for ns in ["tenant-red", "tenant-blue"] {
+        let _ = cp
+            .kubectl()
+            .args(["delete", "namespace", ns, "--wait=false"])
+            .output();
+    }
 }
