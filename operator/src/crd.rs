@@ -495,8 +495,14 @@ pub struct SecretsSpec {
 }
 
 /// Observed state, written only by the operator.
+// The schema defaults an absent status to `{observedGeneration: 0}`. The API server applies it when it reads
+// the object, so a TmiInstance the operator has not yet seen shows a generation ahead of its status, and
+// kstatus (Flux, `kubectl wait`, cli-utils) reads it as InProgress instead of Current: without it, a freshly
+// applied object looks healthy until the operator's first status write. Users never see it as drift: status is
+// not part of their manifests. (e2e/tests/gitops.rs checks this with the real kstatus library.)
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct TmiInstanceStatus {
     /// The `metadata.generation` the operator last reconciled completely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -579,7 +585,8 @@ mod tests {
         assert_eq!(columns, ["Ready", "Version", "URL", "Reason", "Age"]);
     }
 
-    /// Every property in the schema has a description, and none has a default (defaults become GitOps drift).
+    /// Every property in the schema has a description, and none has a default (defaults become GitOps drift),
+    /// but for the one deliberate default: an absent status reads as `{observedGeneration: 0}`.
     #[test]
     fn every_field_documented_and_no_defaults() {
         fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
@@ -605,7 +612,10 @@ mod tests {
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut missing = Vec::new();
         walk("", &schema["properties"]["spec"], &mut missing);
-        walk("", &schema["properties"]["status"], &mut missing);
+        let mut status = schema["properties"]["status"].clone();
+        let status_default = status.as_object_mut().unwrap().remove("default");
+        assert_eq!(status_default, Some(json!({ "observedGeneration": 0 })));
+        walk("", &status, &mut missing);
         assert!(missing.is_empty(), "fields without description: {missing:#?}");
     }
 }

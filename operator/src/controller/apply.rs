@@ -58,8 +58,9 @@ pub async fn apply(ctx: &Context, i: &ValidInstance, desired: Desired) -> Result
     Ok(Applied { deployment })
 }
 
-/// Applies `obj` unless the cached live object already matches it; returns the live object.
-async fn ssa<K>(ctx: &Context, store: &Store<K>, obj: K) -> Result<K, Error>
+/// Applies `obj` unless the cached live object already matches it (same applied hash, and every field still
+/// as desired); returns the live object.
+async fn ssa<K>(ctx: &Context, store: &Store<K>, mut obj: K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -70,12 +71,16 @@ where
     let kind = K::kind(&()).to_string();
     let name = obj.name_any();
     let namespace = obj.namespace().unwrap_or_default();
+    let hash = applied_hash(&to_value(&obj, &kind, &name)?);
+    obj.annotations_mut()
+        .insert(names::APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
     if let Some(live) = store.get(&ObjectRef::new(&name).within(&namespace)) {
         let (want, have) = (
             to_value(&obj, &kind, &name)?,
             to_value(live.as_ref(), &kind, &name)?,
         );
-        if is_subset(&want, &have) {
+        let same_desired = live.annotations().get(names::APPLIED_HASH_ANNOTATION) == Some(&hash);
+        if same_desired && is_subset(&want, &have) {
             ctx.metrics.apply_skipped(&kind);
             return Ok(live.as_ref().clone());
         }
@@ -89,6 +94,14 @@ where
     )
     .await
     .map_err(|source| Error::Apply { kind, name, source })
+}
+
+/// Hash of a desired object (before the annotation is added). serde_json writes struct fields in declaration
+/// order and maps sorted, so equal objects hash equally.
+fn applied_hash(desired: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(desired.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 fn to_value<K: Serialize>(obj: &K, kind: &str, name: &str) -> Result<Value, Error> {

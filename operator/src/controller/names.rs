@@ -31,6 +31,11 @@ pub const GENERATED_LABEL: &str = "tmi.dev/generated";
 /// Pod-template annotation: SHA-256 over every referenced Secret/ConfigMap key and the rendered ConfigMap,
 /// so that editing any of them rolls the pods.
 pub const INPUTS_HASH_ANNOTATION: &str = "tmi.dev/inputs-hash";
+/// Annotation on every applied child: a hash of the object the operator last applied. A field the operator
+/// stops setting (say, a nodeSelector the user removed) leaves the live object a superset of the new desired
+/// one; only this hash tells that the desired object changed and must be applied, so that server-side apply
+/// removes the field.
+pub const APPLIED_HASH_ANNOTATION: &str = "tmi.dev/applied-hash";
 /// Default server image repository; the tag is `spec.version`.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/tmi-operator/tmi-server";
 /// Port tmi-server listens on (`TMI_SERVER_PORT`).
