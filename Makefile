@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test controlplane cluster-up cluster-down crds fmt lint images
+.PHONY: run test controlplane cluster-up cluster-down crds docs fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -26,6 +26,10 @@ cluster-down:
 crds:
 	cargo run -q -p tmi-operator -- crd > crds/tmi.dev_tmiinstances.yaml
 	cp crds/tmi.dev_tmiinstances.yaml charts/tmi-operator/crds/
+
+# Regenerates docs/reference.md from the CRD schema (a test fails when it is stale).
+docs:
+	TMI_UPDATE_DOCS=1 cargo test -q -p tmi-e2e --test docs
 
 fmt:
 	cargo fmt --all
