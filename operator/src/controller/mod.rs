@@ -373,7 +373,10 @@ async fn run_scope(
     macro_rules! owned_store {
         ($kind:ty) => {{
             let (reader, writer) = reflector::store::<$kind>();
-            let stream = reflector::reflector(writer, watcher(api::<$kind>(&client, ns), owned.clone()))
+            // managedFields are half of a cached Deployment and never read: dropped before caching.
+            let events =
+                watcher(api::<$kind>(&client, ns), owned.clone()).modify(|o| o.managed_fields_mut().clear());
+            let stream = reflector::reflector(writer, events)
                 .default_backoff()
                 .touched_objects();
             controller = controller.owns_stream(stream);
@@ -394,12 +397,11 @@ async fn run_scope(
     let secret_cfg = watcher::Config::default()
         .fields("type!=helm.sh/release.v1")
         .any_semantic();
-    let secret_stream = reflector::reflector(
-        writer,
-        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), secret_cfg),
-    )
-    .default_backoff()
-    .touched_objects();
+    let secret_events = watcher(api::<PartialObjectMeta<Secret>>(&client, ns), secret_cfg)
+        .modify(|o| o.managed_fields_mut().clear());
+    let secret_stream = reflector::reflector(writer, secret_events)
+        .default_backoff()
+        .touched_objects();
     let index = secret_index.clone();
     controller = controller.watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
         let key = (secret.namespace().unwrap_or_default(), secret.name_any());
