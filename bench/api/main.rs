@@ -50,6 +50,16 @@ async fn drop_db(admin: &str, name: &str) {
     }
 }
 
+/// Kills the server when the benchmark ends, also on panic.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -269,7 +279,7 @@ async fn main() {
     let base = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tmi-server"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tmi-server"))
         .env("TMI_DATABASE_URL", &url)
         .env("TMI_BUILD_MODE", "test")
         .env("TMI_JWT_SECRET", "benchmark-secret-0123456789abcdef")
@@ -280,7 +290,8 @@ async fn main() {
         .env("TMI_LOG_LEVEL", "warn")
         .spawn()
         .expect("start tmi-server");
-    let client = reqwest::Client::new();
+    let mut child = ChildGuard(child);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
@@ -298,9 +309,9 @@ async fn main() {
 
     let serial = workload(&base, &token, 1, ITERATIONS_SERIAL).await;
     let parallel = workload(&base, &token, 32, ITERATIONS_PER_WORKER).await;
-    let rss = peak_rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let rss = peak_rss_kib(child.0.id());
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let base1 = baseline(&url, 1, ITERATIONS_SERIAL).await;
     let base32 = baseline(&url, 32, ITERATIONS_PER_WORKER).await;
     drop_db(&admin, &name).await;

@@ -16,6 +16,8 @@ pub struct Postgres {
 
 impl Postgres {
     const BEGIN: &'static str = "BEGIN";
+    /// Global threat-model aliases from a sequence (migration 0002), so creates do not queue on a row lock.
+    const TM_ALIAS: &'static str = "SELECT nextval('threat_model_alias')";
 
     /// Connects without migrating.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {

@@ -111,7 +111,8 @@ pub(super) struct EntityMetadataRow {
     pub value: String,
 }
 
-/// Implements `Store` for `$store` (a struct with `pool: sqlx::Pool<$db>` and a `BEGIN` constant).
+/// Implements `Store` for `$store` (a struct with `pool: sqlx::Pool<$db>` and the `BEGIN` and
+/// `TM_ALIAS` statements of its dialect).
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
         use $crate::store::sql::{
@@ -372,7 +373,7 @@ macro_rules! sql_store {
                 metadata: &[MetadataEntry],
             ) -> StoreResult<i64> {
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
-                let alias = Self::next_alias(&mut tx, "threat_model").await?;
+                let (alias,): (i64,) = ::sqlx::query_as(Self::TM_ALIAS).fetch_one(&mut *tx).await?;
                 ::sqlx::query(
                     "INSERT INTO threat_models (id, alias, name, owner_provider, owner_provider_id, owner_email, \
                      reviewer_email, status, version, created_at, modified_at, deleted_at, doc) \

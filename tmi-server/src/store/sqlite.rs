@@ -21,6 +21,9 @@ impl Sqlite {
     /// Write transactions take the write lock up front: a deferred transaction that reads and then
     /// writes can fail with SQLITE_BUSY without waiting for the busy timeout.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    /// SQLite serializes writers anyway, so the counter row costs nothing extra.
+    const TM_ALIAS: &'static str = "INSERT INTO alias_counters (scope, value) VALUES ('threat_model', 1) \
+        ON CONFLICT (scope) DO UPDATE SET value = alias_counters.value + 1 RETURNING value";
 
     /// Opens (creating if missing) the database named by a `sqlite://` URL.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
