@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test controlplane cluster-up cluster-down crds docs fmt lint images
+.PHONY: run test bench-api bench-operator controlplane cluster-up cluster-down crds docs fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -9,6 +9,13 @@ run:
 
 test:
 	scripts/test.sh
+
+# Benchmarks (release builds), with the same services the tests use. See docs/server.md and docs/operator.md.
+bench-api:
+	scripts/with-services.sh cargo bench -p tmi-server --bench api
+
+bench-operator:
+	scripts/with-services.sh cargo bench -p tmi-operator --bench operator
 
 # Builds the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok) into
 # ~/.cache/tmi-operator/controlplane/<pins>/bin, or reuses that build.
