@@ -226,18 +226,13 @@ async fn baseline(url: &str, concurrency: usize, per_worker: usize) -> f64 {
         tasks.push(tokio::spawn(async move {
             for i in 0..per_worker {
                 let mut tx = pool.begin().await.unwrap();
-                let (alias,): (i64,) = sqlx::query_as(
-                    "INSERT INTO alias_counters (scope, value) VALUES ('bench', 1) \
-                     ON CONFLICT (scope) DO UPDATE SET value = alias_counters.value + 1 RETURNING value",
-                )
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
+                let (alias,): (i64,) =
+                    sqlx::query_as("SELECT nextval('threat_model_alias')").fetch_one(&mut *tx).await.unwrap();
                 let id = Uuid::new_v4();
                 let now = chrono::Utc::now();
                 sqlx::query(
                     "INSERT INTO threat_models (id, alias, name, owner_provider, owner_provider_id, owner_email, \
-                     status, version, created_at, modified_at, doc) VALUES ($1, $2 + 1000000, $3, 'tmi', 'base', \
+                     status, version, created_at, modified_at, doc) VALUES ($1, $2, $3, 'tmi', 'base', \
                      'base@tmi.local', 'not_started', 1, $4, $4, $5)",
                 )
                 .bind(id)
@@ -291,7 +286,10 @@ async fn main() {
         .spawn()
         .expect("start tmi-server");
     let mut child = ChildGuard(child);
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
