@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod collab;
 pub mod config;
 pub mod error;
 pub mod features;
