@@ -537,4 +537,31 @@ mod tests {
         assert_eq!(get(&ready, READY).last_transition_time, t(2));
         assert_eq!(get(&ready, STALLED).last_transition_time, t(1));
     }
+
+    #[test]
+    fn suspended_is_neither_reconciling_nor_stalled() {
+        let mut obj = instance_from_yaml(EXTERNAL);
+        let v = valid_from_yaml(EXTERNAL);
+        let d = deployment(1, 1, 1, 1, 1);
+        obj.status = Some(compute(
+            &obj,
+            Outcome::Applied {
+                valid: &v,
+                deployment: &d,
+                inputs_hash: "h",
+            },
+            &t(1),
+        ));
+        obj.metadata.generation = Some(2);
+        let s = compute(&obj, Outcome::Suspended(&v), &t(2));
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(get(&s, RECONCILING).reason, "Suspended");
+        assert_eq!(get(&s, STALLED).status, "False");
+        assert_eq!(
+            get(&s, READY).status,
+            "True",
+            "a suspended instance keeps serving"
+        );
+        assert_eq!(get(&s, READY).reason, "Suspended");
+    }
 }
