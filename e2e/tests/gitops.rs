@@ -86,6 +86,29 @@ async fn install_crd(client: &Client) {
     .unwrap();
 }
 
+/// Runs the operator in this process for one namespace until the returned sender is used.
+fn start_operator(
+    client: &Client,
+    namespace: &str,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        namespaces: vec![namespace.to_owned()],
+        resync: Duration::from_secs(2),
+        progress_poll: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        config,
+        std::sync::Arc::new(Metrics::default()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, task)
+}
+
 /// Polls the instance until `pred` holds on its JSON form. On timeout, shows the instance and its workload.
 async fn wait_json(api: &Api<TmiInstance>, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
@@ -157,21 +180,7 @@ async fn argo_cd_and_kstatus_read_every_stage_of_an_instance() {
     assert_eq!(argo_health(&fresh).0, "Progressing");
     assert_eq!(kstatus(&fresh).0, "InProgress");
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        namespaces: vec![ns.name.clone()],
-        resync: Duration::from_secs(2),
-        progress_poll: Duration::from_millis(500),
-        ..Config::default()
-    };
-    let operator = tokio::spawn(controller::run(
-        client.clone(),
-        config,
-        std::sync::Arc::new(Metrics::default()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, operator) = start_operator(&client, &ns.name);
 
     // 2. The database Secret is missing: the operator stalls, and both tools report a failure.
     let stalled = wait_json(&api, "acme", "Stalled", |o| {
@@ -218,21 +227,7 @@ async fn argo_cd_and_kstatus_read_every_stage_of_an_instance() {
     assert_eq!(kstatus(&unobserved).0, "InProgress");
 
     // 5. The operator observes it; the new pods cannot be scheduled, so the rollout stays in progress.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        namespaces: vec![ns.name.clone()],
-        resync: Duration::from_secs(2),
-        progress_poll: Duration::from_millis(500),
-        ..Config::default()
-    };
-    let operator = tokio::spawn(controller::run(
-        client.clone(),
-        config,
-        std::sync::Arc::new(Metrics::default()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, operator) = start_operator(&client, &ns.name);
     let rolling = wait_json(&api, "acme", "Reconciling", |o| {
         current(o) && condition(o, "Reconciling").is_some_and(|(s, _)| s == "True")
     })

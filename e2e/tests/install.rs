@@ -299,41 +299,9 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
 
     // The operator pods are fake (kwok); the operator itself runs here, as the chart's ServiceAccount.
     let sa = format!("{release}-tmi-operator");
-    let token = ok(
-        cp.kubectl()
-            .args(["create", "token", &sa, "-n", &system.name, "--duration=1h"])
-            .output()
-            .unwrap(),
-        "kubectl create token",
-    );
     let log: Arc<Mutex<Vec<Request>>> = Arc::default();
-    let client = recording_client(token.trim(), log.clone()).await;
+    let (stop, operator) = run_operator_as(&system.name, &sa, vec![tenant.name.clone()], log.clone()).await;
     let admin = cp.client().await;
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        namespaces: vec![tenant.name.clone()],
-        resync: Duration::from_secs(2),
-        progress_poll: Duration::from_millis(500),
-        ..Config::default()
-    };
-    let lease = LeaseConfig {
-        name: format!("{release}-tmi-operator"),
-        namespace: system.name.clone(),
-        identity: "chart-test".into(),
-        duration_seconds: 6,
-        grace_seconds: 2,
-    };
-    let operator = tokio::spawn(tmi_operator::leader::run(
-        client,
-        config,
-        lease,
-        Arc::new(Metrics::default()),
-        Arc::new(AtomicBool::new(false)),
-        async {
-            let _ = stopped.await;
-        },
-    ));
 
     // An instance whose Secrets do not exist yet (the operator looks for them), then do.
     let api: Api<TmiInstance> = Api::namespaced(admin.clone(), &tenant.name);
@@ -484,8 +452,9 @@ fn kustomize_rbac_equals_chart_rbac() {
     );
 }
 
-/// Runs the operator in this process as ServiceAccount `namespace/name`, watching `watch`, until the returned
-/// sender is used; the recorded requests go to `log`.
+/// Runs the operator in this process as ServiceAccount `namespace/name` (its Lease has the same name and
+/// namespace, as both install methods set it up), watching `watch`, until the returned sender is used; the
+/// recorded requests go to `log`.
 async fn run_operator_as(
     namespace: &str,
     name: &str,
