@@ -6,8 +6,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${TMI_WITH_SERVICES:-}" ]; then exec scripts/with-services.sh "$0" "$@"; fi
 
-step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - TMI_STEP_BEGAN ))"; }
-
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -19,9 +19,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-began=$(date +%s)
-step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - began ))"; }
-export TMI_STEP_BEGAN=$began TMI_WITH_SERVICES=1
+# `step` prints a heading with the seconds since start; exported, so the wrapped command (a bash script such
+# as scripts/test.sh) prints its own steps on the same clock.
+TMI_STEP_BEGAN=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - TMI_STEP_BEGAN ))"; }
+export -f step
+export TMI_STEP_BEGAN TMI_WITH_SERVICES=1
 
 step "starting PostgreSQL and Redis"
 eval "$(scripts/services.sh start "$work")"

@@ -336,21 +336,29 @@ impl ControlPlane {
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// Applies YAML from a string with `kubectl apply --server-side`.
-    pub fn apply_stdin(&self, yaml: &str) -> anyhow::Result<()> {
+    /// Runs kubectl with `input` on its standard input and returns its output.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> anyhow::Result<std::process::Output> {
         let mut child = self
             .kubectl()
-            .args(["apply", "--server-side", "--field-manager=tmi-e2e", "-f", "-"])
+            .args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
         child
             .stdin
             .take()
             .context("kubectl stdin")?
-            .write_all(yaml.as_bytes())?;
-        let out = child.wait_with_output()?;
+            .write_all(input.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Applies YAML from a string with `kubectl apply --server-side`.
+    pub fn apply_stdin(&self, yaml: &str) -> anyhow::Result<()> {
+        let out = self.kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=tmi-e2e", "-f", "-"],
+            yaml,
+        )?;
         if !out.status.success() {
             bail!(
                 "kubectl apply failed: {}",

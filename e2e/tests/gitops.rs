@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,7 +20,9 @@ use tmi_operator::controller::{self, Config};
 use tmi_operator::crd::TmiInstance;
 use tmi_operator::metrics::Metrics;
 
-const TIMEOUT: Duration = Duration::from_secs(90);
+mod common;
+use common::{TIMEOUT, cond_true, condition, current, wait_current};
+
 const HEALTH_LUA: &str = include_str!("../../config/argocd/health.lua");
 
 /// What Argo CD's health check says of an object: (status, message).
@@ -109,49 +111,6 @@ fn start_operator(
     (stop, task)
 }
 
-/// Polls the instance until `pred` holds on its JSON form. On timeout, shows the instance and its workload.
-async fn wait_json(api: &Api<TmiInstance>, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let obj = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
-        if pred(&obj) {
-            return obj;
-        }
-        if started.elapsed() > TIMEOUT {
-            let ns = obj["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let out = tmi_e2e::shared()
-                .kubectl()
-                .args(["get", "deploy,rs,pods", "-o", "wide", "-n", &ns])
-                .output()
-                .unwrap();
-            panic!(
-                "timed out waiting for {what}; last seen:\n{obj:#}\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
-    let c = obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)?;
-    Some((
-        c["status"].as_str()?.to_owned(),
-        c["reason"].as_str().unwrap_or_default().to_owned(),
-    ))
-}
-
-fn current(obj: &Value) -> bool {
-    obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-}
-
 /// Argo CD and kstatus agree with the operator's status through a whole life: created (no status yet),
 /// stalled on a missing Secret, Ready, a new spec not yet observed, a rollout that cannot finish, Ready again.
 #[tokio::test]
@@ -183,10 +142,7 @@ async fn argo_cd_and_kstatus_read_every_stage_of_an_instance() {
     let (stop, operator) = start_operator(&client, &ns.name);
 
     // 2. The database Secret is missing: the operator stalls, and both tools report a failure.
-    let stalled = wait_json(&api, "acme", "Stalled", |o| {
-        current(o) && condition(o, "Stalled").is_some_and(|(s, _)| s == "True")
-    })
-    .await;
+    let stalled = wait_current(&api, "acme", "Stalled", |o| cond_true(o, "Stalled")).await;
     assert_eq!(condition(&stalled, "Stalled").unwrap().1, "SecretNotFound");
     let (argo, message) = argo_health(&stalled);
     assert_eq!(argo, "Degraded");
@@ -201,10 +157,7 @@ async fn argo_cd_and_kstatus_read_every_stage_of_an_instance() {
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
-    let ready = wait_json(&api, "acme", "Ready", |o| {
-        current(o) && condition(o, "Ready").is_some_and(|(s, _)| s == "True")
-    })
-    .await;
+    let ready = wait_current(&api, "acme", "Ready", |o| cond_true(o, "Ready")).await;
     assert_eq!(argo_health(&ready).0, "Healthy");
     assert_eq!(kstatus(&ready).0, "Current");
 
@@ -228,10 +181,7 @@ async fn argo_cd_and_kstatus_read_every_stage_of_an_instance() {
 
     // 5. The operator observes it; the new pods cannot be scheduled, so the rollout stays in progress.
     let (stop, operator) = start_operator(&client, &ns.name);
-    let rolling = wait_json(&api, "acme", "Reconciling", |o| {
-        current(o) && condition(o, "Reconciling").is_some_and(|(s, _)| s == "True")
-    })
-    .await;
+    let rolling = wait_current(&api, "acme", "Reconciling", |o| cond_true(o, "Reconciling")).await;
     assert_eq!(argo_health(&rolling).0, "Progressing");
     assert_eq!(kstatus(&rolling).0, "InProgress");
 
@@ -243,10 +193,7 @@ async fn argo_cd_and_kstatus_read_every_stage_of_an_instance() {
     )
     .await
     .unwrap();
-    let ready = wait_json(&api, "acme", "Ready again", |o| {
-        current(o) && condition(o, "Ready").is_some_and(|(s, _)| s == "True")
-    })
-    .await;
+    let ready = wait_current(&api, "acme", "Ready again", |o| cond_true(o, "Ready")).await;
     assert_eq!(argo_health(&ready).0, "Healthy");
     assert_eq!(kstatus(&ready).0, "Current");
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ use tmi_operator::crd::TmiInstance;
 use tmi_operator::leader::LeaseConfig;
 use tmi_operator::metrics::Metrics;
 
-const TIMEOUT: Duration = Duration::from_secs(90);
+mod common;
+use common::{TIMEOUT, cond_true, ok, wait_current};
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tmi-operator")
@@ -37,30 +38,6 @@ fn helm(args: &[&str]) -> Output {
         .env("HELM_DATA_HOME", cp.dir().join("helm/data"))
         .output()
         .expect("running helm")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn kubectl_stdin(args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    let mut child = tmi_e2e::shared()
-        .kubectl()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// (apiGroup, resource, verb) triples granted by the Roles and ClusterRoles in rendered manifests.
@@ -168,28 +145,6 @@ async fn recording_client(token: &str, log: Arc<Mutex<Vec<Request>>>) -> Client 
         .build()
 }
 
-async fn wait_ready(api: &Api<TmiInstance>, name: &str, pred: impl Fn(&Value) -> bool, what: &str) {
-    let started = Instant::now();
-    loop {
-        let v = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
-        let current = v["status"]["observedGeneration"] == v["metadata"]["generation"];
-        if current && pred(&v) {
-            return;
-        }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "timed out waiting for {what}:\n{v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn cond_true(v: &Value, t: &str) -> bool {
-    v["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
-}
-
 #[test]
 fn chart_lints_and_its_crds_match_the_generated_ones() {
     ok(
@@ -256,10 +211,12 @@ async fn rendered_chart_passes_server_side_dry_run() {
         ];
         args.extend(extra.iter().map(String::as_str));
         let manifests = ok(helm(&args), "helm template");
-        let out = kubectl_stdin(
-            &["apply", "--server-side", "--dry-run=server", "-f", "-"],
-            &manifests,
-        );
+        let out = cp
+            .kubectl_stdin(
+                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+                &manifests,
+            )
+            .unwrap();
         ok(out, "kubectl apply --dry-run=server");
     }
 }
@@ -323,12 +280,9 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
     )
     .await
     .unwrap();
-    wait_ready(
-        &api,
-        "acme",
-        |v| cond_true(v, "Stalled"),
-        "Stalled on the missing Secrets",
-    )
+    wait_current(&api, "acme", "Stalled on the missing Secrets", |v| {
+        cond_true(v, "Stalled")
+    })
     .await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), &tenant.name);
     for (name, url) in [
@@ -346,7 +300,7 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
     cms.patch("extra", &PatchParams::apply("chart-test"), &Patch::Apply(cm))
         .await
         .unwrap();
-    wait_ready(&api, "acme", |v| cond_true(v, "Ready"), "Ready with two replicas").await;
+    wait_current(&api, "acme", "Ready with two replicas", |v| cond_true(v, "Ready")).await;
     api.patch(
         "acme",
         &PatchParams::apply("chart-test"),
@@ -354,12 +308,9 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
     )
     .await
     .unwrap();
-    wait_ready(
-        &api,
-        "acme",
-        |v| cond_true(v, "Ready") && v["status"]["replicas"] == 1,
-        "Ready with one replica",
-    )
+    wait_current(&api, "acme", "Ready with one replica", |v| {
+        cond_true(v, "Ready") && v["status"]["replicas"] == 1
+    })
     .await;
     let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
         Api::namespaced(admin.clone(), &tenant.name);
@@ -387,12 +338,9 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_ready(
-        &api,
-        "lite",
-        |v| v["status"]["conditions"].is_array(),
-        "status of the SQLite instance",
-    )
+    wait_current(&api, "lite", "status of the SQLite instance", |v| {
+        v["status"]["conditions"].is_array()
+    })
     .await;
 
     let _ = stop.send(());
@@ -599,12 +547,9 @@ async fn kustomize_install_brings_every_sample_to_ready() {
         ("tenant-blue", "tmi"),
     ] {
         let api: Api<TmiInstance> = Api::namespaced(client.clone(), ns);
-        wait_ready(
-            &api,
-            name,
-            |v| cond_true(v, "Ready"),
-            &format!("{ns}/{name} Ready"),
-        )
+        wait_current(&api, name, &format!("{ns}/{name} Ready"), |v| {
+            cond_true(v, "Ready")
+        })
         .await;
     }
     // `kubectl wait`, as the docs tell users to do it.
