@@ -222,7 +222,8 @@ async fn rendered_chart_passes_server_side_dry_run() {
 }
 
 /// A real `helm install` (namespaced mode); the operator runs with the chart's ServiceAccount token and
-/// reconciles an instance through creation, scale-out with a PodDisruptionBudget, scale-in and Ready; the
+/// reconciles an instance through creation, scale-out with a PodDisruptionBudget, scale-in and Ready, and the
+/// production-like sample to Ready; the
 /// verbs it used are exactly the verbs the chart grants.
 #[tokio::test]
 async fn installed_chart_grants_exactly_what_the_operator_uses() {
@@ -318,6 +319,31 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         pdbs.list(&Default::default()).await.unwrap().items.is_empty(),
         "the PDB of two replicas is gone"
     );
+
+    // The production-like sample, as shipped, reaches Ready under the chart's permissions.
+    for file in [
+        "config/samples/production-secrets.example.yaml",
+        "config/samples/production.yaml",
+    ] {
+        ok(
+            cp.kubectl()
+                .args([
+                    "apply",
+                    "--server-side",
+                    "-n",
+                    &tenant.name,
+                    "-f",
+                    repo(file).to_str().unwrap(),
+                ])
+                .output()
+                .unwrap(),
+            file,
+        );
+    }
+    wait_current(&api, "tmi", "the production sample Ready", |v| {
+        cond_true(v, "Ready")
+    })
+    .await;
 
     // A SQLite instance: the operator creates its PersistentVolumeClaim (nothing provisions volumes here, so
     // its pod stays Pending; the claim is what this checks).
