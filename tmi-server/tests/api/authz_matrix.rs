@@ -1,10 +1,18 @@
-//! The authorization matrix: owner, writer, reader, outsider and unauthenticated callers against
-//! every operation on a threat model and its children (tmi-compat.md §3.2).
+//! The authorization matrix, generated from the contract: every operation under `/threat_models`
+//! that the server serves, called by the owner, a writer, a reader, an outsider (signed in, no
+//! access) and an unauthenticated caller, must answer what the operation's `x-tmi-authz` minimum
+//! role requires; plus TMI's 404-versus-403 rules (tmi-compat.md §3, §8): a missing or deleted
+//! threat model is 404 for every signed-in caller, a missing child or metadata key is 404 only for
+//! callers that hold the role (403 for the others), and a malformed id is 400 before
+//! authentication.
+//!
+//! A served operation without a fixture here fails the test, so a new route cannot be forgotten.
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use tmi_server::openapi::Ownership;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, CONTRACT, Session, TestApp};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
@@ -15,200 +23,510 @@ enum Who {
     Anonymous,
 }
 
-/// Expected status for a caller given the operation's minimum role.
-fn expected(who: Who, min: &str, ok: u16) -> u16 {
-    match (who, min) {
-        (Who::Anonymous, _) => 401,
-        (Who::Outsider, _) => 403,
-        (Who::Reader, "reader") => ok,
-        (Who::Reader, _) => 403,
-        (Who::Writer, "owner") => 403,
-        (Who::Writer, _) => ok,
-        (Who::Owner, _) => ok,
+const CALLERS: [Who; 5] = [
+    Who::Owner,
+    Who::Writer,
+    Who::Reader,
+    Who::Outsider,
+    Who::Anonymous,
+];
+
+/// What a permitted caller gets.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Status(u16),
+    /// Any answer past authorization (the operation's own rules are tested elsewhere).
+    Authorized,
+}
+
+/// One request, ready to send.
+struct Prepared {
+    path: String,
+    body: Option<(&'static str, Vec<u8>)>,
+    ok: Expect,
+    /// The child id in `path`, for the missing-child variant.
+    child: Option<String>,
+    /// The metadata key in `path`, for the missing-key variant.
+    key: Option<String>,
+}
+
+/// A child kind: path segment, create body, full-replacement body.
+struct Kind {
+    plural: &'static str,
+    create: Value,
+    replace: Value,
+}
+
+fn kinds() -> Vec<Kind> {
+    vec![
+        Kind {
+            plural: "threats",
+            create: json!({"name": "T", "threat_type": []}),
+            replace: json!({"name": "T2", "threat_type": ["Spoofing"]}),
+        },
+        Kind {
+            plural: "documents",
+            create: json!({"name": "D", "uri": "https://e.com/d"}),
+            replace: json!({"name": "D2", "uri": "https://e.com/d2"}),
+        },
+        Kind {
+            plural: "notes",
+            create: json!({"name": "N", "content": "c"}),
+            replace: json!({"name": "N2", "content": "c2"}),
+        },
+        Kind {
+            plural: "assets",
+            create: json!({"name": "A", "type": "data"}),
+            replace: json!({"name": "A2", "type": "software"}),
+        },
+        Kind {
+            plural: "repositories",
+            create: json!({"name": "R", "uri": "https://e.com/r"}),
+            replace: json!({"name": "R2", "uri": "https://e.com/r2"}),
+        },
+        Kind {
+            plural: "diagrams",
+            create: json!({"name": "G", "type": "DFD-1.0.0"}),
+            replace: json!({"name": "G2", "type": "DFD-1.0.0", "cells": []}),
+        },
+    ]
+}
+
+/// Operations owned by work happening elsewhere: when served, only their authorization is checked.
+fn authorized_only(template: &str) -> bool {
+    template.ends_with("/collaborate")
+}
+
+fn json_body(v: Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json", v.to_string().into_bytes()))
+}
+
+fn patch_body(v: Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json-patch+json", v.to_string().into_bytes()))
+}
+
+fn unique_key() -> String {
+    format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The signed-in callers and a threat model they share.
+struct World {
+    app: TestApp,
+    owner: Session,
+    writer: Session,
+    reader: Session,
+    outsider: Session,
+    kinds: Vec<Kind>,
+}
+
+impl World {
+    async fn new(b: Backend) -> Self {
+        let app = TestApp::spawn(b).await;
+        let owner = app.login("olivia").await;
+        let writer = app.login("walter").await;
+        let reader = app.login("rachel").await;
+        let outsider = app.login("oscar").await;
+        World {
+            app,
+            owner,
+            writer,
+            reader,
+            outsider,
+            kinds: kinds(),
+        }
+    }
+
+    fn token(&self, who: Who) -> Option<&str> {
+        match who {
+            Who::Owner => Some(&self.owner.access),
+            Who::Writer => Some(&self.writer.access),
+            Who::Reader => Some(&self.reader.access),
+            Who::Outsider => Some(&self.outsider.access),
+            Who::Anonymous => None,
+        }
+    }
+
+    /// A threat model owned by the owner, shared with the writer and the reader; its path.
+    async fn new_tm(&self) -> String {
+        let tm = self
+            .app
+            .post(
+                "/threat_models",
+                Some(&self.owner.access),
+                json!({"name": "Matrix", "authorization": [
+                    {"principal_type": "user", "provider": "tmi", "provider_id": "walter", "role": "writer"},
+                    {"principal_type": "user", "provider": "tmi", "provider_id": "rachel", "role": "reader"}
+                ]}),
+            )
+            .await;
+        format!("/threat_models/{}", tm.expect(201)["id"].as_str().unwrap())
+    }
+
+    async fn new_child(&self, tm: &str, kind: &Kind) -> String {
+        let c = self
+            .app
+            .post(
+                &format!("{tm}/{}", kind.plural),
+                Some(&self.owner.access),
+                kind.create.clone(),
+            )
+            .await;
+        c.expect(201)["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn new_key(&self, parent: &str) -> String {
+        let key = unique_key();
+        self.app
+            .post(
+                &format!("{parent}/metadata"),
+                Some(&self.owner.access),
+                json!({"key": key, "value": "v"}),
+            )
+            .await
+            .expect(201);
+        key
+    }
+
+    fn kind(&self, plural: &str) -> Option<&Kind> {
+        self.kinds.iter().find(|k| k.plural == plural)
+    }
+
+    /// Builds the request for one operation (creating what it needs as the owner), or `None` when
+    /// this table has no fixture for it.
+    async fn prepare(&self, method: &Method, template: &str, shared: &str) -> Option<Prepared> {
+        if template == "/threat_models" {
+            return match *method {
+                Method::GET => Some(plain("/threat_models".into(), None, 200)),
+                Method::POST => Some(plain(
+                    "/threat_models".into(),
+                    json_body(json!({"name": "Mine"})),
+                    201,
+                )),
+                _ => None,
+            };
+        }
+        let rest = template.strip_prefix("/threat_models/{threat_model_id}")?;
+        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let m = method.clone();
+        match segs.as_slice() {
+            [] => match m {
+                Method::GET => Some(plain(shared.into(), None, 200)),
+                Method::PUT => Some(plain(
+                    shared.into(),
+                    json_body(json!({"name": "Matrix", "description": "d"})),
+                    200,
+                )),
+                Method::PATCH => Some(plain(
+                    shared.into(),
+                    patch_body(json!([{"op": "replace", "path": "/description", "value": "x"}])),
+                    200,
+                )),
+                Method::DELETE => Some(plain(self.new_tm().await, None, 204)),
+                _ => None,
+            },
+            ["restore"] if m == Method::POST => {
+                let tm = self.new_tm().await;
+                self.app.delete(&tm, Some(&self.owner.access)).await.expect(204);
+                Some(plain(format!("{tm}/restore"), None, 200))
+            }
+            ["metadata", tail @ ..] => self.metadata(&m, shared, tail, false).await,
+            [plural] => {
+                let kind = self.kind(plural)?;
+                let path = format!("{shared}/{plural}");
+                match m {
+                    Method::GET => Some(plain(path, None, 200)),
+                    Method::POST => Some(plain(path, json_body(kind.create.clone()), 201)),
+                    _ => None,
+                }
+            }
+            // Bulk operations come with the bulk endpoints.
+            [_, "bulk"] => None,
+            [plural, id, tail @ ..] if id.starts_with('{') => {
+                let kind = self.kind(plural)?;
+                let child = self.new_child(shared, kind).await;
+                let item = format!("{shared}/{plural}/{child}");
+                let mut p = match (tail, m.clone()) {
+                    ([], Method::GET) => plain(item, None, 200),
+                    ([], Method::PUT) => plain(item, json_body(kind.replace.clone()), 200),
+                    ([], Method::PATCH) => plain(
+                        item,
+                        patch_body(json!([{"op": "replace", "path": "/description", "value": "x"}])),
+                        200,
+                    ),
+                    ([], Method::DELETE) => plain(item, None, 204),
+                    (["restore"], Method::POST) => {
+                        self.app.delete(&item, Some(&self.owner.access)).await.expect(204);
+                        plain(format!("{item}/restore"), None, 200)
+                    }
+                    (["metadata", t @ ..], _) => self.metadata(&m, &item, t, *plural == "assets").await?,
+                    (["collaborate"], _) => Prepared {
+                        path: format!("{item}/collaborate"),
+                        body: None,
+                        ok: Expect::Authorized,
+                        child: None,
+                        key: None,
+                    },
+                    _ => return None,
+                };
+                p.child = Some(child);
+                Some(p)
+            }
+            _ => None,
+        }
+    }
+
+    /// `…/metadata`, `…/metadata/bulk` and `…/metadata/{key}` of `parent`.
+    async fn metadata(&self, m: &Method, parent: &str, tail: &[&str], key_in_put: bool) -> Option<Prepared> {
+        let base = format!("{parent}/metadata");
+        let entry = || json!({"key": unique_key(), "value": "v"});
+        match (tail, m.clone()) {
+            ([], Method::GET) => Some(plain(base, None, 200)),
+            ([], Method::POST) => Some(plain(base, json_body(entry()), 201)),
+            (["bulk"], Method::POST) => Some(plain(format!("{base}/bulk"), json_body(json!([entry()])), 201)),
+            (["bulk"], Method::PUT | Method::PATCH) => {
+                Some(plain(format!("{base}/bulk"), json_body(json!([entry()])), 200))
+            }
+            (["{key}"], _) => {
+                let key = self.new_key(parent).await;
+                let path = format!("{base}/{key}");
+                let mut p = match m.clone() {
+                    Method::GET => plain(path, None, 200),
+                    Method::PUT => {
+                        let body = if key_in_put {
+                            json!({"key": key, "value": "v2"})
+                        } else {
+                            json!({"value": "v2"})
+                        };
+                        plain(path, json_body(body), 200)
+                    }
+                    Method::DELETE => plain(path, None, 204),
+                    _ => return None,
+                };
+                p.key = Some(key);
+                Some(p)
+            }
+            _ => None,
+        }
     }
 }
 
-async fn matrix(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let owner = app.login("olivia").await;
-    let writer = app.login("walter").await;
-    let reader = app.login("rachel").await;
-    let outsider = app.login("oscar").await;
-    let tm = app
-        .post(
-            "/threat_models",
-            Some(&owner.access),
-            json!({"name": "Matrix", "authorization": [
-                {"principal_type": "user", "provider": "tmi", "provider_id": "walter", "role": "writer"},
-                {"principal_type": "user", "provider": "tmi", "provider_id": "rachel", "role": "reader"}
-            ]}),
-        )
-        .await
-        .expect(201)
-        .clone();
-    let base = format!("/threat_models/{}", tm["id"].as_str().unwrap());
-    let kinds: Vec<(&str, Value, &str)> = vec![
-        ("threats", json!({"name": "T", "threat_type": []}), "writer"),
-        (
-            "documents",
-            json!({"name": "D", "uri": "https://e.com/d"}),
-            "writer",
-        ),
-        ("notes", json!({"name": "N", "content": "c"}), "writer"),
-        ("assets", json!({"name": "A", "type": "data"}), "writer"),
-        ("repositories", json!({"uri": "https://e.com/r"}), "writer"),
-        ("diagrams", json!({"name": "G", "type": "DFD-1.0.0"}), "owner"),
-    ];
-    for who in [
-        Who::Owner,
-        Who::Writer,
-        Who::Reader,
-        Who::Outsider,
-        Who::Anonymous,
-    ] {
-        let token = match who {
-            Who::Owner => Some(owner.access.as_str()),
-            Who::Writer => Some(writer.access.as_str()),
-            Who::Reader => Some(reader.access.as_str()),
-            Who::Outsider => Some(outsider.access.as_str()),
-            Who::Anonymous => None,
-        };
-        let check = |label: String, got: u16, want: u16| assert_eq!(got, want, "{who:?} {label}");
-        check(
-            "GET tm".into(),
-            app.get(&base, token).await.status.as_u16(),
-            expected(who, "reader", 200),
-        );
-        check(
-            "GET tm metadata".into(),
-            app.get(&format!("{base}/metadata"), token).await.status.as_u16(),
-            expected(who, "reader", 200),
-        );
-        let put = app
-            .put(&base, token, json!({"name": "Matrix", "description": "d"}))
-            .await;
-        check("PUT tm".into(), put.status.as_u16(), expected(who, "writer", 200));
-        let patch = app
-            .patch(
-                &base,
-                token,
-                json!([{"op": "replace", "path": "/description", "value": "x"}]),
-            )
-            .await;
-        check(
-            "PATCH tm".into(),
-            patch.status.as_u16(),
-            expected(who, "writer", 200),
-        );
-        let acl = app.patch(&base, token, json!([{"op": "add", "path": "/authorization/-", "value": {"principal_type": "user", "provider": "tmi", "provider_id": "someone-else", "role": "reader"}}])).await;
-        check(
-            "PATCH tm authorization".into(),
-            acl.status.as_u16(),
-            expected(who, "owner", 200),
-        );
-        let meta = app
-            .post(
-                &format!("{base}/metadata"),
-                token,
-                json!({"key": format!("k-{who:?}"), "value": "v"}),
-            )
-            .await;
-        check(
-            "POST tm metadata".into(),
-            meta.status.as_u16(),
-            expected(who, "writer", 201),
-        );
-        for (plural, body, delete_role) in &kinds {
-            // Each caller works on a child the owner created, so reads and writes are independent.
-            let child = app
-                .post(&format!("{base}/{plural}"), Some(&owner.access), body.clone())
-                .await
-                .expect(201)
-                .clone();
-            let item = format!("{base}/{plural}/{}", child["id"].as_str().unwrap());
-            check(
-                format!("GET {plural}"),
-                app.get(&format!("{base}/{plural}"), token).await.status.as_u16(),
-                expected(who, "reader", 200),
-            );
-            check(
-                format!("GET {plural}/id"),
-                app.get(&item, token).await.status.as_u16(),
-                expected(who, "reader", 200),
-            );
-            check(
-                format!("POST {plural}"),
-                app.post(&format!("{base}/{plural}"), token, body.clone())
-                    .await
-                    .status
-                    .as_u16(),
-                expected(who, "writer", 201),
-            );
-            let replace = if *plural == "diagrams" {
-                json!({"name": "G2", "type": "DFD-1.0.0", "cells": []})
-            } else {
-                body.clone()
-            };
-            check(
-                format!("PUT {plural}/id"),
-                app.put(&item, token, replace).await.status.as_u16(),
-                expected(who, "writer", 200),
-            );
-            let p = app
-                .patch(
-                    &item,
-                    token,
-                    json!([{"op": "replace", "path": "/description", "value": "x"}]),
-                )
-                .await;
-            check(
-                format!("PATCH {plural}/id"),
-                p.status.as_u16(),
-                expected(who, "writer", 200),
-            );
-            check(
-                format!("GET {plural}/id/metadata"),
-                app.get(&format!("{item}/metadata"), token).await.status.as_u16(),
-                expected(who, "reader", 200),
-            );
-            let m = app
-                .post(
-                    &format!("{item}/metadata"),
-                    token,
-                    json!({"key": "k", "value": "v"}),
-                )
-                .await;
-            check(
-                format!("POST {plural}/id/metadata"),
-                m.status.as_u16(),
-                expected(who, "writer", 201),
-            );
-            check(
-                format!("DELETE {plural}/id"),
-                app.delete(&item, token).await.status.as_u16(),
-                expected(who, delete_role, 204),
-            );
-            let restore = app
-                .send(Method::POST, &format!("{item}/restore"), token, None, &[])
-                .await;
-            // Restoring needs the owner role (the owner restores what it just deleted).
-            check(
-                format!("POST {plural}/id/restore"),
-                restore.status.as_u16(),
-                expected(who, "owner", 200),
-            );
+fn plain(path: String, body: Option<(&'static str, Vec<u8>)>, ok: u16) -> Prepared {
+    Prepared {
+        path,
+        body,
+        ok: Expect::Status(ok),
+        child: None,
+        key: None,
+    }
+}
+
+/// Whether `who` holds `min` on the shared threat model.
+fn permitted(who: Who, min: Ownership) -> bool {
+    match who {
+        Who::Owner => true,
+        Who::Writer => min != Ownership::Owner,
+        Who::Reader => matches!(min, Ownership::None | Ownership::Reader),
+        Who::Outsider | Who::Anonymous => false,
+    }
+}
+
+/// Every (method, template) of the contract under `/threat_models`.
+fn contract_operations() -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for t in CONTRACT.templates() {
+        if !t.starts_with("/threat_models") {
+            continue;
+        }
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            if CONTRACT.operation(m.as_str(), &t).is_some() {
+                out.push((m, t.clone()));
+            }
         }
     }
-    // Only the owner may delete the threat model; everyone else is refused first.
-    for (token, want) in [
-        (None, 401),
-        (Some(outsider.access.as_str()), 403),
-        (Some(reader.access.as_str()), 403),
-        (Some(writer.access.as_str()), 403),
-    ] {
-        assert_eq!(app.delete(&base, token).await.status.as_u16(), want);
+    out
+}
+
+/// Whether the server serves `method template` as that operation: probed with the owner's token on
+/// a threat model that does not exist (so nothing is touched) and well-formed ids everywhere, an
+/// unserved operation answers 405, the fallback's 404 or (when a literal segment such as `bulk`
+/// lands on an `{id}` route) `invalid_id`.
+async fn served(w: &World, method: &Method, template: &str) -> bool {
+    let path = template
+        .split('/')
+        .map(|s| match s {
+            "{key}" => "probe-key".to_owned(),
+            s if s.starts_with('{') => uuid::Uuid::new_v4().to_string(),
+            s => s.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    let r = w
+        .app
+        .send(method.clone(), &path, Some(&w.owner.access), None, &[])
+        .await;
+    let description = r.body["error_description"].as_str().unwrap_or_default();
+    !(r.status.as_u16() == 405
+        || (r.status.as_u16() == 404 && description.contains("is not defined"))
+        || r.body["error"] == "invalid_id")
+}
+
+async fn matrix(b: Backend) {
+    let w = World::new(b).await;
+    let shared = w.new_tm().await;
+    let deleted = w.new_tm().await;
+    w.app.delete(&deleted, Some(&w.owner.access)).await.expect(204);
+    let shared_id = shared.trim_start_matches("/threat_models/").to_owned();
+    let deleted_id = deleted.trim_start_matches("/threat_models/").to_owned();
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut checked = 0;
+    let mut unserved = Vec::new();
+    for (method, template) in contract_operations() {
+        let label = format!("{method} {template}");
+        if !served(&w, &method, &template).await {
+            if !authorized_only(&template) && w.prepare(&method, &template, &shared).await.is_some() {
+                failures.push(format!(
+                    "{label}: the matrix has a fixture, but the server does not serve it"
+                ));
+            }
+            unserved.push(label);
+            continue;
+        }
+        let min = CONTRACT
+            .operation(method.as_str(), &template)
+            .map(|o| o.ownership)
+            .unwrap_or(Ownership::None);
+        let scoped = template != "/threat_models";
+        for who in CALLERS {
+            let Some(p) = w.prepare(&method, &template, &shared).await else {
+                failures.push(format!("{label}: served, but the matrix has no fixture for it"));
+                break;
+            };
+            let mut check = |variant: &str, got: &crate::helpers::Res, want: Expect| {
+                checked += 1;
+                let status = got.status.as_u16();
+                let ok = match want {
+                    Expect::Status(s) => status == s,
+                    Expect::Authorized => !matches!(status, 401 | 403) && status < 500,
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{label} [{variant}] as {who:?}: got {status}, want {want:?}; body {}",
+                        got.body
+                    ));
+                }
+            };
+            let world = &w;
+            let send = |path: String, body: Option<(&'static str, Vec<u8>)>| {
+                let method = method.clone();
+                async move { world.app.send(method, &path, world.token(who), body, &[]).await }
+            };
+            let denied = if who == Who::Anonymous { 401 } else { 403 };
+            let want = if !scoped {
+                if who == Who::Anonymous {
+                    Expect::Status(401)
+                } else {
+                    p.ok
+                }
+            } else if permitted(who, min) {
+                p.ok
+            } else {
+                Expect::Status(denied)
+            };
+            check("allowed role", &send(p.path.clone(), p.body.clone()).await, want);
+            if !scoped {
+                continue;
+            }
+            // Only the shared model's id is replaced; per-case models (DELETE, restore) keep theirs.
+            let tm_id = p
+                .path
+                .trim_start_matches("/threat_models/")
+                .split(['/', '?'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let anon_or = |s: u16| Expect::Status(if who == Who::Anonymous { 401 } else { s });
+            let missing = p.path.replacen(&tm_id, &uuid::Uuid::new_v4().to_string(), 1);
+            check(
+                "missing threat model",
+                &send(missing, p.body.clone()).await,
+                anon_or(404),
+            );
+            // Restoring a deleted model is the one operation a deleted model answers.
+            if template != "/threat_models/{threat_model_id}/restore" {
+                let gone = p.path.replacen(&tm_id, &deleted_id, 1);
+                check(
+                    "deleted threat model",
+                    &send(gone, p.body.clone()).await,
+                    anon_or(404),
+                );
+            }
+            let malformed = p.path.replacen(&tm_id, "not-a-uuid", 1);
+            check(
+                "malformed id",
+                &send(malformed, p.body.clone()).await,
+                Expect::Status(400),
+            );
+            let absent = |s: &str| p.path.replacen(s, &uuid::Uuid::new_v4().to_string(), 1);
+            let gated = if permitted(who, min) {
+                Expect::Status(404)
+            } else {
+                Expect::Status(denied)
+            };
+            if let Some(child) = &p.child
+                && tm_id == shared_id
+                && !authorized_only(&template)
+            {
+                check("missing child", &send(absent(child), p.body.clone()).await, gated);
+            }
+            if let Some(key) = &p.key {
+                let path = p.path.replacen(&format!("/{key}"), "/no-such-key", 1);
+                check("missing key", &send(path, p.body.clone()).await, gated);
+            }
+        }
     }
-    app.delete(&base, Some(&owner.access)).await.expect(204);
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked > 1000, "only {checked} checks ran");
+    eprintln!(
+        "authorization matrix: {checked} checks; not served: {}",
+        unserved.join(", ")
+    );
+}
+
+/// Owner-only fields inside writer operations (tmi-compat.md §3.2).
+async fn owner_only_fields(b: Backend) {
+    let w = World::new(b).await;
+    let tm = w.new_tm().await;
+    let share = json!([{"op": "add", "path": "/authorization/-", "value":
+        {"principal_type": "user", "provider": "tmi", "provider_id": "someone-else", "role": "reader"}}]);
+    let transfer = json!([{"op": "replace", "path": "/owner", "value":
+        {"principal_type": "user", "provider": "tmi", "provider_id": "walter"}}]);
+    for ops in [&share, &transfer] {
+        w.app
+            .patch(&tm, Some(&w.writer.access), ops.clone())
+            .await
+            .expect_error(403, "forbidden");
+    }
+    w.app
+        .put(
+            &tm,
+            Some(&w.writer.access),
+            json!({"name": "Matrix", "authorization": []}),
+        )
+        .await
+        .expect_error(403, "forbidden");
+    w.app.patch(&tm, Some(&w.owner.access), share).await.expect(200);
 }
 
 async fn group_and_everyone_entries(b: Backend) {
@@ -251,4 +569,4 @@ async fn group_and_everyone_entries(b: Backend) {
     .expect(200);
 }
 
-both_backends!(matrix, group_and_everyone_entries);
+both_backends!(matrix, owner_only_fields, group_and_everyone_entries);
