@@ -44,7 +44,8 @@ pub struct RedisConfig {
     pub port: u16,
     pub password: Option<SecretString>,
     pub db: i64,
-    /// Prefix for every key (tests isolate themselves with it).
+    /// `TMI_REDIS_KEY_PREFIX`: prefix for every key, so that several TMI instances (or tests) can
+    /// share one Redis.
     pub key_prefix: String,
 }
 
@@ -125,6 +126,19 @@ pub struct Config {
     pub operator_contact: Option<String>,
     pub operator_jurisdiction: Option<String>,
     pub data_dir: String,
+    /// `WEBSOCKET_ALLOWED_ORIGINS`: browser origins allowed to open collaboration sockets, besides
+    /// localhost, the server's own host and the CORS origins.
+    pub websocket_allowed_origins: Vec<String>,
+    /// `TMI_WEBSOCKET_PING_INTERVAL_SECONDS` (30): keepalive period; access is re-checked on it.
+    pub websocket_ping_interval_seconds: u64,
+    /// `TMI_WEBSOCKET_EMPTY_SESSION_SECONDS` (30, at least 5): how long a collaboration session
+    /// may stay without connected participants before it ends (upstream: about 15 s; a little
+    /// longer lets the clients of a replica that died reconnect elsewhere).
+    pub websocket_empty_session_seconds: u64,
+    /// `TMI_WEBSOCKET_MAX_CONNECTIONS_PER_USER` (5).
+    pub websocket_max_connections_per_user: usize,
+    /// `TMI_WEBSOCKET_MAX_PARTICIPANTS_PER_SESSION` (50).
+    pub websocket_max_participants_per_session: usize,
 }
 
 impl fmt::Debug for Config {
@@ -220,7 +234,7 @@ fn parse_redis(vars: &HashMap<String, String>) -> Result<Option<RedisConfig>, Co
             port,
             password,
             db,
-            key_prefix: String::new(),
+            key_prefix: non_empty(vars, "TMI_REDIS_KEY_PREFIX").unwrap_or_default(),
         }));
     }
     let Some(host) = non_empty(vars, "TMI_REDIS_HOST") else {
@@ -231,7 +245,7 @@ fn parse_redis(vars: &HashMap<String, String>) -> Result<Option<RedisConfig>, Co
         port: parse_num(vars, "TMI_REDIS_PORT", 6379)?,
         password: non_empty(vars, "TMI_REDIS_PASSWORD").map(SecretString::from),
         db: parse_num(vars, "TMI_REDIS_DB", 0)?,
-        key_prefix: String::new(),
+        key_prefix: non_empty(vars, "TMI_REDIS_KEY_PREFIX").unwrap_or_default(),
     }))
 }
 
@@ -353,6 +367,22 @@ impl Config {
         if session_lifetime_days < 1 {
             return Err(invalid("TMI_SESSION_LIFETIME_DAYS", "must be at least 1"));
         }
+        let websocket_ping_interval_seconds: u64 =
+            parse_num(vars, "TMI_WEBSOCKET_PING_INTERVAL_SECONDS", 30)?;
+        if websocket_ping_interval_seconds == 0 {
+            return Err(invalid(
+                "TMI_WEBSOCKET_PING_INTERVAL_SECONDS",
+                "must be at least 1",
+            ));
+        }
+        let websocket_empty_session_seconds: u64 =
+            parse_num(vars, "TMI_WEBSOCKET_EMPTY_SESSION_SECONDS", 30)?;
+        if websocket_empty_session_seconds < 5 {
+            return Err(invalid(
+                "TMI_WEBSOCKET_EMPTY_SESSION_SECONDS",
+                "must be at least 5",
+            ));
+        }
         Ok(Config {
             database_url: database_url.map(SecretString::from),
             db_max_connections: parse_num(vars, "TMI_DB_MAX_OPEN_CONNS", 10)?,
@@ -382,6 +412,15 @@ impl Config {
             operator_contact: non_empty(vars, "TMI_OPERATOR_CONTACT"),
             operator_jurisdiction: non_empty(vars, "TMI_OPERATOR_JURISDICTION"),
             data_dir: non_empty(vars, "TMI_DATA_DIR").unwrap_or_else(|| "./data".into()),
+            websocket_allowed_origins: list(vars, "WEBSOCKET_ALLOWED_ORIGINS"),
+            websocket_ping_interval_seconds,
+            websocket_empty_session_seconds,
+            websocket_max_connections_per_user: parse_num(vars, "TMI_WEBSOCKET_MAX_CONNECTIONS_PER_USER", 5)?,
+            websocket_max_participants_per_session: parse_num(
+                vars,
+                "TMI_WEBSOCKET_MAX_PARTICIPANTS_PER_SESSION",
+                50,
+            )?,
         })
     }
 

@@ -72,7 +72,6 @@ pub fn router(state: AppState) -> Router {
         .route("/saml/providers", get(oauth::saml_providers))
         .route("/me", get(oauth::me))
         .route("/me/logout", post(oauth::logout))
-        .route("/me/sessions", get(oauth::my_sessions))
         .route(
             "/me/preferences",
             get(oauth::get_preferences)
@@ -87,12 +86,14 @@ pub fn router(state: AppState) -> Router {
         .merge(threat_models::router())
         .merge(resources::router())
         .merge(metadata::router())
+        .merge(collab::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate))
         // Operational endpoints stay outside the gate and the OpenAPI contract.
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::serve))
         .route("/openapi.json", get(health::openapi_document))
+        .merge(collab::socket_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
@@ -332,7 +333,13 @@ pub async fn build_state_with(
         store: store.clone(),
         config: config.clone(),
     });
+    let collab = collab::Hub::start(
+        collab::backend(&config).await?,
+        store.clone(),
+        collab::settings(&config),
+    );
     Ok(AppState {
+        collab,
         store,
         kv,
         tokens,
@@ -350,6 +357,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let hub = state.collab.clone();
+    // Upgraded sockets are not in-flight requests: close them (code 1012) so that clients move
+    // to another replica, then drain the rest.
+    let shutdown = async move {
+        shutdown.await;
+        hub.shutdown().await;
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -10,8 +10,7 @@ use crate::metrics::Metrics;
 use crate::openapi::Spec;
 use crate::store::Store;
 
-/// Everything a request may need. Collaboration will add its hub here (a later issue), and diagram
-/// writes will consult it to answer 409 while a session is active.
+/// Everything a request may need.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -23,6 +22,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether the token store is Redis (reported by health checks).
     pub redis_enabled: bool,
+    /// This replica's collaboration hub; diagram writes consult it to answer 409 during a session.
+    pub collab: Arc<crate::collab::Hub>,
 }
 
 impl AppState {

@@ -494,10 +494,6 @@ pub async fn put_preferences(
 }
 
 /// `GET /me/sessions`: collaboration is not implemented yet, so there are none.
-pub async fn my_sessions(_user: AuthUser) -> Json<Value> {
-    Json(json!([]))
-}
-
 fn cached(v: Value) -> Response {
     ([(header::CACHE_CONTROL, "public, max-age=3600")], Json(v)).into_response()
 }

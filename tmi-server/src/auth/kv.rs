@@ -95,6 +95,20 @@ impl RedisKv {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+
+    /// Runs a command; one that failed on a dropped connection is retried once on the connection
+    /// the manager re-establishes, so a Redis restart does not fail a request.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        let mut conn = self.conn.clone();
+        match cmd.query_async::<T>(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
+                let mut conn = self.conn.clone();
+                Ok(cmd.query_async::<T>(&mut conn).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 trait KindStr {
@@ -110,46 +124,32 @@ impl KindStr for redis::RedisError {
 #[async_trait]
 impl TokenKv for RedisKv {
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(self.key(key))
+                .arg(value)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1)),
+        )
+        .await
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("GET")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await?)
+        self.query(redis::cmd("GET").arg(self.key(key))).await
     }
 
     async fn take(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("GETDEL")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await?)
+        self.query(redis::cmd("GETDEL").arg(self.key(key))).await
     }
 
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("DEL")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.query::<i64>(redis::cmd("DEL").arg(self.key(key)))
+            .await
+            .map(drop)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(())
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
 }
 

@@ -1,6 +1,65 @@
-//! Real-time diagram collaboration over WebSockets (tmi-compat.md §5).
+//! Real-time diagram collaboration over WebSockets (tmi-compat.md §5), shared across replicas.
 //!
-//! So far only the wire protocol exists: [`protocol`] is pure serde types. Sessions, the hub,
-//! the socket driver and the Redis bus come later (style.md §3.3 "Collaboration").
+//! `protocol` is the wire format (pure serde); `cells` applies operations (pure); `backend` is
+//! the shared state (Redis, or memory for one instance); `registry` keeps sessions over it; `hub`
+//! is this replica's sockets, ordered delivery and the diagram writes; `socket` drives one
+//! WebSocket; `rest` holds the REST endpoints. The design is in docs/architecture.md.
 
+pub mod backend;
+pub mod cells;
+pub mod hub;
 pub mod protocol;
+pub mod registry;
+pub mod rest;
+pub mod socket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+pub use hub::Hub;
+
+/// The collaboration routes that are in the OpenAPI contract (they pass the request gate).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/threat_models/{threat_model_id}/diagrams/{diagram_id}/collaborate",
+            get(rest::get_session)
+                .post(rest::start_session)
+                .delete(rest::end_session),
+        )
+        .route("/ws/ticket", get(rest::ticket))
+        .route("/me/sessions", get(rest::my_sessions))
+}
+
+/// The WebSocket route: not in the OpenAPI contract and authenticated by ticket only.
+pub fn socket_router() -> Router<AppState> {
+    Router::new().route(
+        "/threat_models/{threat_model_id}/diagrams/{diagram_id}/ws",
+        get(socket::upgrade),
+    )
+}
+
+/// The hub's tunables from the configuration.
+pub fn settings(config: &Config) -> hub::Settings {
+    hub::Settings {
+        ping_interval: Duration::from_secs(config.websocket_ping_interval_seconds),
+        empty_session_grace: Duration::from_secs(config.websocket_empty_session_seconds),
+        max_connections_per_user: config.websocket_max_connections_per_user,
+        max_participants_per_session: config.websocket_max_participants_per_session,
+        ..hub::Settings::default()
+    }
+}
+
+/// Connects the shared state: Redis when configured, else process memory.
+pub async fn backend(config: &Config) -> anyhow::Result<Arc<dyn backend::Backend>> {
+    Ok(match &config.redis {
+        Some(r) => Arc::new(backend::RedisBackend::connect(&r.url(), &r.key_prefix).await?),
+        None => Arc::new(backend::MemoryBackend::default()),
+    })
+}

@@ -105,9 +105,11 @@ fn defaults(state: &AppState, kind: &Kind, m: &mut Map<String, Value>) {
     }
 }
 
-/// Where a diagram write would be refused because a collaboration session owns the diagram.
-/// Collaboration is a later issue; it will answer 409 here while a session is active.
-fn ensure_no_active_session(_state: &AppState, _kind: &Kind, _id: Uuid) -> Result<(), ApiError> {
+/// A diagram write is refused with 409 while a collaboration session owns the diagram.
+async fn ensure_no_active_session(state: &AppState, kind: &Kind, id: Uuid) -> Result<(), ApiError> {
+    if kind.kind == "diagram" {
+        crate::collab::rest::ensure_no_session_on_diagram(state, id).await?;
+    }
     Ok(())
 }
 
@@ -305,7 +307,7 @@ async fn write(
     metadata: Option<Vec<MetadataEntry>>,
     pre: Precondition,
 ) -> Result<Response, ApiError> {
-    ensure_no_active_session(state, kind, current.id)?;
+    ensure_no_active_session(state, kind, current.id).await?;
     let previous = current.doc.as_object().cloned().unwrap_or_default();
     for keep in [
         "access_status",
@@ -443,7 +445,7 @@ pub async fn delete(
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
     let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
-    ensure_no_active_session(&state, kind, current.id)?;
+    ensure_no_active_session(&state, kind, current.id).await?;
     let mut next = current.clone();
     next.version += 1;
     next.deleted_at = Some(now());

@@ -16,6 +16,8 @@ pub struct Postgres {
 
 impl Postgres {
     const BEGIN: &'static str = "BEGIN";
+    /// Row lock for read-modify-write in one transaction.
+    const FOR_UPDATE: &'static str = "FOR UPDATE";
     /// Global threat-model aliases from a sequence (migration 0002), so creates do not queue on a row lock.
     const TM_ALIAS: &'static str = "SELECT nextval('threat_model_alias')";
 

@@ -573,6 +573,45 @@ macro_rules! sql_store {
                 Ok(row.into())
             }
 
+            async fn update_child_locked(
+                &self,
+                threat_model_id: ::uuid::Uuid,
+                kind: &str,
+                id: ::uuid::Uuid,
+                change: &mut (dyn for<'r> FnMut(&'r ChildRecord) -> Option<ChildRecord> + Send),
+            ) -> StoreResult<Option<ChildRecord>> {
+                let mut tx = self.pool.begin_with(Self::BEGIN).await?;
+                let row: ChildRow = ::sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {CHILD_COLUMNS} FROM children WHERE id = $1 AND threat_model_id = $2 AND kind = $3 {}",
+                    Self::FOR_UPDATE
+                )))
+                .bind(id)
+                .bind(threat_model_id)
+                .bind(kind)
+                .fetch_one(&mut *tx)
+                .await?;
+                let current: ChildRecord = row.into();
+                let Some(next) = change(&current) else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                ::sqlx::query(
+                    "UPDATE children SET version = $1, modified_at = $2, deleted_at = $3, doc = $4 \
+                     WHERE id = $5 AND threat_model_id = $6 AND kind = $7",
+                )
+                .bind(next.version)
+                .bind(next.modified_at)
+                .bind(next.deleted_at)
+                .bind(Json(&next.doc))
+                .bind(id)
+                .bind(threat_model_id)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(next))
+            }
+
             async fn list_children(
                 &self,
                 threat_model_id: ::uuid::Uuid,

@@ -21,6 +21,8 @@ impl Sqlite {
     /// Write transactions take the write lock up front: a deferred transaction that reads and then
     /// writes can fail with SQLITE_BUSY without waiting for the busy timeout.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    /// `BEGIN IMMEDIATE` already holds the database's write lock.
+    const FOR_UPDATE: &'static str = "";
     /// SQLite serializes writers anyway, so the counter row costs nothing extra.
     const TM_ALIAS: &'static str = "INSERT INTO alias_counters (scope, value) VALUES ('threat_model', 1) \
         ON CONFLICT (scope) DO UPDATE SET value = alias_counters.value + 1 RETURNING value";

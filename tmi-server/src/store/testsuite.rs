@@ -283,7 +283,38 @@ async fn children_and_metadata(store: &dyn Store) {
         .unwrap();
     assert_eq!(list[0].counts.threats, 2);
 
-    let mut upd = child.clone();
+    // Locked read-modify-write: concurrent writers queue, none is lost; `None` writes nothing.
+    let bumps = (0..8).map(|_| async {
+        store
+            .update_child_locked(parent.id, "threat", child.id, &mut |c| {
+                let mut next = c.clone();
+                let n = c.doc.get("n").and_then(serde_json::Value::as_i64).unwrap_or(0);
+                next.doc["n"] = serde_json::json!(n + 1);
+                Some(next)
+            })
+            .await
+            .unwrap()
+    });
+    futures::future::join_all(bumps).await;
+    let unchanged = store
+        .update_child_locked(parent.id, "threat", child.id, &mut |_| None)
+        .await
+        .unwrap();
+    assert!(unchanged.is_none());
+    assert_eq!(
+        store.get_child(parent.id, "threat", child.id).await.unwrap().doc["n"],
+        8
+    );
+    assert!(matches!(
+        store
+            .update_child_locked(parent.id, "threat", uuid::Uuid::new_v4(), &mut |c| Some(
+                c.clone()
+            ))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let mut upd = store.get_child(parent.id, "threat", child.id).await.unwrap();
     upd.version = 2;
     upd.deleted_at = Some(now);
     store.update_child(&upd, 1, None).await.unwrap();

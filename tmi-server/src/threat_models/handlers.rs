@@ -664,6 +664,7 @@ pub async fn patch(
 /// `DELETE /threat_models/{id}`: soft delete (owner).
 pub async fn delete(State(state): State<AppState>, access: TmAccess) -> Result<StatusCode, ApiError> {
     let current = access.tm;
+    crate::collab::rest::ensure_no_session_on_threat_model(&state, current.id).await?;
     let mut next = current.clone();
     next.version += 1;
     next.deleted_at = Some(now());

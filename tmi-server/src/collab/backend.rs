@@ -1,0 +1,521 @@
+//! The shared state under collaboration: a handful of Redis primitives (strings, hashes, sets,
+//! capped lists, a counter, one pub/sub channel) behind one trait, so that the session logic in
+//! `registry` is written once. IO: `RedisBackend` talks to Redis (shared by every replica);
+//! `MemoryBackend` keeps the same structures in process memory for a single instance.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::{broadcast, mpsc};
+
+/// What the subscription delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// One published payload.
+    Message(String),
+    /// Payloads may have been lost (the subscription dropped and came back, or this replica fell
+    /// behind): every local session must resync from the database.
+    Gap,
+}
+
+/// Every Redis command collaboration uses. Keys are relative; implementations add their prefix.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    async fn get(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// `SET`, with an optional expiry.
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<()>;
+    /// `SET NX`: whether the key was absent and is now set.
+    async fn set_nx(&self, key: &str, value: &str) -> anyhow::Result<bool>;
+    async fn del(&self, keys: &[String]) -> anyhow::Result<()>;
+    async fn incr(&self, key: &str) -> anyhow::Result<i64>;
+    async fn hset(&self, key: &str, field: &str, value: &str) -> anyhow::Result<()>;
+    async fn hdel(&self, key: &str, field: &str) -> anyhow::Result<()>;
+    async fn hgetall(&self, key: &str) -> anyhow::Result<Vec<(String, String)>>;
+    async fn sadd(&self, key: &str, member: &str) -> anyhow::Result<()>;
+    async fn srem(&self, key: &str, member: &str) -> anyhow::Result<()>;
+    async fn smembers(&self, key: &str) -> anyhow::Result<Vec<String>>;
+    async fn sismember(&self, key: &str, member: &str) -> anyhow::Result<bool>;
+    /// `LPUSH` then `LTRIM` to `cap` entries (newest first).
+    async fn push_capped(&self, key: &str, value: &str, cap: usize) -> anyhow::Result<()>;
+    /// `LPOP`: the newest entry.
+    async fn pop(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Publishes on the collaboration channel.
+    async fn publish(&self, payload: &str) -> anyhow::Result<()>;
+    /// Starts the subscription to the collaboration channel. Called once per process.
+    fn subscribe(&self) -> mpsc::Receiver<Signal>;
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+const SUBSCRIBER_QUEUE: usize = 4096;
+
+#[derive(Default)]
+struct Mem {
+    strings: HashMap<String, (String, Option<Instant>)>,
+    hashes: HashMap<String, HashMap<String, String>>,
+    sets: HashMap<String, BTreeSet<String>>,
+    lists: HashMap<String, VecDeque<String>>,
+}
+
+/// One process's collaboration state.
+pub struct MemoryBackend {
+    mem: Mutex<Mem>,
+    channel: broadcast::Sender<String>,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self {
+            mem: Mutex::default(),
+            channel: broadcast::channel(SUBSCRIBER_QUEUE).0,
+        }
+    }
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Mem>> {
+        self.mem
+            .lock()
+            .map_err(|_| anyhow::anyhow!("collaboration state lock poisoned"))
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let mut mem = self.lock()?;
+        let expired = matches!(mem.strings.get(key), Some((_, Some(exp))) if *exp <= Instant::now());
+        if expired {
+            mem.strings.remove(key);
+        }
+        Ok(mem.strings.get(key).map(|(v, _)| v.clone()))
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<()> {
+        let exp = ttl.map(|t| Instant::now() + t);
+        self.lock()?
+            .strings
+            .insert(key.to_owned(), (value.to_owned(), exp));
+        Ok(())
+    }
+
+    async fn set_nx(&self, key: &str, value: &str) -> anyhow::Result<bool> {
+        let mut mem = self.lock()?;
+        let live = matches!(mem.strings.get(key), Some((_, exp)) if exp.is_none_or(|e| e > Instant::now()));
+        if live {
+            return Ok(false);
+        }
+        mem.strings.insert(key.to_owned(), (value.to_owned(), None));
+        Ok(true)
+    }
+
+    async fn del(&self, keys: &[String]) -> anyhow::Result<()> {
+        let mut mem = self.lock()?;
+        for k in keys {
+            mem.strings.remove(k);
+            mem.hashes.remove(k);
+            mem.sets.remove(k);
+            mem.lists.remove(k);
+        }
+        Ok(())
+    }
+
+    async fn incr(&self, key: &str) -> anyhow::Result<i64> {
+        let mut mem = self.lock()?;
+        let entry = mem
+            .strings
+            .entry(key.to_owned())
+            .or_insert_with(|| ("0".into(), None));
+        let next = entry.0.parse::<i64>().unwrap_or(0) + 1;
+        entry.0 = next.to_string();
+        Ok(next)
+    }
+
+    async fn hset(&self, key: &str, field: &str, value: &str) -> anyhow::Result<()> {
+        self.lock()?
+            .hashes
+            .entry(key.to_owned())
+            .or_default()
+            .insert(field.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn hdel(&self, key: &str, field: &str) -> anyhow::Result<()> {
+        let mut mem = self.lock()?;
+        if let Some(h) = mem.hashes.get_mut(key) {
+            h.remove(field);
+            if h.is_empty() {
+                mem.hashes.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn hgetall(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self
+            .lock()?
+            .hashes
+            .get(key)
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn sadd(&self, key: &str, member: &str) -> anyhow::Result<()> {
+        self.lock()?
+            .sets
+            .entry(key.to_owned())
+            .or_default()
+            .insert(member.to_owned());
+        Ok(())
+    }
+
+    async fn srem(&self, key: &str, member: &str) -> anyhow::Result<()> {
+        let mut mem = self.lock()?;
+        if let Some(s) = mem.sets.get_mut(key) {
+            s.remove(member);
+            if s.is_empty() {
+                mem.sets.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn smembers(&self, key: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .lock()?
+            .sets
+            .get(key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn sismember(&self, key: &str, member: &str) -> anyhow::Result<bool> {
+        Ok(self.lock()?.sets.get(key).is_some_and(|s| s.contains(member)))
+    }
+
+    async fn push_capped(&self, key: &str, value: &str, cap: usize) -> anyhow::Result<()> {
+        let mut mem = self.lock()?;
+        let list = mem.lists.entry(key.to_owned()).or_default();
+        list.push_front(value.to_owned());
+        list.truncate(cap);
+        Ok(())
+    }
+
+    async fn pop(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.lock()?.lists.get_mut(key).and_then(VecDeque::pop_front))
+    }
+
+    async fn publish(&self, payload: &str) -> anyhow::Result<()> {
+        // No receiver yet is not an error: nobody needs the message.
+        let _ = self.channel.send(payload.to_owned());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<Signal> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let mut sub = self.channel.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let signal = match sub.recv().await {
+                    Ok(m) => Signal::Message(m),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Signal::Gap,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(signal).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Redis shared by every replica.
+pub struct RedisBackend {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+/// Bounds every command, so that a Redis outage fails requests quickly instead of hanging them.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisBackend {
+    /// Connects; `url` holds the password, so errors never include it.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("invalid Redis URL"))?;
+        let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out connecting to Redis"))?
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {:?}", e.kind()))?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: format!("{prefix}collab:"),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// Runs a command; a command that failed on a dropped connection is retried once, on the
+    /// connection the manager re-establishes (so a Redis restart costs no request).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        let mut last = None;
+        for _ in 0..2 {
+            let mut conn = self.conn.clone();
+            match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
+                    last = Some(anyhow::anyhow!("Redis command failed: {:?}", e.kind()));
+                }
+                Ok(Err(e)) => return Err(anyhow::anyhow!("Redis command failed: {:?}", e.kind())),
+                Err(_) => return Err(anyhow::anyhow!("Redis command timed out")),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("Redis command failed")))
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        self.query(redis::cmd("GET").arg(self.key(key))).await
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        self.query::<()>(&cmd).await
+    }
+
+    async fn set_nx(&self, key: &str, value: &str) -> anyhow::Result<bool> {
+        let r: Option<String> = self
+            .query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX"))
+            .await?;
+        Ok(r.is_some())
+    }
+
+    async fn del(&self, keys: &[String]) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("DEL");
+        for k in keys {
+            cmd.arg(self.key(k));
+        }
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    async fn incr(&self, key: &str) -> anyhow::Result<i64> {
+        self.query(redis::cmd("INCR").arg(self.key(key))).await
+    }
+
+    async fn hset(&self, key: &str, field: &str, value: &str) -> anyhow::Result<()> {
+        self.query::<i64>(redis::cmd("HSET").arg(self.key(key)).arg(field).arg(value))
+            .await
+            .map(drop)
+    }
+
+    async fn hdel(&self, key: &str, field: &str) -> anyhow::Result<()> {
+        self.query::<i64>(redis::cmd("HDEL").arg(self.key(key)).arg(field))
+            .await
+            .map(drop)
+    }
+
+    async fn hgetall(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let map: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(self.key(key))).await?;
+        Ok(map.into_iter().collect())
+    }
+
+    async fn sadd(&self, key: &str, member: &str) -> anyhow::Result<()> {
+        self.query::<i64>(redis::cmd("SADD").arg(self.key(key)).arg(member))
+            .await
+            .map(drop)
+    }
+
+    async fn srem(&self, key: &str, member: &str) -> anyhow::Result<()> {
+        self.query::<i64>(redis::cmd("SREM").arg(self.key(key)).arg(member))
+            .await
+            .map(drop)
+    }
+
+    async fn smembers(&self, key: &str) -> anyhow::Result<Vec<String>> {
+        self.query(redis::cmd("SMEMBERS").arg(self.key(key))).await
+    }
+
+    async fn sismember(&self, key: &str, member: &str) -> anyhow::Result<bool> {
+        self.query(redis::cmd("SISMEMBER").arg(self.key(key)).arg(member))
+            .await
+    }
+
+    async fn push_capped(&self, key: &str, value: &str, cap: usize) -> anyhow::Result<()> {
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LPUSH")
+            .arg(&key)
+            .arg(value)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&key)
+            .arg(0)
+            .arg(cap.saturating_sub(1))
+            .ignore();
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("Redis command failed: {:?}", e.kind())),
+            Err(_) => Err(anyhow::anyhow!("Redis command timed out")),
+        }
+    }
+
+    async fn pop(&self, key: &str) -> anyhow::Result<Option<String>> {
+        self.query(redis::cmd("LPOP").arg(self.key(key))).await
+    }
+
+    async fn publish(&self, payload: &str) -> anyhow::Result<()> {
+        self.query::<i64>(redis::cmd("PUBLISH").arg(self.channel()).arg(payload))
+            .await
+            .map(drop)
+    }
+
+    /// A task keeps one subscriber connection; when it drops (Redis restarted, network cut) the
+    /// task reconnects with backoff and reports a [`Signal::Gap`], since messages published in
+    /// between are lost.
+    fn subscribe(&self) -> mpsc::Receiver<Signal> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let client = self.client.clone();
+        let channel = self.channel();
+        tokio::spawn(async move {
+            let mut first = true;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let connected = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                match tokio::time::timeout(Duration::from_secs(5), connected).await {
+                    Ok(Ok(pubsub)) => {
+                        backoff = Duration::from_millis(100);
+                        if !first {
+                            tracing::info!("collaboration bus: resubscribed to Redis");
+                            if tx.send(Signal::Gap).await.is_err() {
+                                return;
+                            }
+                        }
+                        first = false;
+                        let mut stream = pubsub.into_on_message();
+                        while let Some(msg) = stream.next().await {
+                            let Ok(payload) = msg.get_payload::<String>() else {
+                                continue;
+                            };
+                            if tx.send(Signal::Message(payload)).await.is_err() {
+                                return;
+                            }
+                        }
+                        tracing::warn!("collaboration bus: Redis subscription lost; reconnecting");
+                        // Whatever was published until the resubscription is lost.
+                        if tx.send(Signal::Gap).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = ?e.kind(), "collaboration bus: cannot subscribe to Redis");
+                    }
+                    Err(_) => tracing::warn!("collaboration bus: timed out subscribing to Redis"),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+        rx
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exercise(b: &dyn Backend) {
+        let mut sub = b.subscribe();
+        b.ping().await.unwrap();
+        assert!(b.set_nx("k", "1").await.unwrap());
+        assert!(!b.set_nx("k", "2").await.unwrap(), "set_nx keeps the first value");
+        assert_eq!(b.get("k").await.unwrap().as_deref(), Some("1"));
+        b.set("t", "x", Some(Duration::from_millis(50))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(b.get("t").await.unwrap(), None, "expired");
+        assert_eq!(b.incr("n").await.unwrap(), 1);
+        assert_eq!(b.incr("n").await.unwrap(), 2);
+        b.hset("h", "a", "1").await.unwrap();
+        b.hset("h", "b", "2").await.unwrap();
+        b.hdel("h", "a").await.unwrap();
+        assert_eq!(
+            b.hgetall("h").await.unwrap(),
+            vec![("b".to_owned(), "2".to_owned())]
+        );
+        b.sadd("s", "x").await.unwrap();
+        assert!(b.sismember("s", "x").await.unwrap());
+        b.srem("s", "x").await.unwrap();
+        assert!(b.smembers("s").await.unwrap().is_empty());
+        for i in 0..5 {
+            b.push_capped("l", &i.to_string(), 3).await.unwrap();
+        }
+        assert_eq!(b.pop("l").await.unwrap().as_deref(), Some("4"), "newest first");
+        assert_eq!(b.pop("l").await.unwrap().as_deref(), Some("3"));
+        assert_eq!(b.pop("l").await.unwrap().as_deref(), Some("2"));
+        assert_eq!(b.pop("l").await.unwrap(), None, "capped at 3");
+        b.del(&["k".into(), "h".into(), "n".into()]).await.unwrap();
+        assert_eq!(b.get("k").await.unwrap(), None);
+        assert!(b.hgetall("h").await.unwrap().is_empty());
+        // Redis subscriptions become active asynchronously; publish until one arrives.
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                b.publish("hello").await.unwrap();
+                if let Ok(Some(s)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+                    return s;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, Signal::Message("hello".into()));
+    }
+
+    #[tokio::test]
+    async fn memory_backend() {
+        exercise(&MemoryBackend::default()).await;
+    }
+
+    #[tokio::test]
+    async fn redis_backend() {
+        let url = std::env::var("TMI_TEST_REDIS_URL")
+            .expect("TMI_TEST_REDIS_URL is not set: run the tests with `make test`, which starts Redis");
+        let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        exercise(&RedisBackend::connect(&url, &prefix).await.unwrap()).await;
+    }
+}

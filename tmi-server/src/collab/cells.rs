@@ -1,0 +1,378 @@
+//! Pure: applying one collaboration operation (a batch of cell changes) to a diagram's cells, with
+//! the conflict rules of tmi-compat.md §5.4, and computing the operation that undoes it. No IO.
+//!
+//! An operation is all-or-nothing: the first invalid change rejects the whole batch and the cells
+//! stay as they were. Changes to the same cell within one batch are de-duplicated first (the last
+//! one wins), as upstream does.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::protocol::{
+    Cell, CellOperation, CellOperationKind, CellPatchOperation, PatchKind, RejectionReason,
+};
+use crate::resources::diagrams::normalize_cell;
+
+/// Most cells one diagram may hold (the REST limit).
+pub const MAX_CELLS: usize = 10_000;
+
+/// Why an operation was not applied; becomes `operation_rejected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectionReason,
+    /// Upstream's finer code (`cell_already_exists`, ...), sent as `details`.
+    pub code: &'static str,
+    pub message: String,
+    pub affected_cells: Vec<String>,
+    /// Whether the client's view is probably stale (conflicts), so it should resync.
+    pub requires_resync: bool,
+}
+
+impl Rejection {
+    fn new(
+        reason: RejectionReason,
+        code: &'static str,
+        message: impl Into<String>,
+        cell: Option<&str>,
+    ) -> Self {
+        let requires_resync = reason == RejectionReason::ConflictDetected;
+        Self {
+            reason,
+            code,
+            message: message.into(),
+            affected_cells: cell.map(|c| vec![c.to_owned()]).unwrap_or_default(),
+            requires_resync,
+        }
+    }
+}
+
+/// The result of applying an operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The diagram's cells afterwards.
+    pub cells: Vec<Cell>,
+    /// The changes that took effect, normalized (what the other participants receive).
+    pub forward: CellPatchOperation,
+    /// The changes that restore the previous cells (for undo).
+    pub inverse: CellPatchOperation,
+}
+
+fn patch(cells: Vec<CellOperation>) -> CellPatchOperation {
+    CellPatchOperation {
+        kind: PatchKind::Patch,
+        cells,
+    }
+}
+
+/// Checks a cell's payload and gives it the operation's id.
+fn prepare_data(op: &CellOperation, code: &'static str) -> Result<Cell, Rejection> {
+    let Some(data) = op.data.clone() else {
+        return Err(Rejection::new(
+            RejectionReason::ValidationFailed,
+            code,
+            format!(
+                "{} of cell {} requires cell data",
+                kind_name(&op.operation),
+                op.id
+            ),
+            Some(&op.id),
+        ));
+    };
+    match data.get("id") {
+        None => {}
+        Some(Value::String(id)) if *id == op.id => {}
+        Some(_) => {
+            return Err(Rejection::new(
+                RejectionReason::ValidationFailed,
+                "cell_id_mismatch",
+                format!("cell data id does not match the operation's cell id {}", op.id),
+                Some(&op.id),
+            ));
+        }
+    }
+    let mut value = Value::Object(data);
+    normalize_cell(&mut value);
+    let Value::Object(mut cell) = value else {
+        return Err(Rejection::new(
+            RejectionReason::ValidationFailed,
+            code,
+            "cell data must be an object",
+            Some(&op.id),
+        ));
+    };
+    cell.insert("id".into(), Value::String(op.id.clone()));
+    Ok(cell)
+}
+
+fn kind_name(kind: &CellOperationKind) -> &str {
+    match kind {
+        CellOperationKind::Add => "add",
+        CellOperationKind::Update => "update",
+        CellOperationKind::Remove => "remove",
+        CellOperationKind::Other(s) => s,
+    }
+}
+
+fn cell_id(cell: &Cell) -> Option<&str> {
+    cell.get("id").and_then(Value::as_str)
+}
+
+/// Applies `operation` to `cells`.
+pub fn apply(cells: &[Cell], operation: &CellPatchOperation) -> Result<Applied, Rejection> {
+    if let PatchKind::Other(t) = &operation.kind {
+        return Err(Rejection::new(
+            RejectionReason::InvalidOperationType,
+            "invalid_operation_type",
+            format!("unknown operation type {t:?}; expected patch"),
+            None,
+        ));
+    }
+    if operation.cells.is_empty() {
+        return Err(Rejection::new(
+            RejectionReason::EmptyOperation,
+            "empty_cell_operations",
+            "the operation has no cell changes",
+            None,
+        ));
+    }
+    // De-duplicate: the last change of a cell wins, at the position of its first mention.
+    let mut order: Vec<&str> = Vec::new();
+    let mut last: HashMap<&str, &CellOperation> = HashMap::new();
+    for op in &operation.cells {
+        if op.id.is_empty() || op.id.len() > 256 {
+            return Err(Rejection::new(
+                RejectionReason::ValidationFailed,
+                "invalid_cell_id",
+                "cell ids must be 1 to 256 characters",
+                None,
+            ));
+        }
+        if last.insert(op.id.as_str(), op).is_none() {
+            order.push(op.id.as_str());
+        }
+    }
+
+    let mut out: Vec<Cell> = cells.to_vec();
+    let mut index: HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| cell_id(c).map(|id| (id.to_owned(), i)))
+        .collect();
+    let mut forward = Vec::new();
+    let mut inverse = Vec::new();
+    let mut removed: Vec<usize> = Vec::new();
+    for id in order {
+        let op = last[id];
+        match &op.operation {
+            CellOperationKind::Add => {
+                let cell = prepare_data(op, "add_requires_cell_data")?;
+                if index.contains_key(id) {
+                    return Err(Rejection::new(
+                        RejectionReason::ConflictDetected,
+                        "cell_already_exists",
+                        format!("cell {id} already exists"),
+                        Some(id),
+                    ));
+                }
+                index.insert(id.to_owned(), out.len());
+                out.push(cell.clone());
+                forward.push(CellOperation {
+                    id: id.to_owned(),
+                    operation: CellOperationKind::Add,
+                    data: Some(cell),
+                });
+                inverse.push(CellOperation {
+                    id: id.to_owned(),
+                    operation: CellOperationKind::Remove,
+                    data: None,
+                });
+            }
+            CellOperationKind::Update => {
+                let cell = prepare_data(op, "update_requires_cell_data")?;
+                let Some(&i) = index.get(id) else {
+                    return Err(Rejection::new(
+                        RejectionReason::ConflictDetected,
+                        "update_nonexistent_cell",
+                        format!("cell {id} does not exist"),
+                        Some(id),
+                    ));
+                };
+                if out[i] == cell {
+                    continue;
+                }
+                let before = std::mem::replace(&mut out[i], cell.clone());
+                forward.push(CellOperation {
+                    id: id.to_owned(),
+                    operation: CellOperationKind::Update,
+                    data: Some(cell),
+                });
+                inverse.push(CellOperation {
+                    id: id.to_owned(),
+                    operation: CellOperationKind::Update,
+                    data: Some(before),
+                });
+            }
+            CellOperationKind::Remove => {
+                let Some(i) = index.remove(id) else {
+                    continue;
+                };
+                removed.push(i);
+                forward.push(CellOperation {
+                    id: id.to_owned(),
+                    operation: CellOperationKind::Remove,
+                    data: None,
+                });
+                inverse.push(CellOperation {
+                    id: id.to_owned(),
+                    operation: CellOperationKind::Add,
+                    data: Some(out[i].clone()),
+                });
+            }
+            CellOperationKind::Other(kind) => {
+                return Err(Rejection::new(
+                    RejectionReason::InvalidOperationType,
+                    "invalid_operation_type",
+                    format!("unknown cell operation {kind:?}; expected add, update or remove"),
+                    Some(id),
+                ));
+            }
+        }
+    }
+    if forward.is_empty() {
+        return Err(Rejection::new(
+            RejectionReason::NoStateChange,
+            "no_state_change",
+            "the operation changes nothing",
+            None,
+        ));
+    }
+    if !removed.is_empty() {
+        removed.sort_unstable();
+        let mut i = 0;
+        out.retain(|_| {
+            let keep = removed.binary_search(&i).is_err();
+            i += 1;
+            keep
+        });
+    }
+    if out.len() > MAX_CELLS {
+        return Err(Rejection::new(
+            RejectionReason::ValidationFailed,
+            "too_many_cells",
+            format!("a diagram holds at most {MAX_CELLS} cells"),
+            None,
+        ));
+    }
+    // Undo applies the inverse changes in reverse order.
+    inverse.reverse();
+    Ok(Applied {
+        cells: out,
+        forward: patch(forward),
+        inverse: patch(inverse),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cell(v: Value) -> Cell {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn op(v: Value) -> CellPatchOperation {
+        serde_json::from_value(json!({"type": "patch", "cells": v})).unwrap()
+    }
+
+    #[test]
+    fn add_update_remove_and_undo_restores() {
+        let start = vec![cell(json!({"id": "a", "shape": "process"}))];
+        let o = op(json!([
+            {"id": "b", "operation": "add", "data": {"shape": "actor", "x": 1, "y": 2, "width": 3, "height": 4}},
+            {"id": "a", "operation": "update", "data": {"id": "a", "shape": "store"}},
+        ]));
+        let applied = apply(&start, &o).unwrap();
+        assert_eq!(applied.cells.len(), 2);
+        assert_eq!(
+            applied.cells[1]["position"],
+            json!({"x": 1, "y": 2}),
+            "normalized"
+        );
+        assert_eq!(applied.cells[1]["id"], "b", "id filled in");
+        assert_eq!(applied.cells[0]["shape"], "store");
+        let undone = apply(&applied.cells, &applied.inverse).unwrap();
+        assert_eq!(undone.cells, start);
+        let removed = apply(&applied.cells, &op(json!([{"id": "a", "operation": "remove"}]))).unwrap();
+        assert_eq!(removed.cells.len(), 1);
+        let restored = apply(&removed.cells, &removed.inverse).unwrap();
+        assert!(
+            restored
+                .cells
+                .iter()
+                .any(|c| c["id"] == "a" && c["shape"] == "store")
+        );
+    }
+
+    #[test]
+    fn conflicts_and_validation() {
+        let start = vec![cell(json!({"id": "a", "shape": "process"}))];
+        let r = apply(
+            &start,
+            &op(json!([{"id": "a", "operation": "add", "data": {"shape": "x"}}])),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (r.reason, r.code, r.requires_resync),
+            (RejectionReason::ConflictDetected, "cell_already_exists", true)
+        );
+        let r = apply(
+            &start,
+            &op(json!([{"id": "z", "operation": "update", "data": {"shape": "x"}}])),
+        )
+        .unwrap_err();
+        assert_eq!(r.code, "update_nonexistent_cell");
+        let r = apply(&start, &op(json!([{"id": "z", "operation": "add"}]))).unwrap_err();
+        assert_eq!(
+            (r.reason, r.requires_resync),
+            (RejectionReason::ValidationFailed, false)
+        );
+        let r = apply(&start, &op(json!([{"id": "z", "operation": "remove"}]))).unwrap_err();
+        assert_eq!(r.reason, RejectionReason::NoStateChange);
+        let r = apply(&start, &op(json!([]))).unwrap_err();
+        assert_eq!(r.reason, RejectionReason::EmptyOperation);
+        let r = apply(&start, &op(json!([{"id": "a", "operation": "explode"}]))).unwrap_err();
+        assert_eq!(r.reason, RejectionReason::InvalidOperationType);
+        let r = apply(
+            &start,
+            &op(json!([{"id": "q", "operation": "add", "data": {"id": "other"}}])),
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, RejectionReason::ValidationFailed);
+    }
+
+    #[test]
+    fn batch_is_atomic_and_deduplicated() {
+        let start = vec![cell(json!({"id": "a"}))];
+        // The second change conflicts: nothing of the batch applies.
+        let r = apply(
+            &start,
+            &op(
+                json!([{"id": "n", "operation": "add", "data": {}}, {"id": "a", "operation": "add", "data": {}}]),
+            ),
+        );
+        assert!(r.is_err());
+        // Two changes of one cell: the last wins.
+        let applied = apply(
+            &start,
+            &op(json!([
+                {"id": "a", "operation": "update", "data": {"label": 1}},
+                {"id": "a", "operation": "update", "data": {"label": 2}},
+            ])),
+        )
+        .unwrap();
+        assert_eq!(applied.cells[0]["label"], 2);
+        assert_eq!(applied.forward.cells.len(), 1);
+    }
+}
