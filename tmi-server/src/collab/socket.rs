@@ -25,6 +25,7 @@ use super::protocol::{
 use super::registry::user_key;
 use super::rest::{Ticket, protocol_user, too_many};
 use crate::authz::{Role, Subject, effective_role};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -34,19 +35,19 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Whether a browser origin may open a socket: any in dev/test; otherwise localhost, the
 /// server's own host (request `Host` or `TMI_SERVER_BASE_URL`), `WEBSOCKET_ALLOWED_ORIGINS`, and
-/// the CORS origins (the web client's origin is configured there).
-fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+/// the CORS origins (the web client's origin is configured there). Pure.
+pub fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         // Non-browser clients send no Origin.
         return true;
     };
-    if state.config.build_mode.is_dev_or_test() {
+    if config.build_mode.is_dev_or_test() {
         return true;
     }
     let origin = origin.trim_end_matches('/');
     let host_of = |o: &str| {
         o.split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or("").to_owned())
+            .map(|(_, rest)| rest.split('/').next().unwrap_or("").to_ascii_lowercase())
             .unwrap_or_default()
     };
     let origin_host = host_of(origin);
@@ -57,20 +58,20 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let request_host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if origin_host == request_host {
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !origin_host.is_empty() && origin_host == request_host {
         return true;
     }
-    if let Some(base) = &state.config.base_url
+    if let Some(base) = &config.base_url
         && host_of(base) == origin_host
     {
         return true;
     }
-    state
-        .config
+    config
         .websocket_allowed_origins
         .iter()
-        .chain(state.config.cors_allowed_origins.iter())
+        .chain(config.cors_allowed_origins.iter())
         .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
@@ -149,7 +150,7 @@ async fn prepare(
             "The ticket was issued for another session".into(),
         ));
     }
-    if !origin_allowed(state, headers) {
+    if !origin_allowed(&state.config, headers) {
         return Err(ApiError::forbidden("Origin not allowed"));
     }
     let hub = &state.collab;
@@ -628,5 +629,72 @@ impl Conn<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(&vars).unwrap()
+    }
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let prod = config(&[
+            ("TMI_BUILD_MODE", "production"),
+            ("TMI_SERVER_BASE_URL", "https://api.tmi.example"),
+            ("TMI_CORS_ALLOWED_ORIGINS", "https://tmi.example"),
+            ("WEBSOCKET_ALLOWED_ORIGINS", "https://other.example"),
+        ]);
+        let host = "api.internal:8080";
+        assert!(
+            origin_allowed(&prod, &headers(None, host)),
+            "no Origin: not a browser"
+        );
+        assert!(
+            origin_allowed(&prod, &headers(Some("https://tmi.example"), host)),
+            "CORS origin"
+        );
+        assert!(
+            origin_allowed(&prod, &headers(Some("https://other.example/"), host)),
+            "listed origin"
+        );
+        assert!(
+            origin_allowed(&prod, &headers(Some("https://api.tmi.example"), host)),
+            "base URL host"
+        );
+        assert!(
+            origin_allowed(&prod, &headers(Some("http://api.internal:8080"), host)),
+            "request host"
+        );
+        assert!(origin_allowed(
+            &prod,
+            &headers(Some("http://localhost:4200"), host)
+        ));
+        assert!(!origin_allowed(
+            &prod,
+            &headers(Some("https://evil.example"), host)
+        ));
+        assert!(!origin_allowed(
+            &prod,
+            &headers(Some("https://tmi.example.evil.example"), host)
+        ));
+        let dev = config(&[("TMI_BUILD_MODE", "dev")]);
+        assert!(
+            origin_allowed(&dev, &headers(Some("https://evil.example"), host)),
+            "dev allows any"
+        );
     }
 }

@@ -552,6 +552,7 @@ async fn presenter_flow_and_removal() {
 async fn caps_revocation_and_logout() {
     let env = Env::sqlite()
         .var("TMI_WEBSOCKET_MAX_CONNECTIONS_PER_USER", "1")
+        .var("TMI_WEBSOCKET_MAX_PARTICIPANTS_PER_SESSION", "2")
         .var("TMI_WEBSOCKET_PING_INTERVAL_SECONDS", "1");
     let s = setup(env).await;
     let session = s.r.session(&s.alice, &s.tm, &s.d).await;
@@ -579,6 +580,11 @@ async fn caps_revocation_and_logout() {
             .unwrap();
     assert_eq!(res.status().as_u16(), 429);
     assert!(res.headers().get("retry-after").is_some());
+    // The session is full (two participants): a third user is refused too.
+    let ticket =
+        s.r.ticket(&s.carol, session["session_id"].as_str().unwrap())
+            .await;
+    assert_eq!(s.r.connect_with(&session, &ticket).await.err(), Some(429));
 
     // Bob loses access: his socket closes with 4403 at the next check.
     let acl = json!([{"op": "replace", "path": "/authorization", "value": [
