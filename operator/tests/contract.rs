@@ -177,6 +177,7 @@ spec:
     assert_eq!(env["OAUTH_PROVIDERS_TMI_ENABLED"], "true");
     assert!(env["TMI_DATABASE_URL"].contains(DB_HOST));
     assert!(env["TMI_REDIS_URL"].contains(REDIS_HOST));
+    assert_eq!(env["TMI_REDIS_KEY_PREFIX"], format!("tmi:{}:contract:", ns.name));
     assert!(env["TMI_JWT_SECRET"].len() >= 32);
 
     // Point the service hosts at the local services, and pick a free port.

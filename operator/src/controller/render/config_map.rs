@@ -45,6 +45,11 @@ pub fn data(i: &ValidInstance) -> BTreeMap<String, String> {
             format!("sqlite://{}/tmi.db", names::DATA_MOUNT_PATH),
         );
     }
+    if !matches!(i.cache, Cache::None) {
+        // Instances may share one Redis: each keeps its keys (sessions, tokens, the collaboration
+        // channel) under its own prefix.
+        set("TMI_REDIS_KEY_PREFIX", format!("tmi:{}:{}:", i.namespace, i.name));
+    }
     if let Cache::Host { host, port, db, .. } = &i.cache {
         set("TMI_REDIS_HOST", host.clone());
         set("TMI_REDIS_PORT", port.to_string());
@@ -137,6 +142,7 @@ mod tests {
         assert_eq!(d["TMI_REDIS_HOST"], "redis.cache.svc");
         assert_eq!(d["TMI_REDIS_PORT"], "6380");
         assert_eq!(d["TMI_REDIS_DB"], "2");
+        assert!(d["TMI_REDIS_KEY_PREFIX"].starts_with("tmi:"), "{d:?}");
         assert_eq!(d["TMI_CORS_ALLOWED_ORIGINS"], "https://tmi.example.com");
         assert_eq!(d["TMI_LOG_IS_DEV"], "true");
     }
