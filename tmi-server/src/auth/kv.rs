@@ -166,6 +166,10 @@ mod tests {
         kv.set("b", "2", Duration::from_secs(60)).await.unwrap();
         kv.delete("b").await.unwrap();
         assert_eq!(kv.get("b").await.unwrap(), None);
+        // Expiry (WebSocket tickets live 30 s, OAuth state minutes): an expired value is gone.
+        kv.set("short", "x", Duration::from_secs(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(kv.take("short").await.unwrap(), None, "expired");
     }
 
     #[tokio::test]

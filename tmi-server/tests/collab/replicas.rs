@@ -110,6 +110,29 @@ async fn three_clients_on_two_replicas_converge() {
         );
     }
 
+    // Two replicas add the same cell at once: exactly one add applies.
+    let (oa, ob) = tokio::join!(
+        a.op(json!([{"id": "dup", "operation": "add", "data": node("dup", 1)}])),
+        b.op(json!([{"id": "dup", "operation": "add", "data": node("dup", 2)}])),
+    );
+    let ma = a.drain(Duration::from_millis(800)).await;
+    let mb = b.drain(Duration::from_millis(800)).await;
+    c.drain(Duration::from_millis(200)).await;
+    let rejected: Vec<&serde_json::Value> = ma
+        .iter()
+        .chain(mb.iter())
+        .filter(|m| m["message_type"] == "operation_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "exactly one of the two adds is rejected");
+    assert!(rejected[0]["operation_id"] == oa.as_str() || rejected[0]["operation_id"] == ob.as_str());
+    assert_eq!(rejected[0]["reason"], "conflict_detected");
+    assert_eq!(c.cells["dup"], stored_cells(&r1, &alice, &tm, &d).await.0["dup"]);
+    let remove = json!([{"id": "dup", "operation": "remove"}]);
+    a.op(remove.clone()).await;
+    a.apply_local(&remove);
+    b.expect("diagram_operation_event").await;
+    c.expect("diagram_operation_event").await;
+
     // Contested edits of one cell: one total order; a final sync brings every client to it.
     a.op(json!([{"id": "shared", "operation": "add", "data": node("shared", -1)}]))
         .await;
@@ -137,7 +160,7 @@ async fn three_clients_on_two_replicas_converge() {
         client.drain(Duration::from_millis(800)).await;
     }
     let (cells, vector) = stored_cells(&r1, &alice, &tm, &d).await;
-    assert_eq!(vector, 3 * ops_for(N) + 16);
+    assert_eq!(vector, 3 * ops_for(N) + 2 + 16);
     for client in [&mut a, &mut b, &mut c] {
         let v = client.vector;
         client
