@@ -537,6 +537,34 @@ impl Hub {
         self.participants_changed(sid, Some(user.clone())).await;
     }
 
+    /// A participant's role changed (their access to the threat model was edited): record it and
+    /// tell everyone, so the web client's edit rights follow.
+    pub async fn update_permissions(
+        &self,
+        local: &LocalSession,
+        conn_id: Uuid,
+        user: &User,
+        permissions: ParticipantPermissions,
+    ) {
+        let sid = local.record().session_id;
+        if let Some(conn) = local.dispatch().conns.get_mut(&conn_id) {
+            conn.permissions = permissions;
+        }
+        let now = Utc::now();
+        let record = ParticipantRecord {
+            conn_id,
+            user: user.clone(),
+            permissions,
+            replica: self.replica.clone(),
+            joined_at: now,
+            last_activity: now,
+        };
+        if let Err(e) = self.registry.join(sid, &record).await {
+            tracing::warn!(error = %e, "collaboration: recording a permission change failed");
+        }
+        self.participants_changed(sid, None).await;
+    }
+
     /// Updates the presenter everywhere.
     pub async fn set_presenter(&self, sid: Uuid, presenter: Option<User>, by: &User) -> anyhow::Result<()> {
         let Some(mut record) = self.registry.by_id(sid).await? else {

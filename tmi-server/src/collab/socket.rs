@@ -417,7 +417,15 @@ impl Conn<'_> {
                 ));
                 self.close(4403, "Access revoked");
             }
-            Some(r) => self.permissions = permissions_of(r),
+            Some(r) => {
+                let now = permissions_of(r);
+                if now != self.permissions {
+                    self.permissions = now;
+                    self.hub
+                        .update_permissions(self.local, self.conn_id, &self.user, now)
+                        .await;
+                }
+            }
         }
     }
 

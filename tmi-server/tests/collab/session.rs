@@ -586,6 +586,37 @@ async fn caps_revocation_and_logout() {
             .await;
     assert_eq!(s.r.connect_with(&session, &ticket).await.err(), Some(429));
 
+    // Bob is demoted to reader: within a check period the participants list says so, and his edits
+    // are denied.
+    let demote = json!([{"op": "replace", "path": "/authorization", "value": [
+        {"principal_type": "user", "provider": "tmi", "provider_id": "bob", "role": "reader"},
+        {"principal_type": "user", "provider": "tmi", "provider_id": "carol", "role": "reader"}]}]);
+    let res =
+        s.r.client
+            .patch(format!("{}/threat_models/{}", s.r.base, s.tm))
+            .bearer_auth(&s.alice)
+            .header("content-type", "application/json-patch+json")
+            .body(demote.to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    loop {
+        let u = b.expect("participants_update").await;
+        let bob = u["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user"]["provider_id"] == "bob")
+            .cloned();
+        if bob.is_some_and(|p| p["permissions"] == "reader") {
+            break;
+        }
+    }
+    b.op(json!([{"id": "z", "operation": "add", "data": node("z", 1)}]))
+        .await;
+    b.expect("authorization_denied").await;
+
     // Bob loses access: his socket closes with 4403 at the next check.
     let acl = json!([{"op": "replace", "path": "/authorization", "value": [
         {"principal_type": "user", "provider": "tmi", "provider_id": "carol", "role": "reader"}]}]);
