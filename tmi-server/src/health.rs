@@ -102,9 +102,9 @@ pub async fn client_config(State(state): State<AppState>) -> Response {
         }
     }
     let body = json!({
-        "features": {"websocket_enabled": false, "saml_enabled": false, "webhooks_enabled": false, "timmy_enabled": false},
+        "features": {"websocket_enabled": true, "saml_enabled": false, "webhooks_enabled": false, "timmy_enabled": false},
         "operator": operator,
-        "limits": {"max_file_upload_mb": 10, "max_diagram_participants": 10},
+        "limits": {"max_file_upload_mb": 10, "max_diagram_participants": c.websocket_max_participants_per_session},
         "ui": {"default_theme": "auto"},
         "content_providers": [],
     });

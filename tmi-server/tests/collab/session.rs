@@ -58,6 +58,11 @@ async fn core_flow(env: Env) {
     let spec = contract();
     let path = Replica::collaborate_path(&s.tm, &s.d);
 
+    // The client configuration advertises collaboration and the session size.
+    let config = s.r.call(Method::GET, "/config", None, None).await;
+    assert_eq!(config.expect(200)["features"]["websocket_enabled"], true);
+    assert_eq!(config.body["limits"]["max_diagram_participants"], 50);
+
     // No session yet; the first POST creates one hosted by the caller, the next joins it.
     s.r.call(Method::GET, &path, Some(&s.alice), None)
         .await
