@@ -333,10 +333,12 @@ pub async fn build_state_with(
         store: store.clone(),
         config: config.clone(),
     });
+    let metrics = Arc::new(metrics::Metrics::default());
     let collab = collab::Hub::start(
         collab::backend(&config).await?,
         store.clone(),
         collab::settings(&config),
+        metrics.collab.clone(),
     );
     Ok(AppState {
         collab,
@@ -346,7 +348,7 @@ pub async fn build_state_with(
         config,
         spec: Arc::new(openapi::Spec::embedded()?),
         providers: Arc::new(providers),
-        metrics: Arc::new(metrics::Metrics::default()),
+        metrics,
         redis_enabled,
     })
 }

@@ -1,5 +1,5 @@
-//! Prometheus metrics: request counts and latencies by route, exposed at `/metrics`. Pure apart
-//! from the in-memory registry.
+//! Prometheus metrics: request counts and latencies by route, and collaboration (sockets,
+//! operations, resyncs), exposed at `/metrics`. Pure apart from the in-memory registry.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -29,11 +30,30 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Collaboration on this replica.
+#[derive(Clone, Default)]
+pub struct CollabMetrics {
+    /// Open collaboration sockets.
+    pub sockets: Gauge,
+    /// Diagram operations (incl. undo/redo) by outcome: `applied` or `rejected`.
+    pub operations: Family<OutcomeLabels, Counter>,
+    /// Sessions brought up to date from the database (a lost event or a bus interruption).
+    pub resyncs: Counter,
+    /// Interruptions of the bus subscription (Redis restarted or unreachable, or a lagging replica).
+    pub bus_gaps: Counter,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    pub collab: CollabMetrics,
 }
 
 impl Default for Metrics {
@@ -53,10 +73,32 @@ impl Default for Metrics {
             "HTTP request latency",
             latency.clone(),
         );
+        let collab = CollabMetrics::default();
+        registry.register(
+            "collab_sockets",
+            "Open collaboration sockets",
+            collab.sockets.clone(),
+        );
+        registry.register(
+            "collab_operations",
+            "Collaboration diagram operations by outcome",
+            collab.operations.clone(),
+        );
+        registry.register(
+            "collab_resyncs",
+            "Collaboration sessions resynced from the database",
+            collab.resyncs.clone(),
+        );
+        registry.register(
+            "collab_bus_gaps",
+            "Interruptions of the collaboration bus subscription",
+            collab.bus_gaps.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
+            collab,
         }
     }
 }

@@ -29,6 +29,7 @@ use super::protocol::{
     ParticipantPermissions, ParticipantsUpdate, RejectionReason, ServerMessage, User,
 };
 use super::registry::{HistoryEntry, ParticipantRecord, Registry, SessionRecord, user_key};
+use crate::metrics::CollabMetrics;
 use crate::store::{ChildRecord, Store, StoreError};
 
 /// How long an out-of-order event waits for the ones before it.
@@ -158,6 +159,7 @@ pub struct Hub {
     pub registry: Registry,
     pub settings: Settings,
     store: Arc<dyn Store>,
+    pub metrics: CollabMetrics,
     local: Mutex<HashMap<Uuid, Arc<LocalSession>>>,
     shutting_down: AtomicBool,
 }
@@ -241,7 +243,12 @@ fn save_failed(message: &str) -> Rejection {
 
 impl Hub {
     /// Creates the hub and starts its background tasks (bus subscription, heartbeat, janitor).
-    pub fn start(backend: Arc<dyn Backend>, store: Arc<dyn Store>, settings: Settings) -> Arc<Self> {
+    pub fn start(
+        backend: Arc<dyn Backend>,
+        store: Arc<dyn Store>,
+        settings: Settings,
+        metrics: CollabMetrics,
+    ) -> Arc<Self> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tmi".into());
         let replica = format!("{host}-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let hub = Arc::new(Self {
@@ -249,6 +256,7 @@ impl Hub {
             registry: Registry::new(backend.clone()),
             settings,
             store,
+            metrics,
             local: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         });
@@ -700,6 +708,7 @@ impl Hub {
 
     /// Reloads the diagram and brings every socket of the session up to it.
     async fn resync(self: &Arc<Self>, local: &Arc<LocalSession>) {
+        self.metrics.resyncs.inc();
         let record = local.record();
         let diagram = match self.load_diagram(&record).await {
             Ok(d) => d,
@@ -741,6 +750,7 @@ impl Hub {
     /// The bus lost messages (Redis restarted or this replica lagged): re-register what this
     /// replica serves, in case Redis lost it, and resync every local session.
     async fn recover(self: &Arc<Self>) {
+        self.metrics.bus_gaps.inc();
         let locals: Vec<Arc<LocalSession>> = self.locals().values().cloned().collect();
         let _ = self
             .registry
@@ -917,11 +927,32 @@ impl Hub {
         d.delivered.max(0)
     }
 
+    /// [`Self::apply_locked`], counted in the metrics.
+    async fn apply(
+        self: &Arc<Self>,
+        local: &Arc<LocalSession>,
+        operation: &CellPatchOperation,
+        user: &User,
+        operation_id: Uuid,
+        seq: u64,
+        exclude: Option<Uuid>,
+    ) -> Result<HistoryEntry, (i64, Rejection)> {
+        let result = self
+            .apply_locked(local, operation, user, operation_id, seq, exclude)
+            .await;
+        let outcome = if result.is_ok() { "applied" } else { "rejected" };
+        self.metrics
+            .operations
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
+        result
+    }
+
     /// Applies `operation` to the stored diagram under the database's lock (so writers on every
     /// replica queue in one order) and publishes the event while this replica's apply lock is
     /// held, so this replica publishes in vector order. Returns the history entry, or the
     /// rejection with the current vector.
-    async fn apply(
+    async fn apply_locked(
         self: &Arc<Self>,
         local: &Arc<LocalSession>,
         operation: &CellPatchOperation,

@@ -287,6 +287,7 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
             return;
         }
     };
+    hub.metrics.sockets.inc();
     let mut conn = Conn {
         state: &state,
         hub: &hub,
@@ -340,6 +341,7 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
     drop(ctl_tx);
     drop(data_tx);
     hub.detach(record.session_id, conn_id, &ctx.user).await;
+    hub.metrics.sockets.dec();
     // Let the writer flush a pending close frame.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }

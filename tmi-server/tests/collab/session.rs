@@ -207,6 +207,11 @@ async fn core_flow(env: Env) {
     assert_eq!((vector, cells.len()), (4, 1));
     assert_eq!(cells["n1"]["position"]["x"], 99);
 
+    // The replica's metrics count sockets and operations.
+    let metrics = s.r.client.get(format!("{}/metrics", s.r.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tmi_collab_sockets 2"), "{metrics}");
+    assert!(metrics.contains("tmi_collab_operations_total{outcome=\"applied\"} 4"), "{metrics}");
+
     // The host ends the session: everyone is told and closed with 1000; REST writes work again.
     s.r.call(Method::DELETE, &path, Some(&s.bob), None)
         .await
