@@ -299,6 +299,7 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
         out: ctl_tx.clone(),
     };
     let mut writer = writer;
+    let mut writer_done = false;
     let mut check = tokio::time::interval(ping_every);
     check.tick().await;
     let mut last_seen = Instant::now();
@@ -328,13 +329,19 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
                 }
             },
             _ = check.tick() => {
+                // Access first: a revoked user learns why (4401/4403), even if also silent.
+                if conn.recheck().await {
+                    continue;
+                }
                 if last_seen.elapsed() > ping_every * 3 {
                     conn.close(1001, "No response to keepalive pings");
                     break;
                 }
-                conn.recheck().await;
             }
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
         }
     }
     drop(conn);
@@ -343,7 +350,21 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
     hub.detach(record.session_id, conn_id, &ctx.user).await;
     hub.metrics.sockets.dec();
     // Let the writer flush a pending close frame.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if writer_done {
+        // The writer sent a close frame (or the socket broke): wait briefly for the client's
+        // close reply, so that closing does not reset a connection with unread data (which
+        // would lose the close frame on the client's side).
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
 }
 
 fn text(m: &ServerMessage) -> Arc<str> {
@@ -382,8 +403,9 @@ impl Conn<'_> {
     }
 
     /// Re-checks on every keepalive period that the token behind the ticket was not revoked
-    /// (4401) and that the user can still read the threat model (4403).
-    async fn recheck(&mut self) {
+    /// (4401) and that the user can still read the threat model (4403). `true` when it closed the
+    /// socket.
+    async fn recheck(&mut self) -> bool {
         let revoked = self
             .state
             .kv
@@ -395,7 +417,7 @@ impl Conn<'_> {
         if revoked {
             self.send(error_message("unauthorized", "Your session has ended"));
             self.close(4401, "Token revoked");
-            return;
+            return true;
         }
         let record = self.local.record();
         let role = match self.state.store.get_threat_model(record.threat_model_id).await {
@@ -409,7 +431,7 @@ impl Conn<'_> {
                 effective_role(&tm, &subject)
             }
             Ok(_) | Err(StoreError::NotFound) => None,
-            Err(_) => return,
+            Err(_) => return false,
         };
         match role {
             None => {
@@ -418,6 +440,7 @@ impl Conn<'_> {
                     "Your access to this threat model was revoked",
                 ));
                 self.close(4403, "Access revoked");
+                true
             }
             Some(r) => {
                 let now = permissions_of(r);
@@ -427,6 +450,7 @@ impl Conn<'_> {
                         .update_permissions(self.local, self.conn_id, &self.user, now)
                         .await;
                 }
+                false
             }
         }
     }

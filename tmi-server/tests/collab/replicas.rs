@@ -230,6 +230,8 @@ async fn a_killed_replica_loses_nothing_acknowledged() {
     // Bob and Carol reconnect to the surviving replica and converge.
     let mut b = joined(&r1, &bob, &session).await;
     let mut c = joined(&r1, &carol, &session).await;
+    b.drain(Duration::from_millis(500)).await;
+    c.drain(Duration::from_millis(200)).await;
     let (cells, vector) = stored_cells(&r1, &alice, &tm, &d).await;
     assert_eq!(vector, 10);
     assert_eq!(

@@ -208,9 +208,20 @@ async fn core_flow(env: Env) {
     assert_eq!(cells["n1"]["position"]["x"], 99);
 
     // The replica's metrics count sockets and operations.
-    let metrics = s.r.client.get(format!("{}/metrics", s.r.base)).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        s.r.client
+            .get(format!("{}/metrics", s.r.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
     assert!(metrics.contains("tmi_collab_sockets 2"), "{metrics}");
-    assert!(metrics.contains("tmi_collab_operations_total{outcome=\"applied\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("tmi_collab_operations_total{outcome=\"applied\"} 4"),
+        "{metrics}"
+    );
 
     // The host ends the session: everyone is told and closed with 1000; REST writes work again.
     s.r.call(Method::DELETE, &path, Some(&s.bob), None)
@@ -563,10 +574,11 @@ async fn caps_revocation_and_logout() {
     let env = Env::sqlite()
         .var("TMI_WEBSOCKET_MAX_CONNECTIONS_PER_USER", "1")
         .var("TMI_WEBSOCKET_MAX_PARTICIPANTS_PER_SESSION", "2")
-        .var("TMI_WEBSOCKET_PING_INTERVAL_SECONDS", "1");
+        .var("TMI_WEBSOCKET_PING_INTERVAL_SECONDS", "2");
     let s = setup(env).await;
     let session = s.r.session(&s.alice, &s.tm, &s.d).await;
-    let _a = join(&s, &s.alice, &session).await;
+    // Test clients answer keepalive pings only while read: `a.drain` keeps the host's socket alive.
+    let mut a = join(&s, &s.alice, &session).await;
     let mut b = join(&s, &s.bob, &session).await;
 
     // A second socket of the same user is refused before the upgrade.
@@ -646,6 +658,7 @@ async fn caps_revocation_and_logout() {
         res.text().await.unwrap_or_default()
     );
     assert_eq!(b.expect_close().await, Some(4403));
+    a.drain(Duration::from_millis(20)).await;
 
     // Carol logs out: her socket closes with 4401.
     let mut c = join(&s, &s.carol, &session).await;

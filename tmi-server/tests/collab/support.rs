@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use base64::Engine;
@@ -140,7 +140,7 @@ impl Env {
             cmd.env(k, v);
         }
         let child = cmd
-            .stdout(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
             .stderr(file.try_clone().expect("log"))
             .spawn()
             .expect("start tmi-server");
@@ -186,6 +186,10 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if !std::thread::panicking() && log.contains("panicked at") {
+            panic!("replica {} had a panicking task:\n{log}", self.port);
+        }
         if std::thread::panicking() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -219,6 +223,11 @@ impl Res {
 }
 
 impl Replica {
+    /// The process id (the benchmark reads its CPU time and peak RSS from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process without warning (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -398,7 +407,7 @@ pub enum Frame {
     Closed(Option<u16>),
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A collaboration client that applies what it receives to its own copy of the diagram, as the
 /// web client does.
@@ -547,6 +556,12 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// The underlying socket, for callers that read and write it from separate tasks (the
+    /// benchmark).
+    pub fn into_socket(self) -> Ws {
+        self.ws
     }
 
     pub async fn close(mut self) {
