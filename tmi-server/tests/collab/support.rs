@@ -267,6 +267,27 @@ impl Replica {
         }
     }
 
+    /// A JSON Patch request.
+    pub async fn patch(&self, path: &str, token: &str, ops: Value) -> Res {
+        let res = self
+            .client
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json-patch+json")
+            .body(ops.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.json().await.unwrap_or(Value::Null);
+        Res {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// The dev provider's PKCE login; returns the access token.
     pub async fn login(&self, hint: &str) -> String {
         let verifier = format!(
