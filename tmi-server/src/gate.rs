@@ -168,8 +168,20 @@ fn validate_query(state: &AppState, op: &Operation, query: Option<&str>) -> Resu
         let Some(p) = op.params.iter().find(|p| p.location == "query" && p.name == name) else {
             continue;
         };
-        let value = coerce_query(&p.schema, &raw)
+        let mut value = coerce_query(&p.schema, &raw)
             .map_err(|_| ApiError::invalid(format!("Invalid value for query parameter {name}")))?;
+        // Enum-like parameters are compared after TMI's normalization, as the handlers do.
+        if input::is_enum_field(&name) {
+            let items = match &mut value {
+                Value::Array(items) => items.iter_mut().collect(),
+                other => vec![other],
+            };
+            for item in items {
+                if let Value::String(s) = item {
+                    *s = input::normalize_enum(s);
+                }
+            }
+        }
         if let Err(errors) = state
             .spec
             .validate(&format!("query:{}:{name}", op.id), &p.schema, &value)

@@ -1,5 +1,7 @@
 //! Request-body hygiene (tmi-compat.md §8): strict JSON parsing that rejects duplicate keys, enum
-//! normalization, HTML-injection rejection and tag stripping. Pure.
+//! normalization, HTML-injection rejection and tag stripping. Pure. Query strings are in `query`.
+
+pub mod query;
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -95,6 +97,11 @@ const ENUM_FIELDS: &[&str] = &[
     "textVerticalAnchor",
     "default_theme",
 ];
+
+/// Whether values named `field` are normalized (also in query strings, e.g. `?severity=High`).
+pub fn is_enum_field(field: &str) -> bool {
+    ENUM_FIELDS.contains(&field)
+}
 
 /// `"In Progress"` → `in_progress`, `"inProgress"` → `in_progress`, `"High"` → `high`.
 pub fn normalize_enum(s: &str) -> String {

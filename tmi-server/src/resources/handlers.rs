@@ -4,17 +4,19 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{Kind, diagrams, list_item, response};
+use super::{Kind, diagrams, list_item, listing, response};
 use crate::auth::AuthUser;
+use crate::authz::Role;
 use crate::error::ApiError;
 use crate::gate::{JsonBody, TmAccess};
 use crate::input;
+use crate::input::query::Params;
 use crate::state::AppState;
 use crate::store::{ChildRecord, MetadataEntry, StoreError};
 use crate::threat_models::model::{metadata_entries, now};
@@ -123,125 +125,36 @@ async fn respond(
     Ok((status, Json(response(&state.spec, kind, c, &meta, false))).into_response())
 }
 
-/// `GET …/{kind}`: paginated, with filters on threats.
+/// `GET …/{kind}`: filtered (`listing`), then paginated. `include_deleted` needs the owner role or
+/// administrator privileges.
 pub async fn list(
     kind: &'static Kind,
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     access: TmAccess,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let include_deleted = q.get("include_deleted").is_some_and(|v| v == "true");
-    let limit = q
-        .get("limit")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(20)
-        .clamp(1, 100);
-    let offset = q.get("offset").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-    let mut rows = state
+    let q = Params::parse(raw.as_deref());
+    let include_deleted = q.boolean("include_deleted")?.unwrap_or(false);
+    if include_deleted && access.role != Role::Owner && !is_admin(&state, &user).await? {
+        return Err(ApiError::forbidden(
+            "include_deleted requires the owner role or administrator privileges",
+        ));
+    }
+    let limit = q.integer("limit", 20, 100)?.max(1) as usize;
+    let offset = q.integer("offset", 0, 1_000_000_000)? as usize;
+    let filter = listing::Filter::parse(kind.kind, &q)?;
+    let rows = state
         .store
         .list_children(access.tm.id, Some(kind.kind), include_deleted)
         .await?;
-    let list_param = |k: &str| -> Vec<String> {
-        q.get(k)
-            .map(|v| {
-                v.split(',')
-                    .map(input::normalize_enum)
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let field = |c: &ChildRecord, k: &str| {
-        c.doc
-            .get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
-    if let Some(name) = q.get("name").filter(|s| !s.is_empty()) {
-        let n = name.to_lowercase();
-        rows.retain(|c| field(c, "name").to_lowercase().contains(&n));
-    }
-    if kind.kind == "threat" {
-        for key in ["severity", "status", "priority"] {
-            let wanted = list_param(key);
-            if !wanted.is_empty() {
-                rows.retain(|c| wanted.contains(&field(c, key)));
-            }
-        }
-        for key in ["diagram_id", "cell_id"] {
-            if let Some(v) = q.get(key).filter(|s| !s.is_empty()) {
-                rows.retain(|c| field(c, key) == *v);
-            }
-        }
-        let score = |c: &ChildRecord| c.doc.get("score").and_then(Value::as_f64);
-        for (key, keep) in [
-            ("score_gt", (|s: f64, v: f64| s > v) as fn(f64, f64) -> bool),
-            ("score_lt", |s, v| s < v),
-            ("score_ge", |s, v| s >= v),
-            ("score_le", |s, v| s <= v),
-            ("score_eq", |s, v| (s - v).abs() < 1e-9),
-        ] {
-            if let Some(v) = q.get(key) {
-                let v: f64 = v
-                    .parse()
-                    .map_err(|_| ApiError::invalid(format!("{key} must be a number")))?;
-                rows.retain(|c| score(c).is_some_and(|s| keep(s, v)));
-            }
-        }
-        if let Some(m) = q.get("mitigated") {
-            let want = m == "true";
-            rows.retain(|c| c.doc.get("mitigated").and_then(Value::as_bool).unwrap_or(false) == want);
-        }
-    }
-    use crate::threat_models::handlers::timestamp;
-    let bounds = [
-        (timestamp("created_after", q.get("created_after"))?, true, true),
-        (timestamp("created_before", q.get("created_before"))?, true, false),
-        (timestamp("modified_after", q.get("modified_after"))?, false, true),
-        (
-            timestamp("modified_before", q.get("modified_before"))?,
-            false,
-            false,
-        ),
-    ];
-    for (bound, created, after) in bounds {
-        if let Some(t) = bound {
-            rows.retain(|c| {
-                let at = if created { c.created_at } else { c.modified_at };
-                if after { at > t } else { at < t }
-            });
-        }
-    }
-    // Ordering: `sort=<field>:<asc|desc>`; threats default to newest first, others to oldest first.
-    let default_sort = if kind.kind == "threat" {
-        "created_at:desc"
-    } else {
-        "created_at:asc"
-    };
-    let sort = q.get("sort").map(String::as_str).unwrap_or(default_sort);
-    let (key, dir) = sort.split_once(':').unwrap_or((sort, "asc"));
-    let key_of = |c: &ChildRecord| -> (String, i64) {
-        match key {
-            "created_at" => (String::new(), c.created_at.timestamp_micros()),
-            "modified_at" => (String::new(), c.modified_at.timestamp_micros()),
-            "score" => (
-                String::new(),
-                (c.doc.get("score").and_then(Value::as_f64).unwrap_or(-1.0) * 10.0) as i64,
-            ),
-            other => (field(c, other).to_lowercase(), c.created_at.timestamp_micros()),
-        }
-    };
-    rows.sort_by_key(key_of);
-    if dir.eq_ignore_ascii_case("desc") {
-        rows.reverse();
-    }
+    let rows = filter.apply(rows);
     let total = rows.len();
-    let page: Vec<&ChildRecord> = rows.iter().skip(offset).take(limit).collect();
     let meta = state.store.metadata_under(access.tm.id).await?;
-    let items: Vec<Value> = page
+    let items: Vec<Value> = rows
         .iter()
+        .skip(offset)
+        .take(limit)
         .map(|c| {
             list_item(
                 &state.spec,
@@ -254,6 +167,15 @@ pub async fn list(
     Ok(Json(
         json!({ kind.plural: items, "total": total, "limit": limit, "offset": offset }),
     ))
+}
+
+async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
+    Ok(state
+        .store
+        .user_groups(user.user.internal_uuid)
+        .await?
+        .iter()
+        .any(|g| g.internal_uuid == crate::store::groups::ADMINISTRATORS))
 }
 
 /// `POST …/{kind}`.

@@ -4,6 +4,7 @@
 
 pub mod diagrams;
 pub mod handlers;
+pub mod listing;
 
 use axum::Router;
 use axum::routing::{get, post};

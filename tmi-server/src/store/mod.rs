@@ -134,20 +134,109 @@ pub struct Viewer {
     pub groups: Vec<String>,
 }
 
-/// Filters of `GET /threat_models`.
+/// Filters of `GET /threat_models`. Text filters are case-insensitive substring matches on the
+/// record's `SearchColumns`.
 #[derive(Debug, Clone, Default)]
 pub struct ThreatModelFilter {
-    pub owner_email: Option<String>,
-    pub reviewer_email: Option<String>,
+    /// Owner email or display name.
+    pub owner: Option<String>,
+    pub security_reviewer: Option<ReviewerFilter>,
+    /// Any of these statuses.
     pub statuses: Vec<String>,
     pub name_contains: Option<String>,
+    pub description_contains: Option<String>,
+    pub issue_uri_contains: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub modified_after: Option<DateTime<Utc>>,
     pub modified_before: Option<DateTime<Utc>>,
+    pub status_updated_after: Option<DateTime<Utc>>,
+    pub status_updated_before: Option<DateTime<Utc>>,
     pub include_deleted: bool,
     pub limit: i64,
     pub offset: i64,
+}
+
+/// The `security_reviewer` filter: `is:null`, `is:notnull` or a reviewer email or name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReviewerFilter {
+    Unassigned,
+    Assigned,
+    Matching(String),
+}
+
+/// The lower-cased text the list filters match, derived from a record on every write (Rust's
+/// Unicode lower-casing, so both databases compare the same bytes; SQLite's `LOWER` folds ASCII
+/// only). Multi-part columns join their parts with a newline, which filter values cannot contain
+/// (the contract forbids control characters), so a match never spans two parts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchColumns {
+    pub name: String,
+    pub description: Option<String>,
+    pub issue_uri: Option<String>,
+    /// Owner email and display name.
+    pub owner: String,
+    /// Security reviewer email and display name; `None` when no reviewer is assigned.
+    pub reviewer: Option<String>,
+    /// When `status` last changed (the document's `status_updated`).
+    pub status_updated: Option<DateTime<Utc>>,
+}
+
+impl ThreatModelRecord {
+    /// The search columns of this record, read from its columns and its document's
+    /// `description`, `issue_uri`, `owner`, `security_reviewer` and `status_updated`.
+    pub fn search_columns(&self) -> SearchColumns {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_lowercase);
+        let person = |v: &Value| {
+            let part = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_lowercase()
+            };
+            format!("{}\n{}", part("email"), part("display_name"))
+        };
+        let owner_name = self
+            .doc
+            .pointer("/owner/display_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        SearchColumns {
+            name: self.name.to_lowercase(),
+            description: text(self.doc.get("description")),
+            issue_uri: text(self.doc.get("issue_uri")),
+            owner: format!(
+                "{}\n{}",
+                self.owner_email.to_lowercase(),
+                owner_name.to_lowercase()
+            ),
+            reviewer: self
+                .doc
+                .get("security_reviewer")
+                .filter(|r| r.is_object())
+                .map(person),
+            status_updated: self
+                .doc
+                .get("status_updated")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&Utc)),
+        }
+    }
+}
+
+/// `%`, `_` and `\` escaped for `LIKE … ESCAPE '\'`, lower-cased and wrapped in `%`.
+pub fn contains_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
 }
 
 /// A child of a threat model (diagram, threat, note, document, asset, repository).

@@ -57,4 +57,25 @@ mod tests {
         store.pool.close().await;
         db.drop().await;
     }
+
+    #[tokio::test]
+    async fn search_columns_are_backfilled() {
+        use crate::store::testsuite::{LEGACY_THREAT_MODEL, legacy_doc, legacy_row_is_searchable};
+        let db = crate::store::testsuite::TestPostgres::create().await;
+        let store = Postgres::connect(&db.url, 2).await.unwrap();
+        let before = Migrator::with_migrations(MIGRATOR.iter().filter(|m| m.version < 3).cloned().collect());
+        before.run(&store.pool).await.unwrap();
+        let (doc, at) = legacy_doc();
+        sqlx::query(LEGACY_THREAT_MODEL)
+            .bind(uuid::Uuid::new_v4())
+            .bind(at)
+            .bind(sqlx::types::Json(doc))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        legacy_row_is_searchable(&store, at).await;
+        store.pool.close().await;
+        db.drop().await;
+    }
 }

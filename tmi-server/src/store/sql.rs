@@ -120,7 +120,7 @@ macro_rules! sql_store {
         };
         use $crate::store::{
             AccessRecord, ChildRecord, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError, StoreResult,
-            ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord, Viewer,
+            ReviewerFilter, ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord, Viewer,
         };
         use ::sqlx::types::Json;
         use ::sqlx::{AssertSqlSafe, QueryBuilder};
@@ -223,11 +223,32 @@ macro_rules! sql_store {
                     }
                     qb.push(")))");
                 }
-                if let Some(o) = &f.owner_email {
-                    qb.push(" AND LOWER(t.owner_email) = ").push_bind(o.to_lowercase());
+                let contains = |qb: &mut QueryBuilder<$db>, column: &str, needle: &str| {
+                    qb.push(format!(" AND {column} LIKE "))
+                        .push_bind($crate::store::contains_pattern(needle))
+                        .push(" ESCAPE '\\'");
+                };
+                if let Some(o) = &f.owner {
+                    contains(qb, "t.search_owner", o);
                 }
-                if let Some(r) = &f.reviewer_email {
-                    qb.push(" AND LOWER(t.reviewer_email) = ").push_bind(r.to_lowercase());
+                match &f.security_reviewer {
+                    None => {}
+                    Some(ReviewerFilter::Unassigned) => {
+                        qb.push(" AND t.search_reviewer IS NULL");
+                    }
+                    Some(ReviewerFilter::Assigned) => {
+                        qb.push(" AND t.search_reviewer IS NOT NULL");
+                    }
+                    Some(ReviewerFilter::Matching(r)) => contains(qb, "t.search_reviewer", r),
+                }
+                for (column, needle) in [
+                    ("t.search_name", &f.name_contains),
+                    ("t.search_description", &f.description_contains),
+                    ("t.search_issue_uri", &f.issue_uri_contains),
+                ] {
+                    if let Some(n) = needle {
+                        contains(qb, column, n);
+                    }
                 }
                 if !f.statuses.is_empty() {
                     qb.push(" AND t.status IN (");
@@ -242,13 +263,12 @@ macro_rules! sql_store {
                     ("t.created_at", "<", f.created_before),
                     ("t.modified_at", ">", f.modified_after),
                     ("t.modified_at", "<", f.modified_before),
+                    ("t.status_updated", ">", f.status_updated_after),
+                    ("t.status_updated", "<", f.status_updated_before),
                 ] {
                     if let Some(v) = value {
                         qb.push(format!(" AND {column} {op} ")).push_bind(v);
                     }
-                }
-                if let Some(n) = &f.name_contains {
-                    qb.push(" AND LOWER(t.name) LIKE ").push_bind(format!("%{}%", n.to_lowercase()));
                 }
             }
         }
@@ -374,10 +394,12 @@ macro_rules! sql_store {
             ) -> StoreResult<i64> {
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
                 let (alias,): (i64,) = ::sqlx::query_as(Self::TM_ALIAS).fetch_one(&mut *tx).await?;
+                let search = tm.search_columns();
                 ::sqlx::query(
                     "INSERT INTO threat_models (id, alias, name, owner_provider, owner_provider_id, owner_email, \
-                     reviewer_email, status, version, created_at, modified_at, deleted_at, doc) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     reviewer_email, status, version, created_at, modified_at, deleted_at, doc, search_name, \
+                     search_description, search_issue_uri, search_owner, search_reviewer, status_updated) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
                 )
                 .bind(tm.id)
                 .bind(alias)
@@ -392,6 +414,12 @@ macro_rules! sql_store {
                 .bind(tm.modified_at)
                 .bind(tm.deleted_at)
                 .bind(Json(&tm.doc))
+                .bind(&search.name)
+                .bind(&search.description)
+                .bind(&search.issue_uri)
+                .bind(&search.owner)
+                .bind(&search.reviewer)
+                .bind(search.status_updated)
                 .execute(&mut *tx)
                 .await?;
                 Self::write_access(&mut tx, tm).await?;
@@ -407,11 +435,14 @@ macro_rules! sql_store {
                 expected_version: i64,
                 metadata: Option<&[MetadataEntry]>,
             ) -> StoreResult<()> {
+                let search = tm.search_columns();
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
                 let done = ::sqlx::query(
                     "UPDATE threat_models SET name = $1, owner_provider = $2, owner_provider_id = $3, \
                      owner_email = $4, reviewer_email = $5, status = $6, version = $7, modified_at = $8, \
-                     deleted_at = $9, doc = $10 WHERE id = $11 AND version = $12",
+                     deleted_at = $9, doc = $10, search_name = $13, search_description = $14, \
+                     search_issue_uri = $15, search_owner = $16, search_reviewer = $17, status_updated = $18 \
+                     WHERE id = $11 AND version = $12",
                 )
                 .bind(&tm.name)
                 .bind(&tm.owner_provider)
@@ -425,6 +456,12 @@ macro_rules! sql_store {
                 .bind(Json(&tm.doc))
                 .bind(tm.id)
                 .bind(expected_version)
+                .bind(&search.name)
+                .bind(&search.description)
+                .bind(&search.issue_uri)
+                .bind(&search.owner)
+                .bind(&search.reviewer)
+                .bind(search.status_updated)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {

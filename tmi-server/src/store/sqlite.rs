@@ -66,4 +66,24 @@ mod tests {
         store.migrate().await.unwrap();
         crate::store::testsuite::run_all(&store).await;
     }
+
+    #[tokio::test]
+    async fn search_columns_are_backfilled() {
+        use crate::store::testsuite::{LEGACY_THREAT_MODEL, legacy_doc, legacy_row_is_searchable};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/tmi.db", dir.path().display());
+        let store = Sqlite::connect(&url, 2).await.unwrap();
+        let before = Migrator::with_migrations(MIGRATOR.iter().filter(|m| m.version < 2).cloned().collect());
+        before.run(&store.pool).await.unwrap();
+        let (doc, at) = legacy_doc();
+        sqlx::query(LEGACY_THREAT_MODEL)
+            .bind(uuid::Uuid::new_v4())
+            .bind(at)
+            .bind(sqlx::types::Json(doc))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        legacy_row_is_searchable(&store, at).await;
+    }
 }

@@ -150,6 +150,11 @@ async fn threat_models(store: &dyn Store) {
     a.alias = a_alias;
     let mut b = tm("carol", "Beta", "approved");
     b.reviewer_email = Some("rev@tmi.local".into());
+    let b_status = Utc::now().trunc_subsecs(6) - chrono::Duration::days(1);
+    b.doc = json!({"name": "Beta", "description": "Éclair at 100% speed", "issue_uri": "https://e.com/issues/7",
+        "security_reviewer": {"principal_type": "user", "provider": "tmi", "provider_id": "rev",
+            "email": "rev@tmi.local", "display_name": "Rita Österberg"},
+        "status_updated": b_status.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
     b.access.push(AccessRecord {
         principal_type: "group".into(),
         provider: "tmi".into(),
@@ -189,19 +194,96 @@ async fn threat_models(store: &dyn Store) {
     let (list, _) = store.list_threat_models(Some(&dave), &all).await.unwrap();
     assert!(list.iter().all(|s| s.record.id != a.id) && list.iter().any(|s| s.record.id == b.id));
     let filtered = ThreatModelFilter {
-        owner_email: Some("BOB@tmi.local".into()),
+        owner: Some("BOB@tmi".into()),
         statuses: vec!["not_started".into(), "active".into()],
         ..all.clone()
     };
     let (list, total) = store.list_threat_models(Some(&bob), &filtered).await.unwrap();
     assert_eq!((list.len(), total), (1, 1));
     assert_eq!(list[0].record.id, a.id);
-    let by_reviewer = ThreatModelFilter {
-        reviewer_email: Some("rev@tmi.local".into()),
+    let reviewer = |r: ReviewerFilter| ThreatModelFilter {
+        security_reviewer: Some(r),
         ..all.clone()
     };
-    let (list, _) = store.list_threat_models(None, &by_reviewer).await.unwrap();
-    assert_eq!(list.len(), 1);
+    let ids = |list: Vec<ThreatModelSummary>| list.into_iter().map(|s| s.record.id).collect::<Vec<_>>();
+    let (list, _) = store
+        .list_threat_models(None, &reviewer(ReviewerFilter::Matching("REV@".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(list), vec![b.id]);
+    let (list, _) = store
+        .list_threat_models(None, &reviewer(ReviewerFilter::Matching("Rita Ö".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(list), vec![b.id], "display name, Unicode lower-casing");
+    let (list, _) = store
+        .list_threat_models(None, &reviewer(ReviewerFilter::Assigned))
+        .await
+        .unwrap();
+    assert_eq!(ids(list), vec![b.id]);
+    let (list, _) = store
+        .list_threat_models(None, &reviewer(ReviewerFilter::Unassigned))
+        .await
+        .unwrap();
+    assert!(list.iter().all(|s| s.record.id != b.id) && list.iter().any(|s| s.record.id == a.id));
+    for (filter, want) in [
+        (
+            ThreatModelFilter {
+                description_contains: Some("ÉCLAIR".into()),
+                ..all.clone()
+            },
+            vec![b.id],
+        ),
+        (
+            ThreatModelFilter {
+                description_contains: Some("100%".into()),
+                ..all.clone()
+            },
+            vec![b.id],
+        ),
+        (
+            ThreatModelFilter {
+                description_contains: Some("1_0".into()),
+                ..all.clone()
+            },
+            vec![],
+        ),
+        (
+            ThreatModelFilter {
+                issue_uri_contains: Some("/ISSUES/7".into()),
+                ..all.clone()
+            },
+            vec![b.id],
+        ),
+        (
+            ThreatModelFilter {
+                name_contains: Some("ALPH".into()),
+                ..all.clone()
+            },
+            vec![a.id],
+        ),
+        (
+            ThreatModelFilter {
+                status_updated_after: Some(b_status - chrono::Duration::seconds(1)),
+                ..all.clone()
+            },
+            vec![b.id],
+        ),
+        (
+            ThreatModelFilter {
+                status_updated_before: Some(b_status),
+                ..all.clone()
+            },
+            vec![],
+        ),
+    ] {
+        let (list, total) = store.list_threat_models(None, &filter).await.unwrap();
+        assert_eq!(
+            (ids(list), total),
+            (want.clone(), want.len() as i64),
+            "{filter:?}"
+        );
+    }
 
     // Optimistic locking and soft delete.
     let mut next = got.clone();
@@ -368,4 +450,66 @@ async fn children_and_metadata(store: &dyn Store) {
         .unwrap();
     let under = store.metadata_under(parent.id).await.unwrap();
     assert_eq!(under.get(&child.id), Some(&vec![entry("x", "y")]));
+}
+
+/// A threat-model row as written before the search columns existed (same SQL on both dialects).
+pub const LEGACY_THREAT_MODEL: &str = "INSERT INTO threat_models (id, alias, name, owner_provider, \
+    owner_provider_id, owner_email, reviewer_email, status, version, created_at, modified_at, deleted_at, doc) \
+    VALUES ($1, 1, 'Legacy', 'tmi', 'lee', 'Lee@tmi.local', 'rita@tmi.local', 'in_progress', 1, $2, $2, NULL, $3)";
+
+/// The document of `LEGACY_THREAT_MODEL`, with its `status_updated`.
+pub fn legacy_doc() -> (serde_json::Value, chrono::DateTime<Utc>) {
+    let at = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(1);
+    let doc = json!({"name": "Legacy", "description": "Old Data", "issue_uri": "https://e.com/issues/1",
+        "owner": {"principal_type": "user", "provider": "tmi", "provider_id": "lee", "display_name": "Lee Li"},
+        "security_reviewer": {"principal_type": "user", "provider": "tmi", "provider_id": "rita",
+            "email": "rita@tmi.local", "display_name": "Rita R"},
+        "status_updated": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
+    (doc, at)
+}
+
+/// After the search-column migration, the legacy row answers every list filter.
+pub async fn legacy_row_is_searchable(store: &dyn Store, status_updated: chrono::DateTime<Utc>) {
+    let all = ThreatModelFilter {
+        limit: 20,
+        ..Default::default()
+    };
+    for filter in [
+        ThreatModelFilter {
+            owner: Some("lee li".into()),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            owner: Some("LEE@".into()),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            name_contains: Some("legacy".into()),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            description_contains: Some("old data".into()),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            issue_uri_contains: Some("issues/1".into()),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            security_reviewer: Some(ReviewerFilter::Matching("rita r".into())),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            security_reviewer: Some(ReviewerFilter::Assigned),
+            ..all.clone()
+        },
+        ThreatModelFilter {
+            status_updated_after: Some(status_updated - chrono::Duration::seconds(1)),
+            status_updated_before: Some(status_updated + chrono::Duration::seconds(1)),
+            ..all.clone()
+        },
+    ] {
+        let (_, total) = store.list_threat_models(None, &filter).await.unwrap();
+        assert_eq!(total, 1, "{filter:?}");
+    }
 }

@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -17,9 +16,10 @@ use crate::authz::Role;
 use crate::error::ApiError;
 use crate::gate::{JsonBody, TmAccess};
 use crate::input;
+use crate::input::query::Params;
 use crate::resources;
 use crate::state::AppState;
-use crate::store::{ThreatModelFilter, ThreatModelRecord, Viewer};
+use crate::store::{ReviewerFilter, ThreatModelFilter, ThreatModelRecord, Viewer};
 use crate::versioning;
 
 /// Fields a threat-model JSON Patch may touch (default deny, `api/patch_allowlist.go`).
@@ -36,31 +36,6 @@ const PATCHABLE: &[&str] = &[
     "security_reviewer",
 ];
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    limit: Option<i64>,
-    offset: Option<i64>,
-    owner: Option<String>,
-    security_reviewer: Option<String>,
-    status: Option<String>,
-    name: Option<String>,
-    include_deleted: Option<bool>,
-    created_after: Option<String>,
-    created_before: Option<String>,
-    modified_after: Option<String>,
-    modified_before: Option<String>,
-}
-
-/// An RFC 3339 query parameter.
-pub fn timestamp(name: &str, v: Option<&String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    match v.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|d| Some(d.with_timezone(&chrono::Utc)))
-            .map_err(|_| ApiError::invalid(format!("{name} must be an RFC 3339 timestamp"))),
-    }
-}
-
 async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
     Ok(state
         .store
@@ -70,38 +45,55 @@ async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
         .any(|g| g.group_name == "administrators"))
 }
 
+/// The `security_reviewer` filter: `is:null`, `is:notnull` (operators are case-insensitive) or a
+/// partial email or display name; any other `<word>:` operator is a 400.
+fn reviewer_filter(raw: &str) -> Result<ReviewerFilter, ApiError> {
+    let lower = raw.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "is:null" => Ok(ReviewerFilter::Unassigned),
+        "is:notnull" => Ok(ReviewerFilter::Assigned),
+        _ => match raw.split_once(':') {
+            Some((op, _)) if !op.is_empty() && op.chars().all(|c| c.is_ascii_alphabetic()) => {
+                Err(ApiError::invalid(format!(
+                    "unsupported filter operator '{op}' for parameter 'security_reviewer'; \
+                     supported operators: is:null, is:notnull"
+                )))
+            }
+            _ => Ok(ReviewerFilter::Matching(raw.to_owned())),
+        },
+    }
+}
+
 /// `GET /threat_models`: the models the caller can read, newest first.
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let include_deleted = q.include_deleted.unwrap_or(false);
+    let q = Params::parse(raw.as_deref());
+    let include_deleted = q.boolean("include_deleted")?.unwrap_or(false);
     if include_deleted && !is_admin(&state, &user).await? {
         return Err(ApiError::forbidden(
             "include_deleted requires administrator privileges",
         ));
     }
+    let text = |k: &str| q.get(k).map(str::to_owned);
     let filter = ThreatModelFilter {
-        owner_email: q.owner.filter(|s| !s.is_empty()),
-        reviewer_email: q.security_reviewer.filter(|s| !s.is_empty()),
-        statuses: q
-            .status
-            .map(|s| {
-                s.split(',')
-                    .map(input::normalize_enum)
-                    .filter(|x| !x.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        name_contains: q.name.filter(|s| !s.is_empty()),
-        created_after: timestamp("created_after", q.created_after.as_ref())?,
-        created_before: timestamp("created_before", q.created_before.as_ref())?,
-        modified_after: timestamp("modified_after", q.modified_after.as_ref())?,
-        modified_before: timestamp("modified_before", q.modified_before.as_ref())?,
+        owner: text("owner"),
+        security_reviewer: q.get("security_reviewer").map(reviewer_filter).transpose()?,
+        statuses: q.enum_list("status"),
+        name_contains: text("name"),
+        description_contains: text("description"),
+        issue_uri_contains: text("issue_uri"),
+        created_after: q.timestamp("created_after")?,
+        created_before: q.timestamp("created_before")?,
+        modified_after: q.timestamp("modified_after")?,
+        modified_before: q.timestamp("modified_before")?,
+        status_updated_after: q.timestamp("status_updated_after")?,
+        status_updated_before: q.timestamp("status_updated_before")?,
         include_deleted,
-        limit: q.limit.unwrap_or(20).clamp(1, 100),
-        offset: q.offset.unwrap_or(0).max(0),
+        limit: q.integer("limit", 20, 100)?.max(1),
+        offset: q.integer("offset", 0, 1_000_000_000)?,
     };
     let viewer = Viewer {
         provider: user.provider().to_owned(),
@@ -691,4 +683,28 @@ pub async fn restore(State(state): State<AppState>, access: TmAccess) -> Result<
         .update_threat_model(&next, current.version, None)
         .await?;
     Ok(Json(full(&state, &next).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reviewer_filter_operators() {
+        assert_eq!(reviewer_filter("IS:NULL").unwrap(), ReviewerFilter::Unassigned);
+        assert_eq!(reviewer_filter("is:notnull").unwrap(), ReviewerFilter::Assigned);
+        assert_eq!(
+            reviewer_filter("rita@tmi.local").unwrap(),
+            ReviewerFilter::Matching("rita@tmi.local".into())
+        );
+        assert_eq!(
+            reviewer_filter("a:b@x").map_err(|e| e.status_and_code().0.as_u16()),
+            Err(400)
+        );
+        assert!(reviewer_filter("is:banana").is_err());
+        assert!(matches!(
+            reviewer_filter("12:30"),
+            Ok(ReviewerFilter::Matching(_))
+        ));
+    }
 }

@@ -31,5 +31,6 @@ mod auth;
 mod authz_matrix;
 mod children;
 mod health;
+mod list_filters;
 mod rules;
 mod threat_models;
