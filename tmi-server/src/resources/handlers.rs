@@ -178,20 +178,21 @@ async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
         .any(|g| g.internal_uuid == crate::store::groups::ADMINISTRATORS))
 }
 
-/// `POST …/{kind}`.
-pub async fn create(
-    kind: &'static Kind,
-    State(state): State<AppState>,
-    access: TmAccess,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let mut m = prepare(&state, kind, kind.create_schema, body)?;
+/// A new child of `threat_model_id` from a create body (`id` set by the server unless given).
+pub fn new_record(
+    state: &AppState,
+    kind: &Kind,
+    threat_model_id: Uuid,
+    id: Option<Uuid>,
+    body: Value,
+) -> Result<(ChildRecord, Vec<MetadataEntry>), ApiError> {
+    let mut m = prepare(state, kind, kind.create_schema, body)?;
     let metadata = metadata_entries(m.remove("metadata").as_ref())?.unwrap_or_default();
-    defaults(&state, kind, &mut m);
+    defaults(state, kind, &mut m);
     let ts = now();
-    let mut c = ChildRecord {
-        id: Uuid::new_v4(),
-        threat_model_id: access.tm.id,
+    let c = ChildRecord {
+        id: id.unwrap_or_else(Uuid::new_v4),
+        threat_model_id,
         kind: kind.kind.into(),
         alias: 0,
         version: 1,
@@ -200,6 +201,17 @@ pub async fn create(
         deleted_at: None,
         doc: Value::Object(m),
     };
+    Ok((c, metadata))
+}
+
+/// `POST …/{kind}`.
+pub async fn create(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    access: TmAccess,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let (mut c, metadata) = new_record(&state, kind, access.tm.id, None, body)?;
     c.alias = state.store.insert_child(&c, &metadata).await?;
     let mut res = respond(&state, kind, &c, StatusCode::CREATED).await?;
     let location = format!("/threat_models/{}/{}/{}", access.tm.id, kind.plural, c.id);
@@ -220,17 +232,14 @@ pub async fn get(
     respond(&state, kind, &c, StatusCode::OK).await
 }
 
-/// Writes a new document for `current`, keeping server-owned fields.
-async fn write(
-    state: &AppState,
+/// The next version of `current` with the writable fields `m`, keeping the server-owned fields of
+/// its document `previous`.
+pub fn successor(
     kind: &Kind,
-    current: ChildRecord,
+    current: &ChildRecord,
+    previous: Map<String, Value>,
     mut m: Map<String, Value>,
-    metadata: Option<Vec<MetadataEntry>>,
-    pre: Precondition,
-) -> Result<Response, ApiError> {
-    ensure_no_active_session(state, kind, current.id).await?;
-    let previous = current.doc.as_object().cloned().unwrap_or_default();
+) -> Result<ChildRecord, ApiError> {
     for keep in [
         "access_status",
         "content_source",
@@ -255,6 +264,21 @@ async fn write(
     next.doc = Value::Object(m);
     next.version = current.version + 1;
     next.modified_at = now();
+    Ok(next)
+}
+
+/// Writes a new document for `current`, keeping server-owned fields.
+async fn write(
+    state: &AppState,
+    kind: &Kind,
+    current: ChildRecord,
+    m: Map<String, Value>,
+    metadata: Option<Vec<MetadataEntry>>,
+    pre: Precondition,
+) -> Result<Response, ApiError> {
+    ensure_no_active_session(state, kind, current.id).await?;
+    let previous = current.doc.as_object().cloned().unwrap_or_default();
+    let next = successor(kind, &current, previous, m)?;
     state
         .store
         .update_child(&next, current.version, metadata.as_deref())
@@ -279,6 +303,16 @@ fn precondition(
     }
 }
 
+/// The writable fields of a child and, when the request sets them, its metadata.
+pub type Writable = (Map<String, Value>, Option<Vec<MetadataEntry>>);
+
+/// The writable fields and metadata of a full-replacement body.
+pub fn replacement(state: &AppState, kind: &Kind, body: Value) -> Result<Writable, ApiError> {
+    let mut m = prepare(state, kind, kind.update_schema, body)?;
+    let metadata = metadata_entries(m.remove("metadata").as_ref())?;
+    Ok((m, metadata))
+}
+
 /// `PUT …/{kind}/{id}`: full replacement.
 pub async fn update(
     kind: &'static Kind,
@@ -290,27 +324,23 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
     let pre = precondition(&state, kind, &headers, &current)?;
-    let mut m = prepare(&state, kind, kind.update_schema, body)?;
-    let metadata = metadata_entries(m.remove("metadata").as_ref())?;
+    let (m, metadata) = replacement(&state, kind, body)?;
     write(&state, kind, current, m, metadata, pre).await
 }
 
-/// `PATCH …/{kind}/{id}`: JSON Patch over the writable fields.
-pub async fn patch(
-    kind: &'static Kind,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    access: TmAccess,
-    Path(p): Path<HashMap<String, String>>,
-    JsonBody(ops): JsonBody,
-) -> Result<Response, ApiError> {
-    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
-    let pre = precondition(&state, kind, &headers, &current)?;
+/// The writable fields and (when the patch touches them) the metadata after applying the JSON
+/// Patch `ops` to `current`, with the same allowlist and validation as a PUT.
+pub async fn patched(
+    state: &AppState,
+    kind: &Kind,
+    current: &ChildRecord,
+    ops: &Value,
+) -> Result<Writable, ApiError> {
     let writable = state.spec.property_names(kind.update_schema);
     let allowed: Vec<&str> = writable.iter().map(String::as_str).collect();
-    let (patch, touched) = crate::patch::parse(&ops, &allowed)?;
+    let (patch, touched) = crate::patch::parse(ops, &allowed)?;
     let meta = state.store.list_metadata(current.id).await?;
-    let mut before = response(&state.spec, kind, &current, &meta, false);
+    let mut before = response(&state.spec, kind, current, &meta, false);
     for k in &writable {
         if before.get(k).is_none() {
             before[k.as_str()] = Value::Null;
@@ -349,13 +379,28 @@ pub async fn patch(
             "Potentially unsafe content in field {at}"
         )));
     }
-    let mut m = prepare(&state, kind, kind.update_schema, input_value)?;
+    let mut m = prepare(state, kind, kind.update_schema, input_value)?;
     let metadata_value = m.remove("metadata");
     let metadata = if touched.iter().any(|t| t == "metadata") {
         Some(metadata_entries(metadata_value.as_ref())?.unwrap_or_default())
     } else {
         None
     };
+    Ok((m, metadata))
+}
+
+/// `PATCH …/{kind}/{id}`: JSON Patch over the writable fields.
+pub async fn patch(
+    kind: &'static Kind,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    access: TmAccess,
+    Path(p): Path<HashMap<String, String>>,
+    JsonBody(ops): JsonBody,
+) -> Result<Response, ApiError> {
+    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    let pre = precondition(&state, kind, &headers, &current)?;
+    let (m, metadata) = patched(&state, kind, &current, &ops).await?;
     write(&state, kind, current, m, metadata, pre).await
 }
 

@@ -2,6 +2,7 @@
 //! repositories): one table of kinds, the response shaping they share, and their routes.
 //! Pure except the handlers in `handlers.rs`; diagram-specific rules live in `diagrams.rs`.
 
+pub mod bulk;
 pub mod diagrams;
 pub mod handlers;
 pub mod listing;
@@ -32,6 +33,8 @@ pub struct Kind {
     pub versioned: bool,
     /// Metadata bulk limit (`api/bulk_limits.go`).
     pub metadata_bulk_limit: usize,
+    /// Items per `…/{kind}/bulk` request; `None` when the kind has no bulk endpoints.
+    pub bulk_limit: Option<usize>,
 }
 
 pub const KINDS: &[Kind] = &[
@@ -46,6 +49,7 @@ pub const KINDS: &[Kind] = &[
         list_item_schema: Some("DiagramListItem"),
         versioned: true,
         metadata_bulk_limit: 20,
+        bulk_limit: None,
     },
     Kind {
         kind: "threat",
@@ -58,6 +62,7 @@ pub const KINDS: &[Kind] = &[
         list_item_schema: None,
         versioned: true,
         metadata_bulk_limit: 20,
+        bulk_limit: Some(20),
     },
     Kind {
         kind: "document",
@@ -70,6 +75,7 @@ pub const KINDS: &[Kind] = &[
         list_item_schema: None,
         versioned: true,
         metadata_bulk_limit: 20,
+        bulk_limit: Some(20),
     },
     Kind {
         kind: "repository",
@@ -82,6 +88,7 @@ pub const KINDS: &[Kind] = &[
         list_item_schema: None,
         versioned: false,
         metadata_bulk_limit: 20,
+        bulk_limit: Some(20),
     },
     Kind {
         kind: "note",
@@ -94,6 +101,7 @@ pub const KINDS: &[Kind] = &[
         list_item_schema: Some("NoteListItem"),
         versioned: false,
         metadata_bulk_limit: 100,
+        bulk_limit: None,
     },
     Kind {
         kind: "asset",
@@ -106,6 +114,7 @@ pub const KINDS: &[Kind] = &[
         list_item_schema: None,
         versioned: true,
         metadata_bulk_limit: 100,
+        bulk_limit: Some(50),
     },
 ];
 
@@ -182,6 +191,18 @@ pub fn router() -> Router<AppState> {
                 &format!("{item}/restore"),
                 post(move |s, a, p| handlers::restore(kind, s, a, p)),
             );
+        if kind.bulk_limit.is_some() {
+            // A literal segment outranks `{id}`, so `…/bulk` never reaches the item routes.
+            let mut bulk = post(move |s, a, b| bulk::create(kind, s, a, b));
+            bulk = if kind.kind == "threat" {
+                bulk.put(move |s, a, b| bulk::update_all(kind, s, a, b))
+                    .patch(move |s, a, b| bulk::patch_all(kind, s, a, b))
+                    .delete(move |s, a, q| bulk::delete_all(kind, s, a, q))
+            } else {
+                bulk.put(move |s, a, b| bulk::upsert(kind, s, a, b))
+            };
+            r = r.route(&format!("{collection}/bulk"), bulk);
+        }
     }
     r
 }

@@ -253,6 +253,23 @@ pub struct ChildRecord {
     pub doc: Value,
 }
 
+/// One write of a bulk request (`Store::write_children`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChildWrite {
+    /// Inserts a new child; its alias is allocated.
+    Insert {
+        child: ChildRecord,
+        metadata: Vec<MetadataEntry>,
+    },
+    /// Writes a child if its stored version is still `expected_version`; replaces its metadata
+    /// when given.
+    Update {
+        child: ChildRecord,
+        expected_version: i64,
+        metadata: Option<Vec<MetadataEntry>>,
+    },
+}
+
 /// One metadata entry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct MetadataEntry {
@@ -332,6 +349,10 @@ pub trait Store: Send + Sync {
         kind: Option<&str>,
         include_deleted: bool,
     ) -> StoreResult<Vec<ChildRecord>>;
+    /// Applies every write in one transaction: all of them, or none when any fails (an insert
+    /// whose id exists is `Conflict`, an update of a changed child `VersionMismatch`). Returns the
+    /// alias of each written child, in order.
+    async fn write_children(&self, writes: &[ChildWrite]) -> StoreResult<Vec<i64>>;
 
     // Metadata.
     async fn list_metadata(&self, entity_id: Uuid) -> StoreResult<Vec<MetadataEntry>>;

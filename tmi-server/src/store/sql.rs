@@ -119,7 +119,7 @@ macro_rules! sql_store {
             CHILD_COLUMNS, COUNT_COLUMNS, ChildRow, CountsRow, EntityMetadataRow, TM_COLUMNS, ThreatModelRow,
         };
         use $crate::store::{
-            AccessRecord, ChildRecord, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError, StoreResult,
+            AccessRecord, ChildRecord, ChildWrite, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError, StoreResult,
             ReviewerFilter, ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord, Viewer,
         };
         use ::sqlx::types::Json;
@@ -192,6 +192,64 @@ macro_rules! sql_store {
                     .bind(entity_id)
                     .execute(&mut **tx)
                     .await?;
+                Ok(())
+            }
+
+            /// Inserts a child and its metadata, allocating its alias.
+            async fn insert_child_tx(tx: &mut Tx, child: &ChildRecord, metadata: &[MetadataEntry]) -> StoreResult<i64> {
+                let alias = Self::next_alias(tx, &format!("{}:{}", child.threat_model_id, child.kind)).await?;
+                ::sqlx::query(
+                    "INSERT INTO children (id, threat_model_id, kind, alias, version, created_at, modified_at, \
+                     deleted_at, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(child.id)
+                .bind(child.threat_model_id)
+                .bind(&child.kind)
+                .bind(alias)
+                .bind(child.version)
+                .bind(child.created_at)
+                .bind(child.modified_at)
+                .bind(child.deleted_at)
+                .bind(Json(&child.doc))
+                .execute(&mut **tx)
+                .await?;
+                Self::write_metadata(tx, &child.kind, child.id, metadata, false).await?;
+                Ok(alias)
+            }
+
+            /// Writes a child if its stored version is still `expected_version`; replaces its
+            /// metadata when given.
+            async fn update_child_tx(
+                tx: &mut Tx,
+                child: &ChildRecord,
+                expected_version: i64,
+                metadata: Option<&[MetadataEntry]>,
+            ) -> StoreResult<()> {
+                let done = ::sqlx::query(
+                    "UPDATE children SET version = $1, modified_at = $2, deleted_at = $3, doc = $4 \
+                     WHERE id = $5 AND threat_model_id = $6 AND kind = $7 AND version = $8",
+                )
+                .bind(child.version)
+                .bind(child.modified_at)
+                .bind(child.deleted_at)
+                .bind(Json(&child.doc))
+                .bind(child.id)
+                .bind(child.threat_model_id)
+                .bind(&child.kind)
+                .bind(expected_version)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    let exists: Option<(i64,)> = ::sqlx::query_as("SELECT version FROM children WHERE id = $1")
+                        .bind(child.id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    return Err(if exists.is_some() { StoreError::VersionMismatch } else { StoreError::NotFound });
+                }
+                if let Some(entries) = metadata {
+                    Self::clear_metadata(tx, child.id).await?;
+                    Self::write_metadata(tx, &child.kind, child.id, entries, false).await?;
+                }
                 Ok(())
             }
 
@@ -535,23 +593,7 @@ macro_rules! sql_store {
             #[::tracing::instrument(skip_all, fields(child.id = %child.id, child.kind = %child.kind))]
             async fn insert_child(&self, child: &ChildRecord, metadata: &[MetadataEntry]) -> StoreResult<i64> {
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
-                let alias = Self::next_alias(&mut tx, &format!("{}:{}", child.threat_model_id, child.kind)).await?;
-                ::sqlx::query(
-                    "INSERT INTO children (id, threat_model_id, kind, alias, version, created_at, modified_at, \
-                     deleted_at, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(child.id)
-                .bind(child.threat_model_id)
-                .bind(&child.kind)
-                .bind(alias)
-                .bind(child.version)
-                .bind(child.created_at)
-                .bind(child.modified_at)
-                .bind(child.deleted_at)
-                .bind(Json(&child.doc))
-                .execute(&mut *tx)
-                .await?;
-                Self::write_metadata(&mut tx, &child.kind, child.id, metadata, false).await?;
+                let alias = Self::insert_child_tx(&mut tx, child, metadata).await?;
                 tx.commit().await?;
                 Ok(alias)
             }
@@ -564,33 +606,27 @@ macro_rules! sql_store {
                 metadata: Option<&[MetadataEntry]>,
             ) -> StoreResult<()> {
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
-                let done = ::sqlx::query(
-                    "UPDATE children SET version = $1, modified_at = $2, deleted_at = $3, doc = $4 \
-                     WHERE id = $5 AND threat_model_id = $6 AND kind = $7 AND version = $8",
-                )
-                .bind(child.version)
-                .bind(child.modified_at)
-                .bind(child.deleted_at)
-                .bind(Json(&child.doc))
-                .bind(child.id)
-                .bind(child.threat_model_id)
-                .bind(&child.kind)
-                .bind(expected_version)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
-                    let exists: Option<(i64,)> = ::sqlx::query_as("SELECT version FROM children WHERE id = $1")
-                        .bind(child.id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    return Err(if exists.is_some() { StoreError::VersionMismatch } else { StoreError::NotFound });
-                }
-                if let Some(entries) = metadata {
-                    Self::clear_metadata(&mut tx, child.id).await?;
-                    Self::write_metadata(&mut tx, &child.kind, child.id, entries, false).await?;
-                }
+                Self::update_child_tx(&mut tx, child, expected_version, metadata).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            #[::tracing::instrument(skip_all, fields(writes = writes.len()))]
+            async fn write_children(&self, writes: &[ChildWrite]) -> StoreResult<Vec<i64>> {
+                // Dropping the transaction on an error rolls every earlier write back.
+                let mut tx = self.pool.begin_with(Self::BEGIN).await?;
+                let mut aliases = Vec::with_capacity(writes.len());
+                for w in writes {
+                    aliases.push(match w {
+                        ChildWrite::Insert { child, metadata } => Self::insert_child_tx(&mut tx, child, metadata).await?,
+                        ChildWrite::Update { child, expected_version, metadata } => {
+                            Self::update_child_tx(&mut tx, child, *expected_version, metadata.as_deref()).await?;
+                            child.alias
+                        }
+                    });
+                }
+                tx.commit().await?;
+                Ok(aliases)
             }
 
             async fn get_child(

@@ -98,6 +98,7 @@ pub async fn run_all(store: &dyn Store) {
     users_and_groups(store).await;
     threat_models(store).await;
     children_and_metadata(store).await;
+    bulk_child_writes(store).await;
 }
 
 async fn users_and_groups(store: &dyn Store) {
@@ -512,4 +513,145 @@ pub async fn legacy_row_is_searchable(store: &dyn Store, status_updated: chrono:
         let (_, total) = store.list_threat_models(None, &filter).await.unwrap();
         assert_eq!(total, 1, "{filter:?}");
     }
+}
+
+/// `write_children` writes every child or none.
+async fn bulk_child_writes(store: &dyn Store) {
+    let parent = tm("fay", "Bulk", "not_started");
+    store.insert_threat_model(&parent, &[]).await.unwrap();
+    let now = Utc::now().trunc_subsecs(6);
+    let doc = |n: &str| ChildRecord {
+        id: Uuid::new_v4(),
+        threat_model_id: parent.id,
+        kind: "asset".into(),
+        alias: 0,
+        version: 1,
+        created_at: now,
+        modified_at: now,
+        deleted_at: None,
+        doc: json!({"name": n}),
+    };
+    let (a, b) = (doc("a"), doc("b"));
+    let aliases = store
+        .write_children(&[
+            ChildWrite::Insert {
+                child: a.clone(),
+                metadata: vec![entry("k", "1")],
+            },
+            ChildWrite::Insert {
+                child: b.clone(),
+                metadata: vec![],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(aliases, vec![1, 2]);
+    assert_eq!(store.list_metadata(a.id).await.unwrap(), vec![entry("k", "1")]);
+
+    let mut a2 = store.get_child(parent.id, "asset", a.id).await.unwrap();
+    a2.version = 2;
+    a2.doc = json!({"name": "a2"});
+    let c = doc("c");
+    let aliases = store
+        .write_children(&[
+            ChildWrite::Update {
+                child: a2.clone(),
+                expected_version: 1,
+                metadata: Some(vec![]),
+            },
+            ChildWrite::Insert {
+                child: c.clone(),
+                metadata: vec![],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(aliases, vec![1, 3]);
+    assert_eq!(
+        store.get_child(parent.id, "asset", a.id).await.unwrap().doc["name"],
+        "a2"
+    );
+    assert!(store.list_metadata(a.id).await.unwrap().is_empty());
+
+    // A stale version, a duplicate id or a missing child anywhere in the batch: nothing is written.
+    let d = doc("d");
+    let mut b2 = store.get_child(parent.id, "asset", b.id).await.unwrap();
+    b2.version = 2;
+    b2.doc = json!({"name": "b2"});
+    let mut ghost = doc("ghost");
+    ghost.version = 2;
+    for (bad, want) in [
+        (
+            ChildWrite::Update {
+                child: a2.clone(),
+                expected_version: 1,
+                metadata: None,
+            },
+            "version",
+        ),
+        (
+            ChildWrite::Insert {
+                child: c.clone(),
+                metadata: vec![],
+            },
+            "conflict",
+        ),
+        (
+            ChildWrite::Update {
+                child: ghost.clone(),
+                expected_version: 1,
+                metadata: None,
+            },
+            "missing",
+        ),
+    ] {
+        let result = store
+            .write_children(&[
+                ChildWrite::Insert {
+                    child: d.clone(),
+                    metadata: vec![entry("x", "y")],
+                },
+                ChildWrite::Update {
+                    child: b2.clone(),
+                    expected_version: 1,
+                    metadata: None,
+                },
+                bad,
+            ])
+            .await;
+        match (want, result) {
+            ("version", Err(StoreError::VersionMismatch))
+            | ("conflict", Err(StoreError::Conflict))
+            | ("missing", Err(StoreError::NotFound)) => {}
+            (want, other) => panic!("{want}: {other:?}"),
+        }
+        assert!(matches!(
+            store.get_child(parent.id, "asset", d.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(store.list_metadata(d.id).await.unwrap().is_empty());
+        assert_eq!(
+            store.get_child(parent.id, "asset", b.id).await.unwrap().doc["name"],
+            "b"
+        );
+    }
+    // Aliases allocated by a rolled-back batch are not used up.
+    assert_eq!(
+        store
+            .write_children(&[ChildWrite::Insert {
+                child: d.clone(),
+                metadata: vec![]
+            }])
+            .await
+            .unwrap(),
+        vec![4]
+    );
+    assert_eq!(
+        store
+            .list_children(parent.id, Some("asset"), false)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
 }

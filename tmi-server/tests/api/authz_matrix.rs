@@ -239,8 +239,7 @@ impl World {
                     _ => None,
                 }
             }
-            // Bulk operations come with the bulk endpoints.
-            [_, "bulk"] => None,
+            [plural, "bulk"] => self.bulk(&m, shared, plural).await,
             [plural, id, tail @ ..] if id.starts_with('{') => {
                 let kind = self.kind(plural)?;
                 let child = self.new_child(shared, kind).await;
@@ -304,6 +303,47 @@ impl World {
                 };
                 p.key = Some(key);
                 Some(p)
+            }
+            _ => None,
+        }
+    }
+
+    /// `…/{kind}/bulk`.
+    async fn bulk(&self, m: &Method, tm: &str, plural: &str) -> Option<Prepared> {
+        let kind = self.kind(plural)?;
+        let path = format!("{tm}/{plural}/bulk");
+        let with_id = |id: &str| {
+            let mut v = kind.replace.clone();
+            v["id"] = json!(id);
+            json!([v])
+        };
+        match (plural, m.clone()) {
+            ("threats" | "documents" | "repositories" | "assets", Method::POST) => {
+                Some(plain(path, json_body(json!([kind.create.clone()])), 201))
+            }
+            ("threats", Method::PUT) => {
+                let id = self.new_child(tm, kind).await;
+                Some(plain(path, json_body(with_id(&id)), 200))
+            }
+            ("threats", Method::PATCH) => {
+                let id = self.new_child(tm, kind).await;
+                let body = json!({"patches": [{"id": id, "operations": [
+                    {"op": "replace", "path": "/description", "value": "x"}
+                ]}]});
+                Some(plain(path, json_body(body), 200))
+            }
+            ("threats", Method::DELETE) => {
+                let id = self.new_child(tm, kind).await;
+                Some(plain(format!("{path}?threat_ids={id}"), None, 200))
+            }
+            // The contract answers 201 for documents and 200 for repositories and assets.
+            ("documents", Method::PUT) => {
+                let id = self.new_child(tm, kind).await;
+                Some(plain(path, json_body(with_id(&id)), 201))
+            }
+            ("repositories" | "assets", Method::PUT) => {
+                let id = self.new_child(tm, kind).await;
+                Some(plain(path, json_body(with_id(&id)), 200))
             }
             _ => None,
         }

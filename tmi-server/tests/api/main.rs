@@ -29,6 +29,7 @@ macro_rules! both_backends {
 
 mod auth;
 mod authz_matrix;
+mod bulk;
 mod children;
 mod health;
 mod list_filters;
