@@ -72,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/saml/providers", get(oauth::saml_providers))
         .route("/me", get(oauth::me))
         .route("/me/logout", post(oauth::logout))
+        .route("/me/groups", get(oauth::my_groups))
+        .route("/me/groups/{group_id}/members", get(oauth::my_group_members))
         .route(
             "/me/preferences",
             get(oauth::get_preferences)

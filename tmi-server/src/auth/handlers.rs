@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -17,6 +17,7 @@ use super::provider::AuthorizeStart;
 use super::{AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, token_cookies};
 use crate::error::ApiError;
 use crate::gate::{JsonBody, MaybeJsonBody, RawBody};
+use crate::input::query::Params;
 use crate::state::AppState;
 
 /// How long an authorization code or OAuth state stays valid.
@@ -442,6 +443,70 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Va
             "name": g.name,
         })).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /me/groups`: the TMI-managed groups the caller is a direct member of (read from the
+/// database, so a membership granted after the token was issued shows at once).
+pub async fn my_groups(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let groups: Vec<Value> = state
+        .store
+        .user_groups(user.user.internal_uuid)
+        .await?
+        .iter()
+        .filter(|g| g.internal_uuid != crate::store::groups::EVERYONE)
+        .map(|g| json!({"internal_uuid": g.internal_uuid, "group_name": g.group_name, "name": g.name}))
+        .collect();
+    Ok(Json(json!({"total": groups.len(), "groups": groups})))
+}
+
+/// `GET /me/groups/{group_id}/members`: a page of the members of a group the caller belongs to
+/// (404 for an unknown group, 403 for one the caller is not a member of). The web client fills its
+/// security-reviewer picker from the `security-reviewers` group this way.
+pub async fn my_group_members(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(group_id): Path<uuid::Uuid>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = Params::parse(raw.as_deref());
+    let limit = q.integer("limit", 50, 1000)?;
+    let offset = q.integer("offset", 0, 1_000_000)?;
+    if state.store.get_group(group_id).await?.is_none() {
+        return Err(ApiError::not_found("Group"));
+    }
+    let member = state
+        .store
+        .user_groups(user.user.internal_uuid)
+        .await?
+        .iter()
+        .any(|g| g.internal_uuid == group_id);
+    if !member {
+        return Err(ApiError::forbidden("You are not a member of this group"));
+    }
+    let (members, total) = state.store.group_members(group_id, limit, offset).await?;
+    let members: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let mut v = json!({
+                "id": m.id,
+                "group_internal_uuid": m.group_uuid,
+                "user_internal_uuid": m.user.internal_uuid,
+                "user_name": m.user.name,
+                "user_provider": m.user.provider,
+                "user_provider_user_id": m.user.provider_user_id,
+                "added_at": m.added_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "subject_type": "user",
+            });
+            // Sparse users (added to an ACL before their first login) may have no email yet.
+            if !m.user.email.is_empty() {
+                v["user_email"] = json!(m.user.email);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(
+        json!({"members": members, "total": total, "limit": limit, "offset": offset}),
+    ))
 }
 
 /// `POST /me/logout`: revokes the presented access token and the refresh cookie, clears cookies.

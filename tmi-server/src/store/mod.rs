@@ -79,6 +79,16 @@ pub struct GroupRecord {
     pub name: String,
 }
 
+/// A user's membership of a group, as `GET /me/groups/{group_id}/members` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMemberRecord {
+    /// The membership's own id.
+    pub id: Uuid,
+    pub group_uuid: Uuid,
+    pub user: UserRecord,
+    pub added_at: DateTime<Utc>,
+}
+
 /// One ACL entry of a threat model, in its queryable form.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AccessRecord {
@@ -293,7 +303,16 @@ pub trait Store: Send + Sync {
     /// Finds a user by provider and email (used to resolve sparse ACL entries).
     async fn find_user_by_email(&self, provider: &str, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
+    /// Adds a member (nothing happens when it already is one).
     async fn add_group_member(&self, group: Uuid, user: Uuid) -> StoreResult<()>;
+    async fn get_group(&self, group: Uuid) -> StoreResult<Option<GroupRecord>>;
+    /// A page of a group's members ordered by name and email, and their total.
+    async fn group_members(
+        &self,
+        group: Uuid,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<GroupMemberRecord>, i64)>;
     async fn group_member_count(&self, group: Uuid) -> StoreResult<i64>;
     async fn get_preferences(&self, user: Uuid) -> StoreResult<Option<Value>>;
     async fn put_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;

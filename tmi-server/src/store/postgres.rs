@@ -59,8 +59,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn search_columns_are_backfilled() {
-        use crate::store::testsuite::{LEGACY_THREAT_MODEL, legacy_doc, legacy_row_is_searchable};
+    async fn migrations_backfill_existing_rows() {
+        use crate::store::testsuite::{
+            LEGACY_MEMBER, LEGACY_THREAT_MODEL, legacy_doc, legacy_member_is_listed, legacy_row_is_searchable,
+        };
         let db = crate::store::testsuite::TestPostgres::create().await;
         let store = Postgres::connect(&db.url, 2).await.unwrap();
         let before = Migrator::with_migrations(MIGRATOR.iter().filter(|m| m.version < 3).cloned().collect());
@@ -73,8 +75,22 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
+        let user = uuid::Uuid::new_v4();
+        sqlx::query(LEGACY_MEMBER[0])
+            .bind(user)
+            .bind(at)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query(LEGACY_MEMBER[1])
+            .bind(crate::store::groups::SECURITY_REVIEWERS)
+            .bind(user)
+            .execute(&store.pool)
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         legacy_row_is_searchable(&store, at).await;
+        legacy_member_is_listed(&store).await;
         store.pool.close().await;
         db.drop().await;
     }

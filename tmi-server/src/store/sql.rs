@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{AccessRecord, ChildRecord, ThreatModelRecord};
+use super::{AccessRecord, ChildRecord, GroupMemberRecord, ThreatModelRecord, UserRecord};
 
 /// Columns of `threat_models`, in `ThreatModelRow` order.
 pub(super) const TM_COLUMNS: &str = "t.id, t.alias, t.name, t.owner_provider, t.owner_provider_id, \
@@ -104,6 +104,42 @@ impl From<ChildRow> for ChildRecord {
     }
 }
 
+/// A membership joined with its user. `id` and `added_at` are `NULL` only for rows written by an
+/// older server after the migration that added them; such rows get stand-ins.
+#[derive(sqlx::FromRow)]
+pub(super) struct GroupMemberRow {
+    pub membership_id: Option<Uuid>,
+    pub added_at: Option<DateTime<Utc>>,
+    pub internal_uuid: Uuid,
+    pub provider: String,
+    pub provider_user_id: String,
+    pub email: String,
+    pub name: String,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl GroupMemberRow {
+    pub(super) fn into_record(self, group: Uuid) -> GroupMemberRecord {
+        GroupMemberRecord {
+            // Stable for the pair, so the stand-in id does not change between calls.
+            id: self.membership_id.unwrap_or_else(|| {
+                Uuid::from_u128(group.as_u128() ^ self.internal_uuid.as_u128().rotate_left(64))
+            }),
+            group_uuid: group,
+            added_at: self.added_at.unwrap_or(self.created_at),
+            user: UserRecord {
+                internal_uuid: self.internal_uuid,
+                provider: self.provider,
+                provider_user_id: self.provider_user_id,
+                email: self.email,
+                name: self.name,
+                email_verified: self.email_verified,
+            },
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct EntityMetadataRow {
     pub entity_id: Uuid,
@@ -116,7 +152,8 @@ pub(super) struct EntityMetadataRow {
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
         use $crate::store::sql::{
-            CHILD_COLUMNS, COUNT_COLUMNS, ChildRow, CountsRow, EntityMetadataRow, TM_COLUMNS, ThreatModelRow,
+            CHILD_COLUMNS, COUNT_COLUMNS, ChildRow, CountsRow, EntityMetadataRow, GroupMemberRow, TM_COLUMNS,
+            ThreatModelRow,
         };
         use $crate::store::{
             AccessRecord, ChildRecord, ChildWrite, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError, StoreResult,
@@ -406,13 +443,49 @@ macro_rules! sql_store {
 
             async fn add_group_member(&self, group: ::uuid::Uuid, user: ::uuid::Uuid) -> StoreResult<()> {
                 ::sqlx::query(
-                    "INSERT INTO group_members (group_uuid, user_uuid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    "INSERT INTO group_members (group_uuid, user_uuid, id, added_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(group)
                 .bind(user)
+                .bind(::uuid::Uuid::new_v4())
+                .bind(::chrono::Utc::now())
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn get_group(&self, group: ::uuid::Uuid) -> StoreResult<Option<GroupRecord>> {
+                Ok(::sqlx::query_as(
+                    "SELECT internal_uuid, provider, group_name, name FROM groups WHERE internal_uuid = $1",
+                )
+                .bind(group)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn group_members(
+                &self,
+                group: ::uuid::Uuid,
+                limit: i64,
+                offset: i64,
+            ) -> StoreResult<(Vec<$crate::store::GroupMemberRecord>, i64)> {
+                let (total,): (i64,) = ::sqlx::query_as("SELECT COUNT(*) FROM group_members WHERE group_uuid = $1")
+                    .bind(group)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let rows: Vec<GroupMemberRow> = ::sqlx::query_as(
+                    "SELECT m.id AS membership_id, m.added_at, u.internal_uuid, u.provider, u.provider_user_id, \
+                     u.email, u.name, u.email_verified, u.created_at FROM group_members m \
+                     JOIN users u ON u.internal_uuid = m.user_uuid WHERE m.group_uuid = $1 \
+                     ORDER BY u.name, u.email, u.internal_uuid LIMIT $2 OFFSET $3",
+                )
+                .bind(group)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((rows.into_iter().map(|r| r.into_record(group)).collect(), total))
             }
 
             async fn group_member_count(&self, group: ::uuid::Uuid) -> StoreResult<i64> {

@@ -68,8 +68,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn search_columns_are_backfilled() {
-        use crate::store::testsuite::{LEGACY_THREAT_MODEL, legacy_doc, legacy_row_is_searchable};
+    async fn migrations_backfill_existing_rows() {
+        use crate::store::testsuite::{
+            LEGACY_MEMBER, LEGACY_THREAT_MODEL, legacy_doc, legacy_member_is_listed, legacy_row_is_searchable,
+        };
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/tmi.db", dir.path().display());
         let store = Sqlite::connect(&url, 2).await.unwrap();
@@ -83,7 +85,21 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
+        let user = uuid::Uuid::new_v4();
+        sqlx::query(LEGACY_MEMBER[0])
+            .bind(user)
+            .bind(at)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query(LEGACY_MEMBER[1])
+            .bind(crate::store::groups::SECURITY_REVIEWERS)
+            .bind(user)
+            .execute(&store.pool)
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         legacy_row_is_searchable(&store, at).await;
+        legacy_member_is_listed(&store).await;
     }
 }

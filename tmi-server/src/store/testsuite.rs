@@ -130,6 +130,36 @@ async fn users_and_groups(store: &dyn Store) {
     assert_eq!(gs.len(), 1);
     assert_eq!(gs[0].group_name, "administrators");
     assert_eq!(gs[0].internal_uuid, groups::ADMINISTRATORS);
+    assert_eq!(
+        store.get_group(groups::ADMINISTRATORS).await.unwrap(),
+        Some(gs[0].clone())
+    );
+    assert_eq!(store.get_group(Uuid::new_v4()).await.unwrap(), None);
+
+    // Members: ordered by name, paginated, with a stable membership id.
+    let mut aaron = user("aaron");
+    aaron.name = "Aaron".into();
+    let aaron = store.upsert_login_user(&aaron).await.unwrap();
+    store
+        .add_group_member(groups::ADMINISTRATORS, aaron.internal_uuid)
+        .await
+        .unwrap();
+    let (page, total) = store.group_members(groups::ADMINISTRATORS, 10, 0).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        page.iter()
+            .map(|m| m.user.provider_user_id.as_str())
+            .collect::<Vec<_>>(),
+        ["aaron", "alice"]
+    );
+    assert!(page.iter().all(|m| m.group_uuid == groups::ADMINISTRATORS));
+    assert!(page.iter().all(|m| (Utc::now() - m.added_at).num_minutes() < 5));
+    let (second, total) = store.group_members(groups::ADMINISTRATORS, 1, 1).await.unwrap();
+    assert_eq!((second.len(), total), (1, 2));
+    assert_eq!(second[0], page[1], "same id and data on every call");
+    assert_ne!(page[0].id, page[1].id);
+    let (none, total) = store.group_members(groups::EVERYONE, 10, 0).await.unwrap();
+    assert!(none.is_empty() && total == 0);
     assert_eq!(store.get_preferences(alice.internal_uuid).await.unwrap(), None);
     store
         .put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 1}}))
@@ -654,4 +684,27 @@ async fn bulk_child_writes(store: &dyn Store) {
             .len(),
         4
     );
+}
+
+/// A user and a membership as written before memberships had an id (same SQL on both dialects).
+pub const LEGACY_MEMBER: [&str; 2] = [
+    "INSERT INTO users (internal_uuid, provider, provider_user_id, email, name, email_verified, created_at) \
+     VALUES ($1, 'tmi', 'old-timer', 'old@tmi.local', 'Old Timer', FALSE, $2)",
+    "INSERT INTO group_members (group_uuid, user_uuid) VALUES ($1, $2)",
+];
+
+/// After the membership migration, the legacy member is listed with an id.
+pub async fn legacy_member_is_listed(store: &dyn Store) {
+    let (members, total) = store
+        .group_members(groups::SECURITY_REVIEWERS, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(members[0].user.provider_user_id, "old-timer");
+    assert!(!members[0].id.is_nil());
+    let (again, _) = store
+        .group_members(groups::SECURITY_REVIEWERS, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(again, members);
 }

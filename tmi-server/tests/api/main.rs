@@ -33,5 +33,6 @@ mod bulk;
 mod children;
 mod health;
 mod list_filters;
+mod me_groups;
 mod rules;
 mod threat_models;
