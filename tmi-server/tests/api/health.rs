@@ -1,6 +1,12 @@
-//! Service info, probes, metrics, discovery and the placeholder features.
+//! Service info, probes, metrics, discovery and the placeholder features; readiness while the
+//! configured Redis is unreachable.
 
-use crate::helpers::{Backend, TestApp};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::helpers::{Backend, Options, Res, TestApp, redis_url};
 
 async fn service_info_and_probes(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -95,8 +101,151 @@ async fn preferences(b: Backend) {
     .expect_error(400, "invalid_input");
 }
 
+/// A TCP relay to the test Redis on a fixed port that can be closed (the port refuses connections
+/// and every relayed connection is cut) and opened again, to play a Redis outage.
+struct RedisSwitch {
+    port: u16,
+    target: String,
+    relay: Option<JoinSet<()>>,
+}
+
+impl RedisSwitch {
+    async fn new() -> Self {
+        let target = redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let mut switch = RedisSwitch {
+            port,
+            target,
+            relay: None,
+        };
+        switch.open().await;
+        switch
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn open(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let target = self.target.clone();
+        let mut relay = JoinSet::new();
+        relay.spawn(async move {
+            // Connections live in this set, so that dropping it (close) cuts them all.
+            let mut connections = JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        self.relay = Some(relay);
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut relay) = self.relay.take() {
+            relay.shutdown().await;
+        }
+    }
+}
+
+/// Polls `path` until it answers `status` (or fails after `within`).
+async fn eventually(app: &TestApp, path: &str, status: u16, within: Duration) -> Res {
+    let start = Instant::now();
+    loop {
+        let r = app.get(path, None).await;
+        if r.status.as_u16() == status || start.elapsed() > within {
+            assert_eq!(r.status.as_u16(), status, "{path} after {within:?}: {}", r.body);
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `/readyz` follows the configured Redis (token store and collaboration): 503 while its port is
+/// closed, 200 again once it answers; `/livez` stays 200 and `/` reports `degraded`.
+async fn readiness_follows_redis(b: Backend) {
+    let mut redis = RedisSwitch::new().await;
+    let app = TestApp::spawn_with(
+        b,
+        Options {
+            redis: true,
+            vars: vec![
+                ("TMI_REDIS_URL", redis.url()),
+                (
+                    "TMI_REDIS_KEY_PREFIX",
+                    format!("test:{}:", uuid::Uuid::new_v4().simple()),
+                ),
+            ],
+        },
+    )
+    .await;
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.expect(200)["redis"]["status"], "healthy");
+
+    redis.close().await;
+    let down = eventually(&app, "/readyz", 503, Duration::from_secs(10)).await;
+    assert_eq!(down.body["redis"]["status"], "unhealthy", "{}", down.body);
+    assert_eq!(down.body["database"]["status"], "healthy");
+    assert_eq!(app.get("/livez", None).await.expect(200)["status"], "ok");
+    let info = app.get("/", None).await;
+    assert_eq!(info.expect(200)["status"]["code"], "degraded");
+    assert_eq!(info.body["health"]["redis"]["status"], "unhealthy");
+
+    redis.open().await;
+    let up = eventually(&app, "/readyz", 200, Duration::from_secs(30)).await;
+    assert_eq!(up.body["redis"]["status"], "healthy");
+    assert_eq!(app.get("/", None).await.expect(200)["status"]["code"], "ok");
+    // The token store works again: a full login goes through Redis.
+    let s = app.login("alice").await;
+    app.get("/me", Some(&s.access)).await.expect(200);
+}
+
+/// At start, an unreachable Redis stops the server (as TMI does: tmi-compat.md §5.5), with a message
+/// that names the variable and not the password. Independent of the database, so it runs once.
+#[tokio::test]
+async fn unreachable_redis_at_start() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/tmi.db", dir.path().display());
+    let vars: std::collections::HashMap<String, String> = [
+        ("TMI_DATABASE_URL", db),
+        ("TMI_BUILD_MODE", "test".into()),
+        ("TMI_JWT_SECRET", "integration-test-secret-0123456789".into()),
+        ("TMI_DATA_DIR", dir.path().display().to_string()),
+        (
+            "TMI_REDIS_URL",
+            format!("redis://:hunter2secret@127.0.0.1:{closed}"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = tmi_server::config::Config::from_vars(&vars).unwrap();
+    let err = match tmi_server::build_state(config).await {
+        Ok(_) => panic!("the server started without its Redis"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("TMI_REDIS_URL"), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+}
+
 both_backends!(
     service_info_and_probes,
     unused_features_are_empty_lists,
-    preferences
+    preferences,
+    readiness_follows_redis
 );

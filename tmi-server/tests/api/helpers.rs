@@ -200,8 +200,10 @@ impl TestApp {
         let store = tmi_server::connect_store(&config).await.expect("connect store");
         let kv: Arc<dyn TokenKv> = if opts.redis {
             let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+            // The configured Redis when a test sets one, as `build_state` does; else the test Redis.
+            let url = vars.get("TMI_REDIS_URL").cloned().unwrap_or_else(redis_url);
             Arc::new(
-                RedisKv::connect(&redis_url(), &prefix)
+                RedisKv::connect(&url, &prefix)
                     .await
                     .expect("connect TMI_TEST_REDIS_URL"),
             )
