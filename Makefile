@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test bench-api bench-operator controlplane cluster-up cluster-down crds docs fmt lint images
+.PHONY: run test bench-api bench-collab bench-operator controlplane cluster-up cluster-down crds docs fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -13,6 +13,10 @@ test:
 # Benchmarks (release builds), with the same services the tests use. See docs/server.md and docs/operator.md.
 bench-api:
 	scripts/with-services.sh cargo bench -p tmi-server --bench api
+
+# Collaboration: WebSocket fan-out latency and operations/s on one and two replicas (docs/development.md).
+bench-collab:
+	scripts/with-services.sh cargo bench -p tmi-server --bench collab
 
 bench-operator:
 	scripts/with-services.sh cargo bench -p tmi-operator --bench operator
