@@ -72,6 +72,17 @@ impl TokenKv for MemoryKv {
     }
 }
 
+/// A Redis client for `url` (which holds the password: errors never include it), with Nagle off
+/// so that small commands and messages are not held back.
+pub fn redis_client(url: &str) -> anyhow::Result<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map_err(|_| anyhow::anyhow!("invalid Redis URL"))?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info).map_err(|_| anyhow::anyhow!("invalid Redis URL"))
+}
+
 /// Redis-backed store; every key gets `prefix`.
 pub struct RedisKv {
     conn: ConnectionManager,
@@ -81,7 +92,7 @@ pub struct RedisKv {
 impl RedisKv {
     /// Connects; `url` holds the password, so errors never include it.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("invalid Redis URL"))?;
+        let client = redis_client(url)?;
         let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
             .await
             .map_err(|_| anyhow::anyhow!("timed out connecting to Redis"))?

@@ -250,7 +250,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 impl RedisBackend {
     /// Connects; `url` holds the password, so errors never include it.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|_| anyhow::anyhow!("invalid Redis URL"))?;
+        let client = crate::auth::kv::redis_client(url)?;
         let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
             .await
             .map_err(|_| anyhow::anyhow!("timed out connecting to Redis"))?

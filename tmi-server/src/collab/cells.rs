@@ -118,8 +118,9 @@ fn cell_id(cell: &Cell) -> Option<&str> {
     cell.get("id").and_then(Value::as_str)
 }
 
-/// Applies `operation` to `cells`.
-pub fn apply(cells: &[Cell], operation: &CellPatchOperation) -> Result<Applied, Rejection> {
+/// Applies `operation` to `cells` (taken by value: the diagram's cells are changed in place, not
+/// copied; on a rejection the caller keeps nothing).
+pub fn apply(cells: Vec<Cell>, operation: &CellPatchOperation) -> Result<Applied, Rejection> {
     if let PatchKind::Other(t) = &operation.kind {
         return Err(Rejection::new(
             RejectionReason::InvalidOperationType,
@@ -153,7 +154,7 @@ pub fn apply(cells: &[Cell], operation: &CellPatchOperation) -> Result<Applied, 
         }
     }
 
-    let mut out: Vec<Cell> = cells.to_vec();
+    let mut out = cells;
     let mut index: HashMap<String, usize> = out
         .iter()
         .enumerate()
@@ -293,7 +294,7 @@ mod tests {
             {"id": "b", "operation": "add", "data": {"shape": "actor", "x": 1, "y": 2, "width": 3, "height": 4}},
             {"id": "a", "operation": "update", "data": {"id": "a", "shape": "store"}},
         ]));
-        let applied = apply(&start, &o).unwrap();
+        let applied = apply(start.clone(), &o).unwrap();
         assert_eq!(applied.cells.len(), 2);
         assert_eq!(
             applied.cells[1]["position"],
@@ -302,11 +303,15 @@ mod tests {
         );
         assert_eq!(applied.cells[1]["id"], "b", "id filled in");
         assert_eq!(applied.cells[0]["shape"], "store");
-        let undone = apply(&applied.cells, &applied.inverse).unwrap();
+        let undone = apply(applied.cells.clone(), &applied.inverse).unwrap();
         assert_eq!(undone.cells, start);
-        let removed = apply(&applied.cells, &op(json!([{"id": "a", "operation": "remove"}]))).unwrap();
+        let removed = apply(
+            applied.cells.clone(),
+            &op(json!([{"id": "a", "operation": "remove"}])),
+        )
+        .unwrap();
         assert_eq!(removed.cells.len(), 1);
-        let restored = apply(&removed.cells, &removed.inverse).unwrap();
+        let restored = apply(removed.cells.clone(), &removed.inverse).unwrap();
         assert!(
             restored
                 .cells
@@ -319,7 +324,7 @@ mod tests {
     fn conflicts_and_validation() {
         let start = vec![cell(json!({"id": "a", "shape": "process"}))];
         let r = apply(
-            &start,
+            start.clone(),
             &op(json!([{"id": "a", "operation": "add", "data": {"shape": "x"}}])),
         )
         .unwrap_err();
@@ -328,24 +333,24 @@ mod tests {
             (RejectionReason::ConflictDetected, "cell_already_exists", true)
         );
         let r = apply(
-            &start,
+            start.clone(),
             &op(json!([{"id": "z", "operation": "update", "data": {"shape": "x"}}])),
         )
         .unwrap_err();
         assert_eq!(r.code, "update_nonexistent_cell");
-        let r = apply(&start, &op(json!([{"id": "z", "operation": "add"}]))).unwrap_err();
+        let r = apply(start.clone(), &op(json!([{"id": "z", "operation": "add"}]))).unwrap_err();
         assert_eq!(
             (r.reason, r.requires_resync),
             (RejectionReason::ValidationFailed, false)
         );
-        let r = apply(&start, &op(json!([{"id": "z", "operation": "remove"}]))).unwrap_err();
+        let r = apply(start.clone(), &op(json!([{"id": "z", "operation": "remove"}]))).unwrap_err();
         assert_eq!(r.reason, RejectionReason::NoStateChange);
-        let r = apply(&start, &op(json!([]))).unwrap_err();
+        let r = apply(start.clone(), &op(json!([]))).unwrap_err();
         assert_eq!(r.reason, RejectionReason::EmptyOperation);
-        let r = apply(&start, &op(json!([{"id": "a", "operation": "explode"}]))).unwrap_err();
+        let r = apply(start.clone(), &op(json!([{"id": "a", "operation": "explode"}]))).unwrap_err();
         assert_eq!(r.reason, RejectionReason::InvalidOperationType);
         let r = apply(
-            &start,
+            start.clone(),
             &op(json!([{"id": "q", "operation": "add", "data": {"id": "other"}}])),
         )
         .unwrap_err();
@@ -357,7 +362,7 @@ mod tests {
         let start = vec![cell(json!({"id": "a"}))];
         // The second change conflicts: nothing of the batch applies.
         let r = apply(
-            &start,
+            start.clone(),
             &op(
                 json!([{"id": "n", "operation": "add", "data": {}}, {"id": "a", "operation": "add", "data": {}}]),
             ),
@@ -365,7 +370,7 @@ mod tests {
         assert!(r.is_err());
         // Two changes of one cell: the last wins.
         let applied = apply(
-            &start,
+            start.clone(),
             &op(json!([
                 {"id": "a", "operation": "update", "data": {"label": 1}},
                 {"id": "a", "operation": "update", "data": {"label": 2}},

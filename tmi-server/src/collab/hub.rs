@@ -971,33 +971,38 @@ impl Hub {
                 record.threat_model_id,
                 "diagram",
                 record.diagram_id,
-                &mut |current| {
-                    let vector = vector_of(current);
-                    if current.deleted_at.is_some() {
+                &mut |mut next: ChildRecord| {
+                    let vector = vector_of(&next);
+                    if next.deleted_at.is_some() {
                         outcome = Some(Err((vector, diagram_gone())));
                         return None;
                     }
-                    let cells_now: Vec<Cell> = current
-                        .doc
-                        .get("cells")
-                        .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|c| c.as_object().cloned()).collect())
-                        .unwrap_or_default();
-                    match cells::apply(&cells_now, operation) {
+                    // The cells move out of the row and back in: no copy of the diagram.
+                    let cells_now: Vec<Cell> = match next.doc.get_mut("cells").map(Value::take) {
+                        Some(Value::Array(items)) => items
+                            .into_iter()
+                            .filter_map(|c| match c {
+                                Value::Object(m) => Some(m),
+                                _ => None,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    match cells::apply(cells_now, operation) {
                         Err(r) => {
                             outcome = Some(Err((vector, r)));
                             None
                         }
-                        Ok(applied) => {
-                            let mut next = current.clone();
+                        Ok(mut applied) => {
+                            let cells = std::mem::take(&mut applied.cells);
                             if let Value::Object(doc) = &mut next.doc {
                                 doc.insert(
                                     "cells".into(),
-                                    Value::Array(applied.cells.iter().cloned().map(Value::Object).collect()),
+                                    Value::Array(cells.into_iter().map(Value::Object).collect()),
                                 );
                                 doc.insert("update_vector".into(), json!(vector + 1));
                             }
-                            next.version = current.version + 1;
+                            next.version += 1;
                             next.modified_at = now;
                             outcome = Some(Ok((applied, vector + 1)));
                             Some(next)

@@ -351,7 +351,7 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<()>;
     async fn get_child(&self, threat_model_id: Uuid, kind: &str, id: Uuid) -> StoreResult<ChildRecord>;
     /// Read-modify-write of one child under a lock (a row lock in PostgreSQL, the write lock in
-    /// SQLite), so concurrent writers from any replica queue instead of retrying: `change` gets
+    /// SQLite), so concurrent writers from any replica queue instead of retrying: `change` takes
     /// the stored row and returns the row to write, or `None` to write nothing. Returns what was
     /// written. The version check of `update_child` is not needed here.
     async fn update_child_locked(
@@ -359,7 +359,7 @@ pub trait Store: Send + Sync {
         threat_model_id: Uuid,
         kind: &str,
         id: Uuid,
-        change: &mut (dyn for<'r> FnMut(&'r ChildRecord) -> Option<ChildRecord> + Send),
+        change: &mut (dyn FnMut(ChildRecord) -> Option<ChildRecord> + Send),
     ) -> StoreResult<Option<ChildRecord>>;
     /// Children of one kind (every kind when `kind` is `None`), oldest first.
     async fn list_children(

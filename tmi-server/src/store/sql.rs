@@ -724,7 +724,7 @@ macro_rules! sql_store {
                 threat_model_id: ::uuid::Uuid,
                 kind: &str,
                 id: ::uuid::Uuid,
-                change: &mut (dyn for<'r> FnMut(&'r ChildRecord) -> Option<ChildRecord> + Send),
+                change: &mut (dyn FnMut(ChildRecord) -> Option<ChildRecord> + Send),
             ) -> StoreResult<Option<ChildRecord>> {
                 let mut tx = self.pool.begin_with(Self::BEGIN).await?;
                 let row: ChildRow = ::sqlx::query_as(AssertSqlSafe(format!(
@@ -737,7 +737,7 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let current: ChildRecord = row.into();
-                let Some(next) = change(&current) else {
+                let Some(next) = change(current) else {
                     tx.rollback().await?;
                     return Ok(None);
                 };

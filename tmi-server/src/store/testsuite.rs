@@ -399,9 +399,8 @@ async fn children_and_metadata(store: &dyn Store) {
     // Locked read-modify-write: concurrent writers queue, none is lost; `None` writes nothing.
     let bumps = (0..8).map(|_| async {
         store
-            .update_child_locked(parent.id, "threat", child.id, &mut |c| {
-                let mut next = c.clone();
-                let n = c.doc.get("n").and_then(serde_json::Value::as_i64).unwrap_or(0);
+            .update_child_locked(parent.id, "threat", child.id, &mut |mut next| {
+                let n = next.doc.get("n").and_then(serde_json::Value::as_i64).unwrap_or(0);
                 next.doc["n"] = serde_json::json!(n + 1);
                 Some(next)
             })
@@ -420,9 +419,7 @@ async fn children_and_metadata(store: &dyn Store) {
     );
     assert!(matches!(
         store
-            .update_child_locked(parent.id, "threat", uuid::Uuid::new_v4(), &mut |c| Some(
-                c.clone()
-            ))
+            .update_child_locked(parent.id, "threat", uuid::Uuid::new_v4(), &mut Some)
             .await,
         Err(StoreError::NotFound)
     ));
