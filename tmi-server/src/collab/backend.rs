@@ -422,7 +422,13 @@ impl Backend for RedisBackend {
                         }
                         first = false;
                         let mut stream = pubsub.into_on_message();
-                        while let Some(msg) = stream.next().await {
+                        loop {
+                            let msg = tokio::select! {
+                                msg = stream.next() => msg,
+                                // The hub is gone: stop, closing the subscriber connection.
+                                () = tx.closed() => return,
+                            };
+                            let Some(msg) = msg else { break };
                             let Ok(payload) = msg.get_payload::<String>() else {
                                 continue;
                             };

@@ -162,6 +162,8 @@ pub struct Hub {
     pub metrics: CollabMetrics,
     local: Mutex<HashMap<Uuid, Arc<LocalSession>>>,
     shutting_down: AtomicBool,
+    /// Dropped with the hub, which ends its background tasks.
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 fn text(message: &ServerMessage) -> Arc<str> {
@@ -259,11 +261,19 @@ impl Hub {
             metrics,
             local: Mutex::default(),
             shutting_down: AtomicBool::new(false),
+            alive: tokio::sync::watch::channel(()).0,
         });
         let mut signals = backend.subscribe();
         let weak = Arc::downgrade(&hub);
+        let mut alive = hub.alive.subscribe();
         tokio::spawn(async move {
-            while let Some(signal) = signals.recv().await {
+            loop {
+                let signal = tokio::select! {
+                    s = signals.recv() => s,
+                    // The hub was dropped: end the subscription too.
+                    _ = alive.changed() => None,
+                };
+                let Some(signal) = signal else { return };
                 let Some(hub) = weak.upgrade() else { return };
                 match signal {
                     Signal::Message(payload) => hub.dispatch(&payload),
@@ -1197,4 +1207,64 @@ fn dedupe(participants: Vec<ParticipantRecord>) -> Vec<Participant> {
 /// The socket queue size, for the socket driver.
 pub fn socket_queue() -> usize {
     SOCKET_QUEUE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collab::backend::RedisBackend;
+
+    async fn subscribers(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+        let reply: (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(conn)
+            .await
+            .unwrap();
+        reply.1
+    }
+
+    /// A hub that is dropped (tests, shutdown) leaves no subscriber connection behind.
+    #[tokio::test]
+    async fn dropping_the_hub_ends_its_redis_subscription() {
+        let url = std::env::var("TMI_TEST_REDIS_URL")
+            .expect("TMI_TEST_REDIS_URL is not set: run the tests with `make test`, which starts Redis");
+        let prefix = format!("test:{}:", Uuid::new_v4().simple());
+        let backend = Arc::new(RedisBackend::connect(&url, &prefix).await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Sqlite::connect(&format!("sqlite://{}/t.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let hub = Hub::start(
+            backend,
+            Arc::new(store),
+            Settings::default(),
+            CollabMetrics::default(),
+        );
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let channel = format!("{prefix}collab:events");
+        let mut n = 0;
+        for _ in 0..100 {
+            n = subscribers(&mut conn, &channel).await;
+            if n == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(n, 1, "the hub subscribes");
+        drop(hub);
+        for _ in 0..100 {
+            n = subscribers(&mut conn, &channel).await;
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(n, 0, "the subscription ended with the hub");
+    }
 }
