@@ -83,6 +83,37 @@ pub fn redis_client(url: &str) -> anyhow::Result<redis::Client> {
     redis::Client::open(info).map_err(|_| anyhow::anyhow!("invalid Redis URL"))
 }
 
+/// A client and a managed connection for `url`. A Redis that does not answer at start is not
+/// fatal: the connection is then made lazily and retried on use, the server starts, and
+/// `/readyz` answers 503 until Redis answers (instead of a crash loop that delays recovery).
+/// Only an invalid URL is an error.
+pub async fn connection_manager(url: &str) -> anyhow::Result<(redis::Client, ConnectionManager)> {
+    let client = redis_client(url)?;
+    // Few, quick reconnection attempts per request: a request fails fast while Redis is down
+    // (and is retried by the next one), instead of hanging behind a long backoff.
+    let config = || {
+        redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+    };
+    let first = ConnectionManager::new_with_config(client.clone(), config());
+    match tokio::time::timeout(Duration::from_secs(10), first).await {
+        Ok(Ok(conn)) => return Ok((client, conn)),
+        Ok(Err(e)) => tracing::warn!(
+            error = e.kind_str(),
+            "Redis does not answer; starting without it and retrying (/readyz answers 503 meanwhile)"
+        ),
+        Err(_) => tracing::warn!(
+            "timed out connecting to Redis; starting without it and retrying (/readyz answers 503 meanwhile)"
+        ),
+    }
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config())
+        .map_err(|e| anyhow::anyhow!("cannot set up the Redis connection: {}", e.kind_str()))?;
+    Ok((client, conn))
+}
+
 /// Redis-backed store; every key gets `prefix`.
 pub struct RedisKv {
     conn: ConnectionManager,
@@ -92,11 +123,7 @@ pub struct RedisKv {
 impl RedisKv {
     /// Connects; `url` holds the password, so errors never include it.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis_client(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out connecting to Redis"))?
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {}", e.kind_str()))?;
+        let (_, conn) = connection_manager(url).await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

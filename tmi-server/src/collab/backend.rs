@@ -248,13 +248,10 @@ pub struct RedisBackend {
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisBackend {
-    /// Connects; `url` holds the password, so errors never include it.
+    /// Connects (lazily when Redis does not answer yet, see `auth::kv::connection_manager`);
+    /// `url` holds the password, so errors never include it.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = crate::auth::kv::redis_client(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out connecting to Redis"))?
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {:?}", e.kind()))?;
+        let (client, conn) = crate::auth::kv::connection_manager(url).await?;
         Ok(Self {
             client,
             conn,
