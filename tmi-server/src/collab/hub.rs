@@ -422,9 +422,11 @@ impl Hub {
                 },
             )
             .await?;
+        // The socket joins under the map's lock, so that a concurrent last leave cannot drop the
+        // local session between finding it and joining it.
         let local = {
             let mut locals = self.locals();
-            locals
+            let local = locals
                 .entry(sid)
                 .or_insert_with(|| {
                     Arc::new(LocalSession {
@@ -437,19 +439,20 @@ impl Hub {
                         last_seq: AtomicU64::new(0),
                     })
                 })
-                .clone()
+                .clone();
+            local.dispatch().conns.insert(
+                conn_id,
+                ConnHandle {
+                    user: user.clone(),
+                    permissions,
+                    data,
+                    control,
+                    vector: None,
+                    pending: Vec::new(),
+                },
+            );
+            local
         };
-        local.dispatch().conns.insert(
-            conn_id,
-            ConnHandle {
-                user: user.clone(),
-                permissions,
-                data,
-                control,
-                vector: None,
-                pending: Vec::new(),
-            },
-        );
         match self.load_diagram(record).await {
             Ok(diagram) => self.deliver_state(&local, conn_id, &diagram),
             Err(e) => {
