@@ -116,7 +116,9 @@ struct ConnHandle {
     /// The `update_vector` this socket has seen; `None` until its `diagram_state` went out, while
     /// events wait in `pending`.
     vector: Option<i64>,
-    pending: Vec<(i64, Option<Uuid>, Arc<str>)>,
+    /// Held messages: operation events (with their vector and excluded socket) and, with no
+    /// vector, other messages, which must also follow `diagram_state` (tmi-compat Part B §4.3).
+    pending: Vec<(Option<i64>, Option<Uuid>, Arc<str>)>,
 }
 
 #[derive(Default)]
@@ -482,11 +484,15 @@ impl Hub {
             send(conn, state);
             conn.vector = Some(v);
             for (ev, exclude, payload) in std::mem::take(&mut conn.pending) {
-                if ev > v {
-                    conn.vector = Some(ev);
-                    if exclude != Some(conn_id) {
-                        send(conn, payload);
+                match ev {
+                    None => send(conn, payload),
+                    Some(ev) if ev > v => {
+                        conn.vector = Some(ev);
+                        if exclude != Some(conn_id) {
+                            send(conn, payload);
+                        }
                     }
+                    Some(_) => {}
                 }
             }
         }
@@ -645,7 +651,7 @@ impl Hub {
                     if Some(*id) == exclude || to_user.as_ref().is_some_and(|u| *u != user_key(&conn.user)) {
                         continue;
                     }
-                    send(conn, payload.clone());
+                    send_after_state(conn, payload.clone());
                 }
             }
             EnvelopeKind::Participants { initiating_user } => {
@@ -662,7 +668,7 @@ impl Hub {
                             let payload = text(&ServerMessage::ParticipantsUpdate(update));
                             let mut d = local.dispatch();
                             for conn in d.conns.values_mut() {
-                                send(conn, payload.clone());
+                                send_after_state(conn, payload.clone());
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "reading participants failed"),
@@ -1164,7 +1170,7 @@ fn drain(d: &mut Dispatch) {
         d.delivered = v;
         for (id, conn) in d.conns.iter_mut() {
             match conn.vector {
-                None => conn.pending.push((v, exclude, payload.clone())),
+                None => conn.pending.push((Some(v), exclude, payload.clone())),
                 Some(cv) if v > cv => {
                     conn.vector = Some(v);
                     if exclude != Some(*id) {
@@ -1174,6 +1180,15 @@ fn drain(d: &mut Dispatch) {
                 Some(_) => {}
             }
         }
+    }
+}
+
+/// Queues a message, or holds it until the socket's `diagram_state` went out.
+fn send_after_state(conn: &mut ConnHandle, payload: Arc<str>) {
+    if conn.vector.is_none() {
+        conn.pending.push((None, None, payload));
+    } else {
+        send(conn, payload);
     }
 }
 

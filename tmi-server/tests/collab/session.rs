@@ -47,7 +47,15 @@ fn contract() -> tmi_server::openapi::Spec {
 
 async fn join(s: &Setup, token: &str, session: &Value) -> Client {
     let mut c = s.r.connect(token, session).await;
-    let state = c.expect("diagram_state").await;
+    // The web client loads the diagram from the first message (tmi-compat Part B §4.3).
+    let first = c.next_within(Duration::from_secs(10)).await;
+    let Some(crate::support::Frame::Json(state)) = first else {
+        panic!("no first message: {first:?}");
+    };
+    assert_eq!(
+        state["message_type"], "diagram_state",
+        "the first message is the diagram"
+    );
     assert_eq!(state["diagram_id"], session["diagram_id"]);
     c.expect("participants_update").await;
     c
