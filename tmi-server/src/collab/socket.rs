@@ -91,17 +91,19 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A request that cannot be upgraded is refused before its ticket is consumed.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::invalid(format!("WebSocket upgrade required: {rejection}")).into_response();
+        }
+    };
     match prepare(&state, &tm, &d, &q, &headers).await {
-        Ok(Prepared::Ready(ctx)) => match ws {
-            Ok(ws) => ws
-                .max_message_size(2 * MAX_MESSAGE)
-                .max_frame_size(2 * MAX_MESSAGE)
-                .on_upgrade(move |socket| run(socket, state, *ctx))
-                .into_response(),
-            Err(rejection) => {
-                ApiError::invalid(format!("WebSocket upgrade required: {rejection}")).into_response()
-            }
-        },
+        Ok(Prepared::Ready(ctx)) => ws
+            .max_message_size(2 * MAX_MESSAGE)
+            .max_frame_size(2 * MAX_MESSAGE)
+            .on_upgrade(move |socket| run(socket, state, *ctx))
+            .into_response(),
         Ok(Prepared::Refused(res)) => res,
         Err(e) => e.into_response(),
     }

@@ -390,6 +390,19 @@ async fn bad_input_leaves_the_session_and_others_unaffected() {
     // Tickets: single use, bound to their session, required, and the only credential.
     let sid = session["session_id"].as_str().unwrap();
     let ticket = s.r.ticket(&s.bob, sid).await;
+    // A plain GET (no upgrade) is refused without consuming the ticket.
+    let plain =
+        s.r.call(
+            Method::GET,
+            &format!(
+                "/threat_models/{}/diagrams/{}/ws?session_id={sid}&ticket={ticket}",
+                s.tm, s.d
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(plain.status.as_u16(), 400, "{}", plain.body);
     let c = s.r.connect_with(&session, &ticket).await.expect("first use");
     assert_eq!(
         s.r.connect_with(&session, &ticket).await.err(),
