@@ -39,6 +39,18 @@ pub struct Ticket {
     pub groups: Vec<String>,
     /// SHA-256 of that access token: revoking it (logout) closes the socket with 4401.
     pub token_hash: String,
+    /// When the login behind the token ends for good (its `auth_time` plus the absolute session
+    /// lifetime): no refresh can extend it, so the socket closes with 4401 then. A token's own
+    /// short expiry does not close the socket: the web client refreshes it in the background and
+    /// has no reconnect.
+    pub login_expires_at: i64,
+}
+
+impl Ticket {
+    /// Whether the login behind the ticket has ended at `now` (Unix seconds). Pure.
+    pub fn login_expired(&self, now: i64) -> bool {
+        now >= self.login_expires_at
+    }
 }
 
 /// The protocol's view of a user.
@@ -268,6 +280,7 @@ pub async fn ticket(
         session_id: sid,
         groups: user.groups().to_vec(),
         token_hash: token_hash(&user.token),
+        login_expires_at: user.claims.auth_time + state.config.session_lifetime_days * 86_400,
     };
     let value = serde_json::to_string(&data).map_err(ApiError::internal)?;
     state
@@ -350,4 +363,24 @@ pub fn too_many(message: &str) -> Response {
         }),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_ends_at_its_absolute_lifetime() {
+        let ticket = Ticket {
+            user_id: Uuid::nil(),
+            provider: "tmi".into(),
+            provider_id: "alice".into(),
+            session_id: Uuid::nil(),
+            groups: vec![],
+            token_hash: String::new(),
+            login_expires_at: 1_000,
+        };
+        assert!(!ticket.login_expired(999));
+        assert!(ticket.login_expired(1_000));
+    }
 }

@@ -416,9 +416,16 @@ impl Conn<'_> {
             .ok()
             .flatten()
             .is_some();
-        if revoked {
+        if revoked || self.ticket.login_expired(chrono::Utc::now().timestamp()) {
             self.send(error_message("unauthorized", "Your session has ended"));
-            self.close(4401, "Token revoked");
+            self.close(
+                4401,
+                if revoked {
+                    "Token revoked"
+                } else {
+                    "Session expired"
+                },
+            );
             return true;
         }
         let record = self.local.record();
