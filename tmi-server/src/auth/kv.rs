@@ -114,6 +114,31 @@ pub async fn connection_manager(url: &str) -> anyhow::Result<(redis::Client, Con
     Ok((client, conn))
 }
 
+/// Bound of one Redis request (a reconnection included), so that an outage fails requests
+/// quickly instead of hanging them.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends one Redis request (`send` gets a handle on the managed connection). A request that
+/// failed on a dropped connection is sent once more, on the connection the manager
+/// re-establishes, so a Redis restart costs no request. Errors carry the error kind only.
+pub async fn request<T, F, Fut>(conn: &ConnectionManager, send: F) -> anyhow::Result<T>
+where
+    F: Fn(ConnectionManager) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    for attempt in 0..2 {
+        match tokio::time::timeout(REQUEST_TIMEOUT, send(conn.clone())).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e))
+                if attempt == 0
+                    && (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()) => {}
+            Ok(Err(e)) => return Err(anyhow::anyhow!("Redis command failed: {}", e.kind_str())),
+            Err(_) => return Err(anyhow::anyhow!("Redis command timed out")),
+        }
+    }
+    Err(anyhow::anyhow!("Redis command failed"))
+}
+
 /// Redis-backed store; every key gets `prefix`.
 pub struct RedisKv {
     conn: ConnectionManager,
@@ -134,18 +159,8 @@ impl RedisKv {
         format!("{}{key}", self.prefix)
     }
 
-    /// Runs a command; one that failed on a dropped connection is retried once on the connection
-    /// the manager re-establishes, so a Redis restart does not fail a request.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
-        let mut conn = self.conn.clone();
-        match cmd.query_async::<T>(&mut conn).await {
-            Ok(v) => Ok(v),
-            Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
-                let mut conn = self.conn.clone();
-                Ok(cmd.query_async::<T>(&mut conn).await?)
-            }
-            Err(e) => Err(e.into()),
-        }
+        request(&self.conn, |mut c| async move { cmd.query_async(&mut c).await }).await
     }
 }
 

@@ -244,9 +244,6 @@ pub struct RedisBackend {
     prefix: String,
 }
 
-/// Bounds every command, so that a Redis outage fails requests quickly instead of hanging them.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl RedisBackend {
     /// Connects (lazily when Redis does not answer yet, see `auth::kv::connection_manager`);
     /// `url` holds the password, so errors never include it.
@@ -267,22 +264,8 @@ impl RedisBackend {
         format!("{}events", self.prefix)
     }
 
-    /// Runs a command; a command that failed on a dropped connection is retried once, on the
-    /// connection the manager re-establishes (so a Redis restart costs no request).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
-        let mut last = None;
-        for _ in 0..2 {
-            let mut conn = self.conn.clone();
-            match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
-                    last = Some(anyhow::anyhow!("Redis command failed: {:?}", e.kind()));
-                }
-                Ok(Err(e)) => return Err(anyhow::anyhow!("Redis command failed: {:?}", e.kind())),
-                Err(_) => return Err(anyhow::anyhow!("Redis command timed out")),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("Redis command failed")))
+        crate::auth::kv::request(&self.conn, |mut c| async move { cmd.query_async(&mut c).await }).await
     }
 }
 
@@ -374,12 +357,12 @@ impl Backend for RedisBackend {
             .arg(0)
             .arg(cap.saturating_sub(1))
             .ignore();
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!("Redis command failed: {:?}", e.kind())),
-            Err(_) => Err(anyhow::anyhow!("Redis command timed out")),
-        }
+        let pipe = &pipe;
+        crate::auth::kv::request(
+            &self.conn,
+            |mut c| async move { pipe.query_async::<()>(&mut c).await },
+        )
+        .await
     }
 
     async fn pop(&self, key: &str) -> anyhow::Result<Option<String>> {

@@ -35,7 +35,7 @@ use crate::store::{ChildRecord, Store, StoreError};
 /// How long an out-of-order event waits for the ones before it.
 pub const GAP_WAIT: Duration = Duration::from_millis(300);
 /// Queue of one socket; a client that falls this far behind is disconnected (it resyncs on join).
-const SOCKET_QUEUE: usize = 1024;
+pub const SOCKET_QUEUE: usize = 1024;
 
 /// Tunables, from the configuration.
 #[derive(Debug, Clone)]
@@ -168,7 +168,8 @@ pub struct Hub {
     alive: tokio::sync::watch::Sender<()>,
 }
 
-fn text(message: &ServerMessage) -> Arc<str> {
+/// A message as the text frame every recipient shares.
+pub fn text(message: &ServerMessage) -> Arc<str> {
     Arc::from(serde_json::to_string(message).unwrap_or_default())
 }
 
@@ -1220,11 +1221,6 @@ fn dedupe(participants: Vec<ParticipantRecord>) -> Vec<Participant> {
         }
     }
     out
-}
-
-/// The socket queue size, for the socket driver.
-pub fn socket_queue() -> usize {
-    SOCKET_QUEUE
 }
 
 #[cfg(test)]

@@ -51,6 +51,11 @@ pub struct HistoryEntry {
     pub inverse: CellPatchOperation,
 }
 
+/// The undo (or redo) list of a session.
+fn history_key(sid: Uuid, redo: bool) -> String {
+    format!("{}:{sid}", if redo { "redo" } else { "undo" })
+}
+
 /// The identity key of a user: provider and provider id.
 pub fn user_key(u: &User) -> String {
     format!("{}:{}", u.provider, u.provider_id)
@@ -274,32 +279,22 @@ impl Registry {
 
     /// Records an applied operation; a new operation clears the redo stack.
     pub async fn record(&self, sid: Uuid, entry: &HistoryEntry) -> anyhow::Result<()> {
-        self.backend
-            .push_capped(&format!("undo:{sid}"), &json(entry)?, HISTORY_CAP)
-            .await?;
-        self.backend.del(&[format!("redo:{sid}")]).await
+        self.push_history(sid, false, entry).await?;
+        self.backend.del(&[history_key(sid, true)]).await
     }
 
     pub async fn pop_history(&self, sid: Uuid, redo: bool) -> anyhow::Result<Option<HistoryEntry>> {
-        let key = if redo {
-            format!("redo:{sid}")
-        } else {
-            format!("undo:{sid}")
-        };
         Ok(self
             .backend
-            .pop(&key)
+            .pop(&history_key(sid, redo))
             .await?
             .and_then(|s| serde_json::from_str(&s).ok()))
     }
 
     pub async fn push_history(&self, sid: Uuid, redo: bool, entry: &HistoryEntry) -> anyhow::Result<()> {
-        let key = if redo {
-            format!("redo:{sid}")
-        } else {
-            format!("undo:{sid}")
-        };
-        self.backend.push_capped(&key, &json(entry)?, HISTORY_CAP).await
+        self.backend
+            .push_capped(&history_key(sid, redo), &json(entry)?, HISTORY_CAP)
+            .await
     }
 
     /// Marks the session as seen empty (first time only) and returns since when it has been empty.

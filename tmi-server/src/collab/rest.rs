@@ -21,8 +21,9 @@ use crate::auth::{AuthUser, token_hash};
 use crate::authz::{Subject, effective_role};
 use crate::error::ApiError;
 use crate::gate::TmAccess;
+use crate::resources;
 use crate::state::AppState;
-use crate::store::{ChildRecord, StoreError, UserRecord};
+use crate::store::{ChildRecord, StoreError, ThreatModelRecord, UserRecord};
 use crate::threat_models::model::rfc3339;
 
 /// Tickets live this long (as upstream).
@@ -114,11 +115,18 @@ pub fn websocket_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+/// The live diagram, else 404 (the resources' own check).
 async fn live_diagram(state: &AppState, tm: Uuid, id: Uuid) -> Result<ChildRecord, ApiError> {
-    match state.store.get_child(tm, "diagram", id).await {
-        Ok(d) if d.deleted_at.is_none() => Ok(d),
-        Ok(_) | Err(StoreError::NotFound) => Err(ApiError::not_found("Diagram")),
-        Err(e) => Err(e.into()),
+    let diagram = resources::by_plural("diagrams").ok_or_else(|| ApiError::not_found("Diagram"))?;
+    resources::handlers::live_child(state, tm, diagram, id).await
+}
+
+/// A threat model that is neither missing nor deleted.
+pub async fn live_threat_model(state: &AppState, id: Uuid) -> Result<Option<ThreatModelRecord>, StoreError> {
+    match state.store.get_threat_model(id).await {
+        Ok(tm) if tm.deleted_at.is_none() => Ok(Some(tm)),
+        Ok(_) | Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -262,11 +270,9 @@ pub async fn ticket(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(not_found)?;
-    let tm = match state.store.get_threat_model(record.threat_model_id).await {
-        Ok(tm) if tm.deleted_at.is_none() => tm,
-        Ok(_) | Err(StoreError::NotFound) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    };
+    let tm = live_threat_model(&state, record.threat_model_id)
+        .await?
+        .ok_or_else(not_found)?;
     if effective_role(&tm, &Subject::from(&user)).is_none() {
         return Err(not_found());
     }
@@ -304,10 +310,8 @@ pub async fn my_sessions(
 ) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for record in state.collab.registry.all().await.map_err(ApiError::internal)? {
-        let tm = match state.store.get_threat_model(record.threat_model_id).await {
-            Ok(tm) if tm.deleted_at.is_none() => tm,
-            Ok(_) | Err(StoreError::NotFound) => continue,
-            Err(e) => return Err(e.into()),
+        let Some(tm) = live_threat_model(&state, record.threat_model_id).await? else {
+            continue;
         };
         if effective_role(&tm, &Subject::from(&user)).is_none() {
             continue;

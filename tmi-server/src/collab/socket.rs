@@ -17,18 +17,17 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::hub::{Hub, LocalSession, Outbound, error_message, socket_queue};
+use super::hub::{Hub, LocalSession, Outbound, SOCKET_QUEUE, error_message, text};
 use super::protocol::{
     AuthorizationDenied, AuthorizationDeniedReason, ClientMessage, ParticipantPermissions,
     PresenterDeniedEvent, PresenterRequestEvent, ServerMessage, SyncStatusResponse, User,
 };
 use super::registry::user_key;
-use super::rest::{Ticket, protocol_user, too_many};
+use super::rest::{Ticket, live_threat_model, protocol_user, too_many};
 use crate::authz::{Role, Subject, effective_role};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::StoreError;
 
 /// Largest inbound message (upstream's read limit).
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -168,11 +167,9 @@ async fn prepare(
         .find_user(&ticket.provider, &ticket.provider_id)
         .await?
         .ok_or(ApiError::UnauthorizedWith("Unknown user".into()))?;
-    let model = match state.store.get_threat_model(tm).await {
-        Ok(m) if m.deleted_at.is_none() => m,
-        Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::not_found("Threat model")),
-        Err(e) => return Err(e.into()),
-    };
+    let model = live_threat_model(state, tm)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Threat model"))?;
     let subject = Subject {
         provider: &user.provider,
         provider_id: &user.provider_user_id,
@@ -228,7 +225,7 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
     let hub = state.collab.clone();
     let conn_id = Uuid::new_v4();
     let (mut sink, mut stream) = socket.split();
-    let (data_tx, mut data_rx) = mpsc::channel::<Outbound>(socket_queue());
+    let (data_tx, mut data_rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Outbound>();
     let Ok(Some(record)) = hub.registry.by_id(ctx.ticket.session_id).await else {
         let _ = sink.send(close(1000, "Session not found")).await;
@@ -369,10 +366,6 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
     }
 }
 
-fn text(m: &ServerMessage) -> Arc<str> {
-    Arc::from(serde_json::to_string(m).unwrap_or_default())
-}
-
 struct Conn<'a> {
     state: &'a AppState,
     hub: &'a Arc<Hub>,
@@ -429,8 +422,8 @@ impl Conn<'_> {
             return true;
         }
         let record = self.local.record();
-        let role = match self.state.store.get_threat_model(record.threat_model_id).await {
-            Ok(tm) if tm.deleted_at.is_none() => {
+        let role = match live_threat_model(self.state, record.threat_model_id).await {
+            Ok(Some(tm)) => {
                 let subject = Subject {
                     provider: &self.user.provider,
                     provider_id: &self.user.provider_id,
@@ -439,7 +432,7 @@ impl Conn<'_> {
                 };
                 effective_role(&tm, &subject)
             }
-            Ok(_) | Err(StoreError::NotFound) => None,
+            Ok(None) => None,
             Err(_) => return false,
         };
         match role {

@@ -737,23 +737,13 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let current: ChildRecord = row.into();
+                // The row is locked, so its version cannot have moved.
+                let locked_version = current.version;
                 let Some(next) = change(current) else {
                     tx.rollback().await?;
                     return Ok(None);
                 };
-                ::sqlx::query(
-                    "UPDATE children SET version = $1, modified_at = $2, deleted_at = $3, doc = $4 \
-                     WHERE id = $5 AND threat_model_id = $6 AND kind = $7",
-                )
-                .bind(next.version)
-                .bind(next.modified_at)
-                .bind(next.deleted_at)
-                .bind(Json(&next.doc))
-                .bind(id)
-                .bind(threat_model_id)
-                .bind(kind)
-                .execute(&mut *tx)
-                .await?;
+                Self::update_child_tx(&mut tx, &next, locked_version, None).await?;
                 tx.commit().await?;
                 Ok(Some(next))
             }
