@@ -5,50 +5,20 @@
 //! and, as a baseline, the same inserts done directly with a bare sqlx loop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tmi-server/tests/common/pgdb.rs"]
+mod pgdb;
+#[path = "../../tmi-server/tests/collab/support.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{Value, json};
-use sha2::Digest;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 const ITERATIONS_SERIAL: usize = 200;
 const ITERATIONS_PER_WORKER: usize = 40;
-
-fn db_url(admin: &str, name: &str) -> String {
-    let start = admin.find("://").map(|i| i + 3).unwrap_or(0);
-    match admin[start..].find('/') {
-        Some(i) => format!("{}/{name}", &admin[..start + i]),
-        None => format!("{admin}/{name}"),
-    }
-}
-
-async fn create_db(admin: &str) -> (String, String) {
-    let name = format!("tmi_bench_{}", Uuid::new_v4().simple());
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(admin)
-        .await
-        .expect("connect TMI_TEST_DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    (name.clone(), db_url(admin, &name))
-}
-
-async fn drop_db(admin: &str, name: &str) {
-    if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&pool)
-        .await;
-    }
-}
 
 /// Kills the server when the benchmark ends, also on panic.
 struct ChildGuard(std::process::Child);
@@ -58,46 +28,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
-async fn login(client: &reqwest::Client, base: &str) -> String {
-    let verifier = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-    let challenge =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
-    let res = client
-        .get(format!(
-            "{base}/oauth2/authorize?idp=tmi&scope=openid&code_challenge={challenge}&code_challenge_method=S256&client_callback=http://localhost:8079/&login_hint=bench"
-        ))
-        .send()
-        .await
-        .unwrap();
-    let loc = res.headers()["location"].to_str().unwrap().to_owned();
-    let code = loc
-        .split("code=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_owned();
-    let tokens: Value = client
-        .post(format!("{base}/oauth2/token?idp=tmi"))
-        .json(&json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": "http://localhost:8079/"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    tokens["access_token"].as_str().unwrap().to_owned()
 }
 
 /// One mixed iteration; returns the latency of each of its five requests.
@@ -267,9 +197,8 @@ async fn baseline(url: &str, concurrency: usize, per_worker: usize) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let admin = std::env::var("TMI_TEST_DATABASE_URL")
-        .expect("TMI_TEST_DATABASE_URL is not set: run `make bench-api`");
-    let (name, url) = create_db(&admin).await;
+    let db = pgdb::TestDatabase::create("tmi_bench").await;
+    let url = db.url.clone();
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     let base = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
@@ -303,16 +232,16 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let startup = started.elapsed();
-    let token = login(&client, &base).await;
+    let token = support::login_at(&client, &base, "bench").await;
 
     let serial = workload(&base, &token, 1, ITERATIONS_SERIAL).await;
     let parallel = workload(&base, &token, 32, ITERATIONS_PER_WORKER).await;
-    let rss = peak_rss_kib(child.0.id());
+    let rss = support::peak_rss_kib(child.0.id());
     let _ = child.0.kill();
     let _ = child.0.wait();
     let base1 = baseline(&url, 1, ITERATIONS_SERIAL).await;
     let base32 = baseline(&url, 32, ITERATIONS_PER_WORKER).await;
-    drop_db(&admin, &name).await;
+    drop(db);
 
     println!("tmi-server API benchmark (PostgreSQL, release build)");
     println!("start to ready on an empty database: {} ms", startup.as_millis());

@@ -31,6 +31,8 @@
 //! the ratios, not absolute numbers, and rerun before drawing conclusions from a small change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tmi-server/tests/common/pgdb.rs"]
+mod pgdb;
 #[path = "../../tmi-server/tests/collab/support.rs"]
 mod support;
 
@@ -219,15 +221,6 @@ fn machine_ticks() -> (u64, u64) {
     let total: u64 = f.iter().take(8).sum();
     let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
     (total - idle, total)
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse::<f64>().ok()))
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// CPU use over an interval: replicas, this process, the machine (100% = one core).
@@ -577,7 +570,10 @@ async fn scenario(replicas: usize, participants: usize, tck: f64, cores: f64) ->
             }
         }
     }
-    let rss = rs.iter().map(|r| peak_rss_mib(r.pid())).collect();
+    let rss = rs
+        .iter()
+        .map(|r| support::peak_rss_kib(r.pid()) as f64 / 1024.0)
+        .collect();
     let log_warnings = rs
         .iter()
         .flat_map(|r| {

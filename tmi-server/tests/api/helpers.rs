@@ -14,6 +14,8 @@ use tmi_server::auth::kv::{MemoryKv, RedisKv, TokenKv};
 use tmi_server::config::Config;
 use tmi_server::openapi::Spec;
 
+use crate::pgdb::TestDatabase;
+
 /// The contract, read from the shared checkout (never vendored into tests).
 pub static CONTRACT: LazyLock<Spec> = LazyLock::new(|| {
     let path = concat!(
@@ -30,53 +32,10 @@ pub enum Backend {
     Postgres,
 }
 
-/// Admin URL for PostgreSQL tests; fails (never skips) when unset.
-pub fn pg_admin_url() -> String {
-    std::env::var("TMI_TEST_DATABASE_URL").expect(
-        "TMI_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL and Redis",
-    )
-}
-
 pub fn redis_url() -> String {
     std::env::var("TMI_TEST_REDIS_URL").expect(
         "TMI_TEST_REDIS_URL is not set: run the tests with `make test`, which starts PostgreSQL and Redis",
     )
-}
-
-struct PgDb {
-    admin: String,
-    name: String,
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        // Dropped outside the test runtime: use a short-lived one.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            if let Ok(rt) = rt {
-                rt.block_on(async {
-                    if let Ok(pg) = tmi_server::store::Postgres::connect(&admin, 1).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&pg.pool)
-                        .await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
-}
-
-fn with_db(admin: &str, name: &str) -> String {
-    let scheme_end = admin.find("://").map(|i| i + 3).unwrap_or(0);
-    match admin[scheme_end..].find('/') {
-        Some(i) => format!("{}/{name}", &admin[..scheme_end + i]),
-        None => format!("{admin}/{name}"),
-    }
 }
 
 /// Options for a test server.
@@ -92,7 +51,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: tmi_server::state::AppState,
     _dir: tempfile::TempDir,
-    _pg: Option<PgDb>,
+    _pg: Option<TestDatabase>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -166,17 +125,8 @@ impl TestApp {
         let (url, pg) = match backend {
             Backend::Sqlite => (format!("sqlite://{}/tmi.db", dir.path().display()), None),
             Backend::Postgres => {
-                let admin = pg_admin_url();
-                let name = format!("tmi_api_{}", uuid::Uuid::new_v4().simple());
-                let pool = tmi_server::store::Postgres::connect(&admin, 1)
-                    .await
-                    .expect("connect TMI_TEST_DATABASE_URL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&pool.pool)
-                    .await
-                    .expect("create test database");
-                pool.pool.close().await;
-                (with_db(&admin, &name), Some(PgDb { admin, name }))
+                let db = TestDatabase::create("tmi_api").await;
+                (db.url.clone(), Some(db))
             }
         };
         let mut vars: HashMap<String, String> = HashMap::new();

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+#[path = "../common/pgdb.rs"]
+mod pgdb;
 
 /// Declares `$name` once per backend.
 macro_rules! both_backends {

@@ -12,6 +12,8 @@ use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;
+
+use crate::pgdb::TestDatabase;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -31,29 +33,7 @@ pub struct Env {
     pub prefix: String,
     pub vars: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
-    pg: Option<(String, String)>,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = self.pg.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                if let Ok(rt) = rt {
-                    rt.block_on(async {
-                        if let Ok(pg) = tmi_server::store::Postgres::connect(&admin, 1).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&pg.pool)
-                            .await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
-    }
+    _pg: Option<TestDatabase>,
 }
 
 impl Env {
@@ -66,37 +46,21 @@ impl Env {
             prefix: String::new(),
             vars: Vec::new(),
             dir,
-            pg: None,
+            _pg: None,
         }
     }
 
     /// A fresh PostgreSQL database on `TMI_TEST_DATABASE_URL`, with `redis` (a URL) shared by the
     /// replicas under a unique key prefix.
     pub async fn postgres(redis: Option<String>) -> Self {
-        let admin = std::env::var("TMI_TEST_DATABASE_URL").expect(
-            "TMI_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL and Redis",
-        );
-        let name = format!("tmi_collab_{}", uuid::Uuid::new_v4().simple());
-        let pool = tmi_server::store::Postgres::connect(&admin, 1)
-            .await
-            .expect("connect TMI_TEST_DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool.pool)
-            .await
-            .expect("create test database");
-        pool.pool.close().await;
-        let scheme_end = admin.find("://").map(|i| i + 3).unwrap_or(0);
-        let url = match admin[scheme_end..].find('/') {
-            Some(i) => format!("{}/{name}", &admin[..scheme_end + i]),
-            None => format!("{admin}/{name}"),
-        };
+        let db = TestDatabase::create("tmi_collab").await;
         Self {
-            database_url: url,
+            database_url: db.url.clone(),
             redis_url: redis,
             prefix: format!("collab-test:{}:", uuid::Uuid::new_v4().simple()),
             vars: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
-            pg: Some((admin, name)),
+            _pg: Some(db),
         }
     }
 
@@ -244,27 +208,7 @@ impl Replica {
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Res {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        });
-        Res {
-            status,
-            headers,
-            body,
-        }
+        call_at(&self.client, &self.base, method, path, token, body).await
     }
 
     /// A JSON Patch request.
@@ -290,44 +234,7 @@ impl Replica {
 
     /// The dev provider's PKCE login; returns the access token.
     pub async fn login(&self, hint: &str) -> String {
-        let verifier = format!(
-            "verifier-{}-{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(sha2::Sha256::digest(verifier.as_bytes()));
-        let path = format!(
-            "/oauth2/authorize?idp=tmi&scope=openid&code_challenge={challenge}&code_challenge_method=S256\
-             &client_callback=http://localhost:8079/&state=s&login_hint={hint}"
-        );
-        let res = self.call(Method::GET, &path, None, None).await;
-        let loc = res
-            .headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| panic!("authorize: {} {}", res.status, res.body))
-            .to_owned();
-        let code = loc
-            .split("code=")
-            .nth(1)
-            .and_then(|s| s.split('&').next())
-            .expect("code");
-        let res = self
-            .call(
-                Method::POST,
-                "/oauth2/token?idp=tmi",
-                None,
-                Some(
-                    json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-                    "redirect_uri": "http://localhost:8079/"}),
-                ),
-            )
-            .await;
-        res.expect(200)["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        login_at(&self.client, &self.base, hint).await
     }
 
     /// A threat model owned by the holder of `owner` (a token) with `acl` entries `(hint, role)`,
@@ -626,4 +533,88 @@ pub async fn stored_cells(r: &Replica, token: &str, tm: &str, d: &str) -> (BTree
         .map(|c| (c["id"].as_str().unwrap_or_default().to_owned(), c.clone()))
         .collect();
     (cells, body["update_vector"].as_i64().unwrap_or(0))
+}
+
+/// One request to a server at `base`; the body parsed as JSON (or kept as a string).
+pub async fn call_at(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Res {
+    let mut req = client.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    });
+    Res {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The dev provider's PKCE login against a server at `base`; returns the access token.
+pub async fn login_at(client: &reqwest::Client, base: &str, hint: &str) -> String {
+    let verifier = format!(
+        "verifier-{}-{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let path = format!(
+        "/oauth2/authorize?idp=tmi&scope=openid&code_challenge={challenge}&code_challenge_method=S256\
+         &client_callback=http://localhost:8079/&state=s&login_hint={hint}"
+    );
+    let res = call_at(client, base, Method::GET, &path, None, None).await;
+    let loc = res
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("authorize: {} {}", res.status, res.body))
+        .to_owned();
+    let code = loc
+        .split("code=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("code");
+    let res = call_at(
+        client,
+        base,
+        Method::POST,
+        "/oauth2/token?idp=tmi",
+        None,
+        Some(
+            json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                "redirect_uri": "http://localhost:8079/"}),
+        ),
+    )
+    .await;
+    res.expect(200)["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// Peak resident memory of a process (`VmHWM`), in KiB; 0 when unknown.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
 }
