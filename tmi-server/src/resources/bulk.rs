@@ -15,14 +15,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::handlers::{live_child, new_record, patched, replacement, successor};
+use super::handlers::{live_child, new_record, patched, replacement, successor, tombstone};
 use super::{Kind, response};
 use crate::error::ApiError;
 use crate::gate::{JsonBody, TmAccess};
 use crate::input::query::Params;
 use crate::state::AppState;
 use crate::store::{ChildRecord, ChildWrite, MetadataEntry, StoreError};
-use crate::threat_models::model::now;
 
 /// The items of an array body, between one and the kind's limit.
 fn items(kind: &Kind, body: Value) -> Result<Vec<Value>, ApiError> {
@@ -241,12 +240,8 @@ pub async fn delete_all(
             return Err(ApiError::invalid(format!("Duplicate id {id} in {param}")));
         }
         let current = live_child(&state, access.tm.id, kind, id).await?;
-        let mut next = current.clone();
-        next.version += 1;
-        next.deleted_at = Some(now());
-        next.modified_at = now();
         writes.push(ChildWrite::Update {
-            child: next,
+            child: tombstone(&current),
             expected_version: current.version,
             metadata: None,
         });

@@ -413,12 +413,21 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
     ensure_no_active_session(&state, kind, current.id).await?;
+    state
+        .store
+        .update_child(&tombstone(&current), current.version, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The soft-deleted successor of a child (single and bulk delete).
+pub fn tombstone(current: &ChildRecord) -> ChildRecord {
+    let at = now();
     let mut next = current.clone();
     next.version += 1;
-    next.deleted_at = Some(now());
-    next.modified_at = now();
-    state.store.update_child(&next, current.version, None).await?;
-    Ok(StatusCode::NO_CONTENT)
+    next.deleted_at = Some(at);
+    next.modified_at = at;
+    next
 }
 
 /// `POST …/{kind}/{id}/restore` (owner).
