@@ -19,6 +19,19 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tmi_operator::crd::TmiInstance;
 
+/// The objects of one kind the operator manages in a namespace.
+async fn managed<K>(c: &kube::Client, ns: &str) -> Vec<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
+    Api::<K>::namespaced(c.clone(), ns).list(&lp).await.unwrap().items
+}
+
 const CANARY: &str = "CANARY-s3cr3t-9f8e7d";
 
 fn instance(name: &str, extra: &str) -> String {
@@ -50,15 +63,10 @@ fn ready(i: &TmiInstance) -> bool {
 
 /// The resourceVersion of every object the operator manages in `ns`, plus the instance's.
 async fn resource_versions(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
-    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
     let mut out = BTreeMap::new();
     macro_rules! collect {
         ($k:ty) => {
-            for o in Api::<$k>::namespaced(client.clone(), ns)
-                .list(&lp)
-                .await
-                .unwrap()
-            {
+            for o in managed::<$k>(client, ns).await {
                 out.insert(
                     format!("{}/{}", <$k>::kind(&()), o.name_any()),
                     o.resource_version().unwrap(),
@@ -486,34 +494,9 @@ async fn killed_operator_is_replaced_without_duplicates() {
     for n in 0..5 {
         wait_for(c, &ns.name, &format!("k{n}"), "Ready", ready).await;
     }
-    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
-    assert_eq!(
-        Api::<Deployment>::namespaced(c.clone(), &ns.name)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .len(),
-        5
-    );
-    assert_eq!(
-        Api::<Service>::namespaced(c.clone(), &ns.name)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .len(),
-        5
-    );
-    assert_eq!(
-        Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .len(),
-        5
-    );
+    assert_eq!(managed::<Deployment>(c, &ns.name).await.len(), 5);
+    assert_eq!(managed::<Service>(c, &ns.name).await.len(), 5);
+    assert_eq!(managed::<ConfigMap>(c, &ns.name).await.len(), 5);
     let generated = secrets
         .list(&ListParams::default().labels("tmi.dev/generated=true"))
         .await
@@ -591,23 +574,8 @@ async fn secret_values_never_leak() {
     let mut seen = serde_json::to_string(&i).unwrap();
     let events: Api<Event> = Api::namespaced(c.clone(), &ns.name);
     seen += &serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
-    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=tmi-operator");
-    seen += &serde_json::to_string(
-        &Api::<Deployment>::namespaced(c.clone(), &ns.name)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items,
-    )
-    .unwrap();
-    seen += &serde_json::to_string(
-        &Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
-            .list(&lp)
-            .await
-            .unwrap()
-            .items,
-    )
-    .unwrap();
+    seen += &serde_json::to_string(&managed::<Deployment>(c, &ns.name).await).unwrap();
+    seen += &serde_json::to_string(&managed::<ConfigMap>(c, &ns.name).await).unwrap();
     assert!(
         seen.contains("SecretKeyMissing"),
         "the failure paths were exercised"
