@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok)
-# and the test tools that go with it (helm, and `kstatus`, a small checker on sigs.k8s.io/cli-utils' kstatus)
-# from the pinned Go modules below this folder, and prints the path of a directory holding all of them.
+# Builds the local cluster from the pinned Go modules below this folder, and prints the path of a directory
+# holding all of it: the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+# kwok), the real node (kubelet, kube-proxy, containerd with its runc shim and ctr, CoreDNS, and the pause
+# binary from the Kubernetes module's own pause.c), and the test tools that go with it (helm, and `kstatus`, a
+# small checker on sigs.k8s.io/cli-utils' kstatus). runc and the CNI plugins come from Debian's packages.
 #
 # Each module is built into a cache directory keyed by a hash of its own files, and reused until they change:
 # bumping one pin rebuilds one module. A second call with nothing changed returns at once.
@@ -22,11 +24,18 @@ revision=4
 declare -A targets=(
   [etcd]="etcd=go.etcd.io/etcd/server/v3"
   [kwok]="kwok=sigs.k8s.io/kwok/cmd/kwok"
-  [kubernetes]="kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl"
+  [kubernetes]="kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl kubelet=k8s.io/kubernetes/cmd/kubelet kube-proxy=k8s.io/kubernetes/cmd/kube-proxy"
+  [containerd]="containerd=github.com/containerd/containerd/v2/cmd/containerd containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 ctr=github.com/containerd/containerd/v2/cmd/ctr"
+  [coredns]="coredns=github.com/coredns/coredns"
   [helm]="helm=helm.sh/helm/v4/cmd/helm"
   [kstatus]="kstatus=."
 )
-modules=(etcd kwok kubernetes helm kstatus)
+modules=(etcd kwok kubernetes containerd coredns helm kstatus)
+# Build tags per module: containerd's snapshotters for btrfs, devmapper and zfs need C libraries and are unused
+# here (the node uses overlayfs, or native where overlayfs is unavailable).
+declare -A tags=(
+  [containerd]="no_btrfs no_devmapper no_zfs"
+)
 
 # Release builds stamp their version in; a module build must too, or the API server reports v0.0.0 and tools
 # that check the server version (helm's kubeVersion, kubectl's skew warning) refuse it.
@@ -40,7 +49,7 @@ extra_ldflags() {
   done
 }
 
-module_key() { (cd "$here/$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "$revision ${targets[$1]} $(extra_ldflags "$1")") | sha256sum | cut -c1-16; }
+module_key() { (cd "$here/$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "$revision ${targets[$1]} ${tags[$1]:-} $(extra_ldflags "$1")") | sha256sum | cut -c1-16; }
 
 # kwok simulates nothing without stages. Take the upstream "fast" node and pod stages and the lease heartbeat
 # (what kwokctl uses by default) from the very kwok release pinned here.
@@ -52,6 +61,16 @@ kwok_stages() {
     echo "---"
     cat "$dir/kustomize/stage/$f"
   done
+}
+
+# The sandbox ("pause") container's binary, from the C source in the pinned Kubernetes module, static so that it
+# runs in an image holding nothing else.
+build_pause() {
+  local src; src="$(cd "$here/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+  echo "building pause (kubernetes)" >&2
+  cc -Os -static -DVERSION=tmi-e2e -o "$1/pause.tmp" "$src" >&2
+  strip "$1/pause.tmp"
+  mv "$1/pause.tmp" "$1/pause"
 }
 
 build_module() { # module -> prints its output directory
@@ -66,10 +85,11 @@ build_module() { # module -> prints its output directory
     for t in ${targets[$m]}; do
       name=${t%%=*} pkg=${t#*=}
       echo "building $name ($m)" >&2
-      (cd "$here/$m" && go build -trimpath -ldflags="-s -w$(extra_ldflags "$m")" -o "$out/$name.tmp" "$pkg") >&2
+      (cd "$here/$m" && go build -trimpath -tags="${tags[$m]:-}" -ldflags="-s -w$(extra_ldflags "$m")" -o "$out/$name.tmp" "$pkg") >&2
       mv "$out/$name.tmp" "$out/$name"
     done
     if [ "$m" = kwok ]; then kwok_stages >"$out/kwok-stages.yaml.tmp" && mv "$out/kwok-stages.yaml.tmp" "$out/kwok-stages.yaml"; fi
+    if [ "$m" = kubernetes ]; then build_pause "$out"; fi
     touch "$out/.complete"
     echo "built $m in $(( $(date +%s) - began ))s" >&2
   ) 9>"$out/.lock"
