@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test bench-api bench-collab bench-operator controlplane cluster-up cluster-down crds docs fmt lint images
+.PHONY: run test bench-api bench-collab bench-operator controlplane cluster-up cluster-shell cluster-down crds docs fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -21,14 +21,19 @@ bench-collab:
 bench-operator:
 	scripts/with-services.sh cargo bench -p tmi-operator --bench operator
 
-# Builds the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok) into
-# ~/.cache/tmi-operator/controlplane/<pins>/bin, or reuses that build.
+# Builds the local cluster (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, kwok; node: containerd, kubelet, kube-proxy, CoreDNS, pause) into
+# ~/.cache/tmi-operator/controlplane/<pins>/, or reuses that build.
 controlplane:
 	e2e/controlplane/build.sh
 
-# The same control plane the tests use, in the background; kubeconfig at $(CLUSTER_DIR)/kubeconfig.
+# The same cluster the tests use (control plane and a real node), in the background, inside namespaces of its
+# own; `make cluster-shell` opens a shell in them (kubectl, helm), `make cluster-down` stops it.
 cluster-up:
 	scripts/cluster.sh up $(CLUSTER_DIR)
+
+cluster-shell:
+	scripts/cluster.sh shell $(CLUSTER_DIR)
 
 cluster-down:
 	scripts/cluster.sh down $(CLUSTER_DIR)
@@ -48,10 +53,8 @@ fmt:
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Container images (needs a container engine; none runs on our CI machines, so CI does not build them).
-IMAGE_REGISTRY ?= ghcr.io/tmi-operator
-IMAGE_TAG ?= $(shell cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
-CONTAINER_ENGINE ?= docker
+# OCI image archives of tmi-server and tmi-operator in target/images, without a container engine (static musl
+# binaries, umoci; see scripts/images.sh). The tests run these images; `ctr images import`, `kind load
+# image-archive` and `crane push` take the archives. The Dockerfiles remain for people with an engine.
 images:
-	$(CONTAINER_ENGINE) build -f tmi-server/Dockerfile -t $(IMAGE_REGISTRY)/tmi-server:$(IMAGE_TAG) .
-	$(CONTAINER_ENGINE) build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/tmi-operator:$(IMAGE_TAG) .
+	scripts/images.sh

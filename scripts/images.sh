@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# `make images`: OCI image archives for tmi-server and tmi-operator, built without a container engine. The
+# same recipe makes the images the tests run and the images a release publishes.
+#
+#   scripts/images.sh [OUT_DIR]     # default OUT_DIR: target/images
+#
+# Per image: a static binary (Rust's x86_64-unknown-linux-musl target, with Debian's musl-tools for the C parts
+# of ring and SQLite), laid with /etc/passwd, /etc/group, the CA bundle and writable /tmp into one layer (owned
+# by root, except the non-root user's home and the server's /data), assembled into an OCI image layout with
+# umoci (Debian's package: it edits OCI layouts directly, so no registry or daemon is involved), labelled with
+# the OCI annotations (source, version, revision, licenses), and written as `OUT_DIR/<name>.tar`. Each archive
+# holds the OCI layout (index.json, blobs/) and, beside it, a Docker-style manifest.json pointing at the same
+# blobs, so that `ctr images import`, `kind load image-archive` and `crane push` all accept it. Also writes
+# `OUT_DIR/pause.tar`, the node's sandbox image, from the pause binary the cluster build made.
+#
+# The images run as UID/GID 65532 ("nonroot"), like distroless' nonroot base. Timestamps come from the commit
+# (SOURCE_DATE_EPOCH), so the same commit gives the same image digests.
+#
+# The musl build has its own target directory, cached beside the cluster build (TMI_IMAGES_TARGET_DIR), so a
+# fresh clone rebuilds only the workspace crates.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=$(realpath -m "${1:-target/images}")
+registry=${IMAGE_REGISTRY:-ghcr.io/tmi-operator}
+target=x86_64-unknown-linux-musl
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/tmi-operator
+export CARGO_TARGET_DIR=${TMI_IMAGES_TARGET_DIR:-$cache/target-images}
+
+ensure_tools() {
+  local need=()
+  command -v umoci >/dev/null || need+=(umoci)
+  command -v musl-gcc >/dev/null || need+=(musl-tools)
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} from Debian packages" >&2
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
+  fi
+  rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target" >&2
+}
+
+ensure_tools
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+source_url=$(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || revision="$revision-dirty"
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+
+echo "building static binaries ($target, release)" >&2
+CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$target" -p tmi-server -p tmi-operator >&2
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tmi-images.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+
+# image NAME BINARY_PATH ENTRYPOINT_JSON_ARGS... : lays the root filesystem, assembles and exports the image.
+build_image() {
+  local name=$1 binary=$2 title=$3 extra_dirs=$4; shift 4
+  local ref="$registry/$name:$version" lay="$work/$name-layout"
+  python3 scripts/oci.py layer "$work/$name-layer.tar" "$SOURCE_DATE_EPOCH" "$binary" "$extra_dirs"
+  umoci init --layout "$lay"
+  umoci new --image "$lay:$version"
+  umoci raw add-layer --image "$lay:$version" --history.created "$created" \
+    --history.created_by "scripts/images.sh" "$work/$name-layer.tar"
+  local args=(--image "$lay:$version" --created "$created" --history.created "$created"
+    --architecture amd64 --os linux --config.user 65532:65532 --config.workingdir /
+    --config.env PATH=/usr/local/bin:/usr/bin:/bin)
+  local e; for e in "$@"; do args+=("$e"); done
+  local label
+  for label in "org.opencontainers.image.source=$source_url" "org.opencontainers.image.version=$version" \
+    "org.opencontainers.image.revision=$revision" "org.opencontainers.image.licenses=Apache-2.0" \
+    "org.opencontainers.image.title=$title" "org.opencontainers.image.created=$created"; do
+    args+=(--config.label "$label" --manifest.annotation "$label")
+  done
+  umoci config "${args[@]}"
+  umoci gc --layout "$lay"
+  python3 scripts/oci.py archive "$lay" "$ref" "$out/$name.tar"
+  echo "$out/$name.tar  $ref" >&2
+}
+
+build_image tmi-server "$CARGO_TARGET_DIR/$target/release/tmi-server" "tmi-server" data \
+  --config.entrypoint /usr/local/bin/tmi-server --config.exposedports 8080/tcp
+build_image tmi-operator "$CARGO_TARGET_DIR/$target/release/tmi-operator" "tmi-operator" "" \
+  --config.entrypoint /usr/local/bin/tmi-operator --config.cmd run
+
+# The local node's sandbox image, from the cluster build's pause binary: only where the cluster was built
+# (`make test` and `make cluster-up` set TMI_CONTROLPLANE_BIN), since a release needs no pause image of ours.
+bin=${TMI_CONTROLPLANE_BIN:-}
+if [ -n "$bin" ] && [ -x "$bin/pause" ]; then
+  build_image pause "$bin/pause" "pause" "" --config.entrypoint /usr/local/bin/pause
+fi
