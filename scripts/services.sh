@@ -4,6 +4,10 @@
 #
 #   scripts/services.sh start DIR   # prints `export ...` lines for TMI_TEST_DATABASE_URL and TMI_TEST_REDIS_URL
 #   scripts/services.sh stop DIR    # stops both and leaves DIR for the caller to remove
+#
+# Inside scripts/isolated.sh's namespaces (TMI_E2E_NODE_IP set) both also listen on the node's address, so that
+# the real node's pods reach them (TMI_TEST_POD_DATABASE_URL, TMI_TEST_POD_REDIS_URL); PostgreSQL trusts the
+# pods' range there. That address exists only inside the run's network namespace.
 set -euo pipefail
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -35,19 +39,29 @@ start() {
   [ "$(id -u)" -eq 0 ] && chmod 755 "$dir"
   [ "$(id -u)" -eq 0 ] && chown -R postgres "$dir/pg"
   local bin; bin=$(pg_bin)
-  local pg_port redis_port
+  local pg_port redis_port listen=127.0.0.1 node_ip=${TMI_E2E_NODE_IP:-}
+  if [ -n "$node_ip" ]; then listen="127.0.0.1,$node_ip"; fi
   pg_port=$(free_port)
   as_pg "$bin/initdb" -D "$dir/pg/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/pg/initdb.log" 2>&1
+  if [ -n "$node_ip" ]; then
+    echo "host all all 10.244.0.0/16 trust" >>"$dir/pg/data/pg_hba.conf"
+  fi
   as_pg "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w -t 60 \
-    -o "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    -o "-p $pg_port -k $dir/pg -c listen_addresses=$listen -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
     start >&2
   redis_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  local redis_bind=(--bind 127.0.0.1)
+  if [ -n "$node_ip" ]; then redis_bind=(--bind 127.0.0.1 "$node_ip" --protected-mode no); fi
+  redis-server --port "$redis_port" "${redis_bind[@]}" --save '' --appendonly no --daemonize yes \
     --dir "$dir/redis" --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log"
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   echo "export TMI_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
   echo "export TMI_TEST_REDIS_URL=redis://127.0.0.1:$redis_port"
   echo "export TMI_TEST_REDIS_PORT=$redis_port"
+  if [ -n "$node_ip" ]; then
+    echo "export TMI_TEST_POD_DATABASE_URL=postgres://postgres@$node_ip:$pg_port/postgres"
+    echo "export TMI_TEST_POD_REDIS_URL=redis://$node_ip:$redis_port"
+  fi
 }
 
 stop() {

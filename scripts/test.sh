@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# `make test`: every test of the project. scripts/with-services.sh starts PostgreSQL, Redis and the local
-# Kubernetes control plane (and stops them on exit, failure or Ctrl-C); then format and lint checks and the
-# whole test suite, none skipped.
+# `make test`: every test of the project, none skipped.
+#
+# Outside any namespace (these need the package registries): the Debian packages, the local cluster's build
+# (control plane and real node, cached by version), format and lint checks, the test binaries, and the images
+# (`make images`) that the real node runs. Then, inside the network, mount and PID namespaces of
+# scripts/isolated.sh: PostgreSQL, Redis (scripts/with-services.sh) and the whole test suite. isolated.sh
+# restores what a namespace cannot hold and fails the run when the host was left changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [ -z "${TMI_WITH_SERVICES:-}" ]; then exec scripts/with-services.sh "$0" "$@"; fi
+
+TMI_STEP_BEGAN=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - TMI_STEP_BEGAN ))"; }
+export -f step
+export TMI_STEP_BEGAN
+
+step "Debian packages"
+scripts/packages.sh
+
+step "building or reusing the local cluster (control plane and node)"
+TMI_CONTROLPLANE_BIN=$(e2e/controlplane/build.sh)
+export TMI_CONTROLPLANE_BIN
+echo "cluster binaries: $TMI_CONTROLPLANE_BIN"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -12,7 +28,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
-cargo test --workspace --locked --no-fail-fast
+step "building the tests"
+cargo test --workspace --locked --no-run
+
+step "images (make images)"
+scripts/images.sh
+
+step "cargo test, inside the run's own namespaces"
+scripts/isolated.sh scripts/with-services.sh cargo test --workspace --locked --no-fail-fast
 
 step "all tests passed"

@@ -19,20 +19,21 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# `step` prints a heading with the seconds since start; exported, so the wrapped command (a bash script such
-# as scripts/test.sh) prints its own steps on the same clock.
-TMI_STEP_BEGAN=$(date +%s)
+# `step` prints a heading with the seconds since start (scripts/test.sh's clock, when it called us).
+TMI_STEP_BEGAN=${TMI_STEP_BEGAN:-$(date +%s)}
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - TMI_STEP_BEGAN ))"; }
 export -f step
-export TMI_STEP_BEGAN TMI_WITH_SERVICES=1
+export TMI_STEP_BEGAN
 
 step "starting PostgreSQL and Redis"
 eval "$(scripts/services.sh start "$work")"
 echo "PostgreSQL: ${TMI_TEST_DATABASE_URL}  Redis: ${TMI_TEST_REDIS_URL}"
 
-step "building or reusing the local control plane"
-TMI_CONTROLPLANE_BIN=$(e2e/controlplane/build.sh)
-export TMI_CONTROLPLANE_BIN
+if [ -z "${TMI_CONTROLPLANE_BIN:-}" ]; then
+  step "building or reusing the local control plane"
+  TMI_CONTROLPLANE_BIN=$(e2e/controlplane/build.sh)
+  export TMI_CONTROLPLANE_BIN
+fi
 echo "control plane binaries: $TMI_CONTROLPLANE_BIN"
 
 "$@"
