@@ -1,5 +1,6 @@
 //! Starts a real Kubernetes control plane on loopback: etcd, kube-apiserver (secure serving, per-run PKI),
-//! kube-controller-manager, kube-scheduler and kwok with one fake node whose pods become Running and Ready.
+//! kube-controller-manager, kube-scheduler and kwok with one fake node whose pods become Running and Ready;
+//! with [`Options::node`], also a real node that runs pods (see [`crate::node`]).
 //! IO: spawns processes and writes certificates, kubeconfig, data and logs under the run's directory.
 //!
 //! Every component runs under a small supervisor that stops it as soon as the supervisor's standard input
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 
+use crate::node::{self, Isolation, NodeLayout, NodePorts, REAL_NODE_NAME};
 use crate::pki;
 
 /// Name of the fake node kwok manages; scheduled pods land on it.
@@ -32,6 +34,16 @@ const BINARIES: [&str; 6] = [
     "kwok",
 ];
 
+/// What a real node adds to [`BINARIES`] (runc and the CNI plugins come from Debian's packages).
+const NODE_BINARIES: [&str; 6] = [
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+];
+
 /// How long a component may take to become ready before the start is reported as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -42,6 +54,10 @@ pub struct Options {
     pub dir: PathBuf,
     /// Directory holding the binaries listed in [`BINARIES`].
     pub bin_dir: PathBuf,
+    /// Also start a real node (containerd, kubelet, kube-proxy, CoreDNS) that runs pods from the images of
+    /// `make images`. Only inside `scripts/isolated.sh`'s namespaces; the kwok node is then tainted, so that
+    /// only pods that tolerate `kwok.x-k8s.io/node` land on it.
+    pub node: bool,
 }
 
 impl Options {
@@ -56,6 +72,7 @@ impl Options {
         Ok(Self {
             dir,
             bin_dir: locate_binaries()?,
+            node: false,
         })
     }
 }
@@ -98,6 +115,8 @@ fn remove_stale_runs() {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
+            // First what a real node left (containers, mounts, cgroups), then the files.
+            node::cleanup_stale_run(&entry.path());
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -119,13 +138,22 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     components: Mutex<Vec<Component>>,
+    node: Option<NodeLayout>,
 }
 
 impl ControlPlane {
     /// Starts every component and returns once the API server is ready and the fake node is Ready.
     /// On failure, the error names the component that failed and ends with the tail of its log.
     pub fn start(opts: Options) -> anyhow::Result<Self> {
-        for b in BINARIES {
+        let isolation = if opts.node {
+            Some(Isolation::from_env()?)
+        } else {
+            None
+        };
+        let needed = BINARIES
+            .iter()
+            .chain(if opts.node { &NODE_BINARIES[..] } else { &[] });
+        for b in needed {
             let p = opts.bin_dir.join(b);
             if !p.is_file() {
                 bail!(
@@ -139,7 +167,8 @@ impl ControlPlane {
         let pki_dir = dir.join("pki");
         fs::create_dir_all(&logs)?;
         fs::create_dir_all(&pki_dir)?;
-        let pki = pki::generate()?;
+        let extra_ips: Vec<_> = isolation.iter().map(|i| i.node_ip).collect();
+        let pki = pki::generate(&extra_ips)?;
         let write = |name: &str, pem: &str| -> anyhow::Result<PathBuf> {
             let p = pki_dir.join(name);
             fs::write(&p, pem).with_context(|| format!("writing {}", p.display()))?;
@@ -150,6 +179,8 @@ impl ControlPlane {
         let serving_key = write("apiserver.key", &pki.serving_key)?;
         let sa_key = write("sa.key", &pki.service_account_key)?;
         let sa_pub = write("sa.pub", &pki.service_account_pub)?;
+        let admin_cert = write("admin.crt", &pki.admin_cert)?;
+        let admin_key = write("admin.key", &pki.admin_key)?;
         fs::write(dir.join("supervise.sh"), SUPERVISOR)?;
 
         let etcd_port = free_port()?;
@@ -164,6 +195,7 @@ impl ControlPlane {
             kubeconfig,
             server,
             components: Mutex::new(Vec::new()),
+            node: isolation.map(|i| NodeLayout::new(&dir, i)),
             dir,
         };
 
@@ -189,29 +221,40 @@ impl ControlPlane {
             Ok(std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
         })?;
 
-        cp.spawn(
-            "kube-apiserver",
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
+        // With a real node, pods reach the API server through the `kubernetes` Service, whose endpoint is the
+        // advertised address: the node's (inside the run's network namespace). Without one, loopback only.
+        let mut api_args = match &cp.node {
+            Some(n) => vec![
+                "--bind-address=0.0.0.0".to_string(),
+                format!("--advertise-address={}", n.isolation.node_ip),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-client-certificate={}", admin_cert.display()),
+                format!("--kubelet-client-key={}", admin_key.display()),
+            ],
+            None => vec![
+                "--bind-address=127.0.0.1".to_string(),
                 "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", cp.dir.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", serving_cert.display()),
-                format!("--tls-private-key-file={}", serving_key.display()),
-                format!("--client-ca-file={}", ca.display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", sa_pub.display()),
-                format!("--service-account-signing-key-file={}", sa_key.display()),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--authorization-mode=RBAC".into(),
-                "--allow-privileged=true".into(),
                 // The API server's own endpoint would be 127.0.0.1, which an Endpoints object may not hold.
                 "--endpoint-reconciler-type=none".into(),
-                "--profiling=false".into(),
-                "--v=1".into(),
             ],
-        )?;
+        };
+        api_args.extend([
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", cp.dir.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", serving_cert.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--client-ca-file={}", ca.display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", sa_pub.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ]);
+        cp.spawn("kube-apiserver", &api_args)?;
         cp.wait_for("kube-apiserver", || {
             Ok(cp
                 .kubectl()
@@ -267,7 +310,12 @@ impl ControlPlane {
             ],
         )?;
 
-        cp.apply_stdin(FAKE_NODE).context("creating the fake node")?;
+        let fake_node = if cp.node.is_some() {
+            format!("{FAKE_NODE}{FAKE_NODE_TAINT}")
+        } else {
+            FAKE_NODE.to_string()
+        };
+        cp.apply_stdin(&fake_node).context("creating the fake node")?;
         cp.wait_for("kwok", || {
             let out = cp
                 .kubectl()
@@ -291,7 +339,128 @@ impl ControlPlane {
                 .status
                 .success())
         })?;
+        if cp.node.is_some() {
+            cp.start_node()?;
+        }
         Ok(cp)
+    }
+
+    /// Starts containerd, imports the images, then the kubelet, kube-proxy and CoreDNS, and waits until the
+    /// node is Ready and CoreDNS answers.
+    fn start_node(&self) -> anyhow::Result<()> {
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        let images = node::images_dir();
+        for name in node::IMAGES {
+            let p = images.join(format!("{name}.tar"));
+            if !p.is_file() {
+                bail!(
+                    "image archive {} is missing: run `make images` (TMI_E2E_IMAGES moves the folder)",
+                    p.display()
+                );
+            }
+        }
+        let ports = NodePorts {
+            kubelet: free_port()?,
+            kubelet_healthz: free_port()?,
+            proxy_healthz: free_port()?,
+            proxy_metrics: free_port()?,
+            dns_health: free_port()?,
+            dns_ready: free_port()?,
+        };
+        let ca = self.dir.join("pki/ca.crt");
+        node.write_configs(&self.kubeconfig, &ca, &ports)?;
+        node.create_cgroups()?;
+        let d = &node.dir;
+
+        self.spawn(
+            "containerd",
+            &[format!("--config={}", d.join("containerd/config.toml").display())],
+        )?;
+        self.wait_for("containerd", || {
+            Ok(self.ctr().args(["version"]).output()?.status.success())
+        })?;
+        for name in node::IMAGES {
+            let began = Instant::now();
+            let out = self
+                .ctr()
+                .args(["-n", "k8s.io", "images", "import", "--no-unpack"])
+                .arg(images.join(format!("{name}.tar")))
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "importing {name}.tar into containerd failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            eprintln!("imported {} in {:.1?}", node::image_ref(name), began.elapsed());
+        }
+
+        let ip = node.isolation.node_ip;
+        self.spawn(
+            "kubelet",
+            &[
+                format!("--config={}", d.join("kubelet/config.yaml").display()),
+                format!("--kubeconfig={}", self.kubeconfig.display()),
+                format!("--root-dir={}", d.join("kubelet/root").display()),
+                format!("--cert-dir={}", d.join("kubelet-certs").display()),
+                format!("--hostname-override={REAL_NODE_NAME}"),
+                format!("--node-ip={ip}"),
+                "--node-labels=tmi.dev/e2e-node=real".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        self.spawn(
+            "kube-proxy",
+            &[format!("--config={}", d.join("kube-proxy.yaml").display())],
+        )?;
+        self.spawn(
+            "coredns",
+            &["-conf".into(), d.join("coredns/Corefile").display().to_string()],
+        )?;
+        self.wait_for("kubelet", || {
+            let out = self
+                .kubectl()
+                .args([
+                    "get",
+                    "node",
+                    REAL_NODE_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
+        })?;
+        let ready = format!("http://127.0.0.1:{}/ready", ports.dns_ready);
+        self.wait_for("coredns", || {
+            Ok(Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", "--max-time", "2", &ready])
+                .status()?
+                .success())
+        })?;
+        let healthz = format!("http://127.0.0.1:{}/healthz", ports.proxy_healthz);
+        self.wait_for("kube-proxy", || {
+            Ok(Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", "--max-time", "2", &healthz])
+                .status()?
+                .success())
+        })?;
+        Ok(())
+    }
+
+    /// `ctr` talking to this run's containerd (only with a real node).
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new(self.bin_dir.join("ctr"));
+        if let Some(node) = &self.node {
+            c.arg(format!("--address={}", node.containerd_socket().display()));
+        }
+        c
+    }
+
+    /// Whether this control plane has a real node.
+    pub fn has_node(&self) -> bool {
+        self.node.is_some()
     }
 
     /// Path of the admin kubeconfig (client certificate in group `system:masters`).
@@ -376,7 +545,14 @@ impl ControlPlane {
     fn spawn(&self, name: &'static str, args: &[String]) -> anyhow::Result<()> {
         let log = self.dir.join("logs").join(format!("{name}.log"));
         let out = fs::File::create(&log)?;
+        // The node's processes find their helpers on PATH: containerd its shim, the shim runc.
+        let path = format!(
+            "{}:{}:/usr/sbin:/sbin",
+            self.bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut supervisor = Command::new("bash")
+            .env("PATH", path)
             .arg(self.dir.join("supervise.sh"))
             .arg(self.bin_dir.join(name))
             .args(args)
@@ -435,18 +611,30 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         let mut components = std::mem::take(&mut *self.lock());
-        while let Some(mut c) = components.pop() {
-            drop(c.lifeline.take());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.supervisor.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
+        if let Some(node) = &self.node {
+            // The kubelet first, so that it restarts nothing; then the containers, which outlive containerd.
+            if let Some(i) = components.iter().position(|c| c.name == "kubelet") {
+                stop(components.remove(i));
             }
-            if c.supervisor.try_wait().ok().flatten().is_none() {
-                let _ = c.supervisor.kill();
-                let _ = c.supervisor.wait();
-                eprintln!("{} did not stop in time; see {}", c.name, c.log.display());
-            }
+            node.teardown();
         }
+        while let Some(c) = components.pop() {
+            stop(c);
+        }
+    }
+}
+
+/// Closes a component's lifeline and waits for it to exit (killing it after 10 s).
+fn stop(mut c: Component) {
+    drop(c.lifeline.take());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.supervisor.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if c.supervisor.try_wait().ok().flatten().is_none() {
+        let _ = c.supervisor.kill();
+        let _ = c.supervisor.wait();
+        eprintln!("{} did not stop in time; see {}", c.name, c.log.display());
     }
 }
 
@@ -459,6 +647,10 @@ exec 3<&0
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 wait "$child"
 "#;
+
+/// With a real node beside it, the kwok node keeps ordinary pods away: only pods that tolerate this land there.
+const FAKE_NODE_TAINT: &str =
+    "spec:\n  taints:\n  - { key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule }\n";
 
 /// A node that kwok manages (the annotation selects it); it carries no taint, so ordinary pods land on it.
 const FAKE_NODE: &str = r#"

@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let bin_dir = locate_binaries()?;
     let started = std::time::Instant::now();
-    let cp = tokio::task::spawn_blocking(move || ControlPlane::start(Options { dir, bin_dir })).await??;
+    let node = std::env::var("TMI_E2E_ISOLATED").as_deref() == Ok("1");
+    let cp =
+        tokio::task::spawn_blocking(move || ControlPlane::start(Options { dir, bin_dir, node })).await??;
     println!("control plane ready in {:.1?}", started.elapsed());
     println!("  export KUBECONFIG={}", cp.kubeconfig().display());
     println!("  export PATH={}:$PATH   # kubectl 1.37", cp.bin_dir().display());

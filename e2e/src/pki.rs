@@ -24,10 +24,11 @@ pub struct Pki {
 }
 
 /// The first address of the service range we give the API server: the `kubernetes` Service's ClusterIP.
-/// It only appears in the serving certificate; nothing here sends traffic to it.
+/// Pods on a real node reach the API server through it (kube-proxy forwards it to the node's address).
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
-pub fn generate() -> anyhow::Result<Pki> {
+/// Generates a run's PKI; `extra_ips` are further addresses of the API server (the real node's).
+pub fn generate(extra_ips: &[Ipv4Addr]) -> anyhow::Result<Pki> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
@@ -53,6 +54,11 @@ pub fn generate() -> anyhow::Result<Pki> {
     serving
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(KUBERNETES_SERVICE_IP)));
+    for ip in extra_ips {
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(*ip)));
+    }
     serving
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
@@ -99,8 +105,8 @@ mod tests {
 
     #[test]
     fn every_run_gets_fresh_keys() {
-        let a = generate().unwrap();
-        let b = generate().unwrap();
+        let a = generate(&[]).unwrap();
+        let b = generate(&[]).unwrap();
         assert_ne!(a.admin_key, b.admin_key);
         assert_ne!(a.service_account_key, b.service_account_key);
         assert!(a.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
