@@ -1,5 +1,5 @@
-//! Admin HTTP server: `/healthz` (process alive), `/readyz` (caches running and, with leader election,
-//! leading) and `/metrics` (OpenMetrics). IO: listens on a TCP socket.
+//! Admin HTTP server: `/healthz` (process alive), `/readyz` (the controller runs or, with leader election,
+//! this replica takes part in the election) and `/metrics` (OpenMetrics). IO: listens on a TCP socket.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 pub struct AdminState {
     /// Metrics to expose.
     pub metrics: Arc<Metrics>,
-    /// Whether the controller is running (set by `leader` or by `main` without leader election).
+    /// Whether this replica is ready: set by `leader` once it takes part in the election, or by `main`
+    /// without leader election.
     pub ready: Arc<AtomicBool>,
 }
 
@@ -35,7 +36,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not leading")
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
 

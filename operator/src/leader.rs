@@ -40,13 +40,15 @@ async fn wait_for(rx: &mut watch::Receiver<bool>, value: bool) -> bool {
 }
 
 /// Runs the controller whenever this replica holds the Lease, until `shutdown` resolves; then releases the
-/// Lease. `leading` mirrors the leadership for `/readyz`.
+/// Lease. `ready` (for `/readyz`) is set once this replica takes part in the election: a standby is ready to
+/// take over, so every healthy replica counts as available to `kubectl rollout status`, `helm --wait` and
+/// Argo CD. Leadership itself shows in the `tmi_operator_leader` metric and the Lease.
 pub async fn run(
     client: Client,
     config: Config,
     lease: LeaseConfig,
     metrics: Arc<Metrics>,
-    leading: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
@@ -58,6 +60,7 @@ pub async fn run(
         .build()
         .await?;
     let (mut rx, task) = manager.watch().await;
+    ready.store(true, Ordering::SeqCst);
     let shutdown = Box::pin(shutdown).shared();
     loop {
         tokio::select! {
@@ -65,7 +68,6 @@ pub async fn run(
             ok = wait_for(&mut rx, true) => if !ok { anyhow::bail!("leader election stopped") },
         }
         info!(identity = %lease.identity, "leading");
-        leading.store(true, Ordering::SeqCst);
         metrics.set_leader(true);
         let mut lost_rx = rx.clone();
         let lost = async move {
@@ -73,7 +75,6 @@ pub async fn run(
         };
         let stop = futures::future::select(shutdown.clone(), Box::pin(lost)).map(|_| ());
         controller::run(client.clone(), config.clone(), metrics.clone(), stop).await;
-        leading.store(false, Ordering::SeqCst);
         metrics.set_leader(false);
         info!(identity = %lease.identity, "stopped leading");
         if shutdown.peek().is_some() {

@@ -51,6 +51,10 @@ every request the operator makes and fails when this list grants more or less).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "get", "list", "watch"]
+{{- /* Pods: listed (uncached) only while a rollout is incomplete, to say why the server pods fail. */}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -10,6 +10,7 @@
 //! error that `error_policy` retries with exponential backoff.
 
 pub mod apply;
+pub mod diagnose;
 pub mod inputs;
 pub mod names;
 pub mod render;
@@ -252,10 +253,16 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
             None => return Err(e),
         },
     };
+    let problem = if status::rolled_out(&applied.deployment, valid.replicas) {
+        None
+    } else {
+        diagnose::server_problem(&server_pods(ctx, &valid).await)
+    };
     let outcome = status::Outcome::Applied {
         valid: &valid,
         deployment: &applied.deployment,
         inputs_hash: &hash,
+        problem: problem.as_ref(),
     };
     let new_status = status::compute(obj, outcome, &now());
     let settled = new_status
@@ -269,6 +276,25 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
     } else {
         ctx.config.progress_poll
     }))
+}
+
+/// The instance's server pods, read only while a rollout is incomplete (IO, uncached: a pod cache would cost
+/// memory in proportion to every tenant's pods). A failed list only loses the diagnosis, never the reconcile.
+async fn server_pods(ctx: &Context, valid: &validate::ValidInstance) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &valid.namespace);
+    match api
+        .list(&kube::api::ListParams::default().labels(&names::selector_string(valid)))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            warn!(
+                error = &e as &dyn std::error::Error,
+                "listing the server pods failed"
+            );
+            Vec::new()
+        }
+    }
 }
 
 fn index_secrets(ctx: &Context, valid: &validate::ValidInstance) -> Result<(), Error> {

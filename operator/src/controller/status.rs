@@ -16,7 +16,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::controller::{
-    Context, Error, inputs::Problem, names, validate::InvalidSpec, validate::ValidInstance,
+    Context, Error, diagnose::ServerProblem, inputs::Problem, names, validate::InvalidSpec,
+    validate::ValidInstance,
 };
 use crate::crd::{EffectiveSettings, TmiInstance, TmiInstanceStatus};
 
@@ -52,6 +53,8 @@ pub enum Outcome<'a> {
         deployment: &'a Deployment,
         /// The pod-template inputs hash.
         inputs_hash: &'a str,
+        /// Why the server pods fail, when the rollout is incomplete and they do ([`crate::controller::diagnose`]).
+        problem: Option<&'a ServerProblem>,
     },
 }
 
@@ -139,6 +142,7 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
             valid,
             deployment,
             inputs_hash,
+            problem,
         } => {
             set_static(&mut status, valid, Some(inputs_hash));
             let d = DeploymentState::of(deployment, valid.replicas);
@@ -177,6 +181,15 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
                     cond(RECONCILING, false, "UpToDate", "the server runs the current spec"),
                     cond(STALLED, false, "None", "no problems"),
                     cond(SERVER_AVAILABLE, true, reason, counts),
+                ]);
+            } else if let Some(p) = problem {
+                // Pods that crash at start or cannot pull their image wait for a human (or for the database
+                // to come back): say why, with the reason naming what failed.
+                conds.extend([
+                    cond(READY, false, p.reason, p.message.clone()),
+                    cond(RECONCILING, false, p.reason, counts.clone()),
+                    cond(STALLED, true, p.reason, p.message.clone()),
+                    cond(SERVER_AVAILABLE, false, p.reason, counts),
                 ]);
             } else {
                 conds.extend([
@@ -258,6 +271,11 @@ fn merge(old: &[Condition], new: Vec<Cond>, generation: Option<i64>, now: &Time)
         }
     }
     out
+}
+
+/// Whether the Deployment runs `desired` updated, available replicas of its current generation.
+pub fn rolled_out(d: &Deployment, desired: i32) -> bool {
+    DeploymentState::of(d, desired).rolled_out
 }
 
 /// The parts of a Deployment's status that decide availability.
@@ -392,6 +410,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(10),
         );
@@ -427,6 +446,7 @@ mod tests {
                     valid: &v,
                     deployment: &d,
                     inputs_hash: "h",
+                    problem: None,
                 },
                 &t(10),
             );
@@ -435,6 +455,45 @@ mod tests {
             assert_eq!(get(&s, RECONCILING).status, "True");
             assert_eq!(s.version, None, "version reports what runs, not what is wanted");
         }
+    }
+
+    #[test]
+    fn failing_server_pods_stall_with_their_reason_until_the_rollout_completes() {
+        let obj = instance_from_yaml(EXTERNAL);
+        let v = valid_from_yaml(EXTERNAL);
+        let problem = ServerProblem {
+            reason: "DatabaseUnreachable",
+            message: "the server cannot reach its database (2 restarts): …".to_owned(),
+        };
+        let s = compute(
+            &obj,
+            Outcome::Applied {
+                valid: &v,
+                deployment: &deployment(1, 1, 1, 1, 0),
+                inputs_hash: "h",
+                problem: Some(&problem),
+            },
+            &t(10),
+        );
+        for type_ in [READY, RECONCILING, SERVER_AVAILABLE] {
+            assert_eq!(get(&s, type_).status, "False", "{type_}");
+            assert_eq!(get(&s, type_).reason, "DatabaseUnreachable", "{type_}");
+        }
+        assert_eq!(get(&s, STALLED).status, "True");
+        assert_eq!(get(&s, READY).message, problem.message);
+        // Once the pods are available, a stale diagnosis cannot hold the instance back.
+        let s = compute(
+            &obj,
+            Outcome::Applied {
+                valid: &v,
+                deployment: &deployment(1, 1, 1, 1, 1),
+                inputs_hash: "h",
+                problem: Some(&problem),
+            },
+            &t(20),
+        );
+        assert_eq!(get(&s, READY).status, "True");
+        assert_eq!(get(&s, STALLED).status, "False");
     }
 
     #[test]
@@ -474,6 +533,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(10),
         );
@@ -484,6 +544,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(99),
         );
@@ -497,6 +558,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(99),
         );
@@ -515,6 +577,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(1),
         );
@@ -526,6 +589,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(2),
         );
@@ -549,6 +613,7 @@ mod tests {
                 valid: &v,
                 deployment: &d,
                 inputs_hash: "h",
+                problem: None,
             },
             &t(1),
         ));

@@ -10,6 +10,8 @@
 //!   server processes never hold separate collaboration state, and a SQLite volume is never mounted twice;
 //! - topology spread over zones and nodes when replicas > 1, unless `scheduling.topologySpreadConstraints`
 //!   is given;
+//! - a 5 s `preStop` sleep (the kubelet's sleep action), so that endpoints are gone before SIGTERM, and
+//!   `terminationMessagePolicy: FallbackToLogsOnError`, so that a crash's last log line reaches the status;
 //! - `enableServiceLinks: false`: a Service named `tmi` would otherwise inject `TMI_*` variables that the
 //!   server reads as configuration.
 
@@ -18,9 +20,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,6 +33,9 @@ use crate::controller::{
     validate::{Cache, Database, ValidInstance},
 };
 use crate::crd::{ProbeOverride, SecretKeyRef};
+
+/// Seconds a terminating server pod keeps serving before SIGTERM, while its endpoint is removed everywhere.
+const PRE_STOP_SECONDS: i64 = 5;
 
 /// Non-root UID/GID of the server process (the distroless `nonroot` user).
 const RUN_AS: i64 = 65532;
@@ -178,6 +183,21 @@ fn container(i: &ValidInstance) -> Container {
         startup_probe: Some(probe("/readyz", 5, 120, startup)),
         readiness_probe: Some(probe("/readyz", 10, 3, readiness)),
         liveness_probe: Some(probe("/livez", 10, 6, liveness)),
+        // Kubernetes removes a terminating pod from the Service's endpoints while it sends SIGTERM; kube-proxy
+        // and ingress controllers apply that a moment later. Waiting first keeps new connections from reaching a
+        // server that has stopped accepting them. (The image has no shell: the kubelet's own sleep action.)
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SECONDS,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // The server's last log line says why it stopped (e.g. an unreachable database); the kubelet keeps it
+        // in the container status, where the operator reads it into the instance's conditions.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
