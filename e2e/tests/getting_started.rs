@@ -1,25 +1,19 @@
-//! The new user's path: the first shell block of `docs/getting-started.md` ("On the local control plane"),
-//! executed line by line as written, from the repository root, against this binary's control plane. Three
-//! kinds of line cannot run verbatim inside `cargo test` and are replaced by what they stand for:
-//! - `make cluster-up`: the harness has already started the same control plane (`ControlPlane::start`, which
-//!   is what `make cluster-up` runs in the background);
-//! - `export KUBECONFIG=…` and `alias kubectl=…`: the harness's kubeconfig and kubectl are put in the
-//!   environment instead;
-//! - `cargo run -p tmi-operator -- run …`: a nested cargo would wait forever on this test's build lock, so the
-//!   operator runs in this process instead, with the same settings (all namespaces, no leader election).
+//! The new user's path: the first shell block of `docs/getting-started.md` ("On the local cluster"), run as
+//! written, as one bash script from the repository root, against this binary's cluster with its real node.
+//! Two lines stand for what the harness has already done and are left out:
+//! - `make cluster-up`: the harness started the same cluster (`tmi_e2e::shared_with_node`, what
+//!   `make cluster-up` runs in the background);
+//! - `make cluster-shell`: the tests already run inside the cluster's namespaces (`make test` runs them in
+//!   `scripts/isolated.sh`), with the kubeconfig and kubectl/helm put in the environment instead.
 //!
-//! Every other line, every kubectl command and manifest the page shows, runs as written and must succeed;
-//! the page's `kubectl wait` for the sample's Ready condition is among them.
+//! Every other line, the Helm install of the locally built operator image, the sample, the wait for Ready, the
+//! port-forward, the dev login and the threat model created through the forwarded port, runs as written and
+//! must succeed.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
-
-use tmi_operator::controller::{self, Config};
-use tmi_operator::metrics::Metrics;
 
 /// The first ```sh block after the heading `heading`.
 fn first_block_after(doc: &str, heading: &str) -> Vec<String> {
@@ -31,80 +25,70 @@ fn first_block_after(doc: &str, heading: &str) -> Vec<String> {
     section[start..end].lines().map(str::to_owned).collect()
 }
 
-#[tokio::test]
-async fn the_local_getting_started_path_works_as_written() {
+#[test]
+fn the_local_getting_started_path_works_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()
         .unwrap();
     let doc = std::fs::read_to_string(root.join("docs/getting-started.md")).unwrap();
-    let lines = first_block_after(&doc, "## On the local control plane");
-    assert!(
-        lines.iter().any(|l| l.starts_with("kubectl wait")),
-        "the path ends in a kubectl wait"
-    );
+    let lines = first_block_after(&doc, "## On the local cluster");
+    for needed in [
+        "helm install",
+        "kubectl wait",
+        "scripts/dev-login.sh",
+        "port-forward",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(needed)),
+            "the path has a `{needed}` line"
+        );
+    }
+    let mut script = String::from("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n");
+    for line in &lines {
+        let trimmed = line.trim();
+        if trimmed.starts_with("make cluster-up") || trimmed.starts_with("make cluster-shell") {
+            continue;
+        }
+        script.push_str(line);
+        script.push('\n');
+    }
 
-    let cp = tmi_e2e::shared();
+    let cp = tmi_e2e::shared_with_node();
     let path = format!(
         "{}:{}",
         cp.bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut operator = None;
-    for raw in &lines {
-        let line = raw.split(" #").next().unwrap().trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if line == "make cluster-up"
-            || line.starts_with("export KUBECONFIG=")
-            || line.starts_with("alias kubectl=")
-        {
-            continue;
-        }
-        if line.starts_with("cargo run -p tmi-operator -- run") {
-            assert!(
-                line.contains("--leader-elect=false") && line.ends_with('&'),
-                "{line}"
-            );
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let config = Config {
-                resync: Duration::from_secs(2),
-                ..Config::default()
-            };
-            let client = cp.client().await;
-            let task = tokio::spawn(controller::run(
-                client,
-                config,
-                Arc::new(Metrics::default()),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            operator = Some((stop, task));
-            continue;
-        }
-        let line = line.to_owned();
-        let (kubeconfig, path, root) = (cp.kubeconfig().to_owned(), path.clone(), root.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("bash")
-                .args(["-euo", "pipefail", "-c", &line])
-                .current_dir(root)
-                .env("KUBECONFIG", kubeconfig)
-                .env("PATH", path)
-                .output()
-                .unwrap()
-        })
-        .await
+    let began = std::time::Instant::now();
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&root)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("PATH", path)
+        .env("HELM_CACHE_HOME", cp.dir().join("helm/cache"))
+        .env("HELM_CONFIG_HOME", cp.dir().join("helm/config"))
+        .env("HELM_DATA_HOME", cp.dir().join("helm/data"))
+        .output()
         .unwrap();
-        assert!(
-            out.status.success(),
-            "`{raw}` failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let pods = cp
+            .kubectl()
+            .args(["get", "pods", "-A", "-o", "wide"])
+            .output()
+            .unwrap();
+        panic!(
+            "the getting-started path failed ({}):\n{stdout}\n{stderr}\npods:\n{}\nkubelet:\n{}",
+            out.status,
+            String::from_utf8_lossy(&pods.stdout),
+            cp.log_tail("kubelet", 30)
         );
     }
-    let (stop, task) = operator.expect("the path starts the operator");
-    let _ = stop.send(());
-    task.await.unwrap();
+    eprintln!("getting-started path: {:.1?}", began.elapsed());
+    assert!(
+        stdout.contains("\"name\":\"My first threat model\""),
+        "the threat model created through the port-forward is listed:\n{stdout}"
+    );
 }

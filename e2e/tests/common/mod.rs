@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of it; a panic is a test failure
 
+pub mod tmi;
+
 use std::process::Output;
 use std::time::{Duration, Instant};
 
