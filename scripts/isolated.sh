@@ -48,6 +48,9 @@ if [ "${1:-}" = "--inside" ]; then
   ip addr add "$node_ip/32" dev tmi-node
   ip link set tmi-node-peer up
   ip link set tmi-node up
+  # The cluster's Service range (the API server's --service-cluster-ip-range): a route so that connections from
+  # this namespace get as far as kube-proxy's DNAT rules, which send them on to the pods.
+  ip route add 10.96.0.0/16 dev tmi-node
   export TMI_E2E_ISOLATED=1 TMI_E2E_NODE_IP=$node_ip
   export CARGO_NET_OFFLINE=true
   exec "$@"

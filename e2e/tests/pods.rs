@@ -254,14 +254,41 @@ async fn server_pods(client: &kube::Client, ns: &str, name: &str) -> Vec<(String
     out
 }
 
-/// `http://<ClusterIP>:80` of the instance's Service (kube-proxy's rules in the run's namespace).
-async fn service_url(client: &kube::Client, ns: &str, name: &str) -> String {
+/// The instance's Service (`http://<ClusterIP>:80`, through kube-proxy's rules in the run's namespace), once
+/// it answers: kube-proxy programs a Service's endpoints a moment after the pods are Ready.
+async fn service(client: &kube::Client, ns: &str, name: &str) -> Tmi {
     let svc = Api::<Service>::namespaced(client.clone(), ns)
         .get(name)
         .await
         .unwrap();
     let ip = svc.spec.unwrap().cluster_ip.unwrap();
-    format!("http://{ip}:80")
+    let tmi = Tmi::new(format!("http://{ip}:80"));
+    let started = Instant::now();
+    loop {
+        match tmi.try_call(Method::GET, "/readyz", None, None).await {
+            Ok(r) if r.status == 200 => return tmi,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the Service never answered: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How many of the instance's server pods are terminating.
+async fn terminating_pods(client: &kube::Client, ns: &str, name: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={name},app.kubernetes.io/component=server"
+        )))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .count()
 }
 
 /// Two server pods on PostgreSQL and Redis: a login through the Service, a threat model written through
@@ -281,7 +308,7 @@ async fn production_like_instance_serves_through_its_service_and_both_pods() {
 
     let pods = server_pods(&ns.client, &ns.name, "tmi").await;
     assert_eq!(pods.len(), 2, "two Ready server pods: {pods:?}");
-    let service = Tmi::new(service_url(&ns.client, &ns.name, "tmi").await);
+    let service = service(&ns.client, &ns.name, "tmi").await;
     let a = Tmi::new(pods[0].1.clone());
     let b = Tmi::new(pods[1].1.clone());
 
@@ -334,7 +361,7 @@ async fn a_pod_killed_mid_session_loses_nothing_acknowledged() {
     wait_instance(&api, "tmi", "Ready", is_ready).await;
     let pods = server_pods(&ns.client, &ns.name, "tmi").await;
     assert_eq!(pods.len(), 2);
-    let service = Tmi::new(service_url(&ns.client, &ns.name, "tmi").await);
+    let service = service(&ns.client, &ns.name, "tmi").await;
     let (a, b) = (Tmi::new(pods[0].1.clone()), Tmi::new(pods[1].1.clone()));
     let alice = service.login("alice").await;
     let (tm, d) = a.threat_model_with_diagram(&alice, "kill").await;
@@ -430,7 +457,7 @@ async fn a_rolling_update_under_traffic_fails_no_request() {
     apply_instance(&ns.name, "tmi", &database("roll"), 2);
     wait_instance(&api, "tmi", "Ready", is_ready).await;
     let before = server_pods(&ns.client, &ns.name, "tmi").await;
-    let service = Tmi::new(service_url(&ns.client, &ns.name, "tmi").await);
+    let service = service(&ns.client, &ns.name, "tmi").await;
     let alice = service.login("alice").await;
     let (tm, d) = service.threat_model_with_diagram(&alice, "roll").await;
 
@@ -494,7 +521,11 @@ async fn a_rolling_update_under_traffic_fails_no_request() {
         let obj = serde_json::to_value(api.get("tmi").await.unwrap()).unwrap();
         let after = server_pods(&ns.client, &ns.name, "tmi").await;
         let replaced = after.iter().all(|p| !before.contains(p)) && after.len() == 2;
-        if obj["status"]["observedGeneration"] == generation && is_ready(&obj) && replaced {
+        if obj["status"]["observedGeneration"] == generation
+            && is_ready(&obj)
+            && replaced
+            && terminating_pods(&ns.client, &ns.name, "tmi").await == 0
+        {
             break;
         }
         assert!(
@@ -526,9 +557,36 @@ async fn a_rolling_update_under_traffic_fails_no_request() {
         failures.lock().unwrap()
     );
     assert!(
+        !closes.is_empty(),
+        "the collaborator's pod was replaced, so its socket must have ended"
+    );
+    assert!(
         closes.iter().all(|c| *c == Some(1012)),
         "every socket that ended got a close frame with 1012 (service restart): {closes:?}"
     );
+    // The reconnected socket works: an edit is applied and stored.
+    let id = "after-the-rollout";
+    socket.add_cell(id).await;
+    let started = Instant::now();
+    loop {
+        let d = service
+            .call(
+                Method::GET,
+                &format!("/threat_models/{tm}/diagrams/{d}"),
+                Some(&alice),
+                None,
+            )
+            .await
+            .expect(200);
+        if d["cells"].as_array().into_iter().flatten().any(|c| c["id"] == id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the edit after reconnecting was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     socket.close().await;
 }
 

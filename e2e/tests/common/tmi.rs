@@ -186,13 +186,16 @@ impl Tmi {
             session["diagram_id"].as_str().unwrap(),
         );
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Collab { ws }
+        Collab { ws, vector: 0 }
     }
 }
 
 /// One collaboration socket.
 pub struct Collab {
     ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    /// The diagram's update vector as last seen (from `diagram_state` and operation events), sent as the
+    /// `base_vector` of this client's operations, as tmi-ux does.
+    vector: i64,
 }
 
 /// What a socket delivered next.
@@ -214,7 +217,10 @@ impl Collab {
                 Ok(None) => return Next::Closed(None),
                 Ok(Some(Err(_))) => return Next::Closed(None),
                 Ok(Some(Ok(Message::Text(t)))) => {
-                    if let Ok(v) = serde_json::from_str(&t) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                        if let Some(n) = v["update_vector"].as_i64() {
+                            self.vector = self.vector.max(n);
+                        }
                         return Next::Json(v);
                     }
                 }
@@ -241,7 +247,7 @@ impl Collab {
         let cell = json!({"id": id, "shape": "process", "position": {"x": 10, "y": 10},
             "size": {"width": 80, "height": 40}, "attrs": {"text": {"text": id}}, "zIndex": 1});
         let msg = json!({"message_type": "diagram_operation_request", "operation_id": op_id,
-            "operation": {"type": "patch", "cells": [{"id": id, "operation": "add", "data": cell}]}});
+            "base_vector": self.vector, "operation": {"type": "patch", "cells": [{"id": id, "operation": "add", "data": cell}]}});
         self.ws.send(Message::Text(msg.to_string().into())).await.unwrap();
         op_id
     }
