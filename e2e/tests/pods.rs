@@ -324,12 +324,11 @@ async fn production_like_instance_serves_through_its_service_and_both_pods() {
 
     // Two collaborators, one socket on each pod: an edit on one reaches the other through Redis.
     let bob = service.login("bob").await;
-    a.call(
-        Method::PATCH,
+    a.json_patch(
         &format!("/threat_models/{tm}"),
-        Some(&alice),
-        Some(json!([{"op": "add", "path": "/authorization/-",
-            "value": {"principal_type": "user", "provider": "tmi", "provider_id": "bob", "role": "writer"}}])),
+        &alice,
+        json!([{"op": "add", "path": "/authorization/-",
+            "value": {"principal_type": "user", "provider": "tmi", "provider_id": "bob", "role": "writer"}}]),
     )
     .await
     .expect(200);

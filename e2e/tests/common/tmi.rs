@@ -76,6 +76,25 @@ impl Tmi {
             .unwrap_or_else(|e| panic!("{method} {}{path}: {e}", self.base))
     }
 
+    /// A JSON Patch (`application/json-patch+json`), as TMI's PATCH operations take it.
+    pub async fn json_patch(&self, path: &str, token: &str, ops: Value) -> Res {
+        let res = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json-patch+json")
+            .body(ops.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        Res {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
     /// The dev provider's login with PKCE, as tmi-ux does it; returns the access token.
     pub async fn login(&self, hint: &str) -> String {
         let verifier = format!(
