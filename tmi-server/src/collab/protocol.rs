@@ -1,6 +1,6 @@
 //! Pure: the TMI collaboration WebSocket protocol as serde types. No IO, no session state.
 //!
-//! Contract: `shared/tmi-api/tmi-asyncapi.yml` (every example in it round-trips through these
+//! Contract: `api/tmi-asyncapi.yml` (every example in it round-trips through these
 //! types, see the tests), amended by tmi-compat.md §5.3 and Part B §4 where the real web client
 //! (tmi-ux) needs more. Every frame is one JSON object whose `message_type` selects the variant.
 //! Inbound frames go through [`ClientMessage::from_json`], which sorts failures into the cases
@@ -607,10 +607,8 @@ mod tests {
     use serde_json::json;
     use std::collections::BTreeSet;
 
-    const ASYNCAPI: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/tmi-api/tmi-asyncapi.yml"
-    );
+    /// The vendored AsyncAPI document (`api/README.md`).
+    const ASYNCAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/api/tmi-asyncapi.yml");
 
     /// Messages that are in neither AsyncAPI operation, with the direction their description
     /// gives them. A new message in that situation fails the test until it is listed here.

@@ -1,6 +1,6 @@
 //! Test harness: a real server on 127.0.0.1:0 over SQLite (temp dir) or PostgreSQL (a fresh
 //! database on `TMI_TEST_DATABASE_URL`), a reqwest client, dev-provider login, and validation of
-//! every response body against the OpenAPI contract read from `shared/tmi-api/`.
+//! every response body against the vendored OpenAPI contract (`api/tmi-openapi.json`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -16,13 +16,10 @@ use tmi_server::openapi::Spec;
 
 use crate::pgdb::TestDatabase;
 
-/// The contract, read from the shared checkout (never vendored into tests).
+/// The contract, read from the vendored copy (`api/README.md`; a unit test keeps it equal to upstream).
 pub static CONTRACT: LazyLock<Spec> = LazyLock::new(|| {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/tmi-api/tmi-openapi.json"
-    );
-    let text = std::fs::read_to_string(path).expect("read shared/tmi-api/tmi-openapi.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/api/tmi-openapi.json");
+    let text = std::fs::read_to_string(path).expect("read api/tmi-openapi.json");
     Spec::from_json(&text).expect("parse the OpenAPI contract")
 });
 

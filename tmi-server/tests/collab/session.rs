@@ -37,11 +37,8 @@ async fn setup(env: Env) -> Setup {
 }
 
 fn contract() -> tmi_server::openapi::Spec {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/tmi-api/tmi-openapi.json"
-    ))
-    .expect("read shared/tmi-api/tmi-openapi.json");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/api/tmi-openapi.json"))
+        .expect("read api/tmi-openapi.json");
     tmi_server::openapi::Spec::from_json(&text).expect("contract")
 }
 
