@@ -1,7 +1,6 @@
 //! Threat-model roles (tmi-compat.md §3): the effective role of a caller from the owner and the
 //! ACL entries for users, groups and the `everyone` pseudo-group. Pure.
 
-use crate::auth::AuthUser;
 use crate::openapi::Ownership;
 use crate::store::ThreatModelRecord;
 
@@ -40,17 +39,6 @@ pub struct Subject<'a> {
     pub provider_id: &'a str,
     pub email: &'a str,
     pub groups: &'a [String],
-}
-
-impl<'a> From<&'a AuthUser> for Subject<'a> {
-    fn from(u: &'a AuthUser) -> Self {
-        Subject {
-            provider: u.provider(),
-            provider_id: u.provider_id(),
-            email: &u.user.email,
-            groups: u.groups(),
-        }
-    }
 }
 
 /// The highest role `who` holds on `tm`, if any.

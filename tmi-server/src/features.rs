@@ -6,7 +6,17 @@ use axum::extract::Query;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::AuthUser;
+use crate::auth::tokens::AuthUser;
+use crate::routes::Routes;
+
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/addons", addons)
+        .get("/intake/surveys", surveys)
+        .get("/intake/survey_responses", survey_responses)
+        .get("/projects", projects)
+        .get("/teams", teams)
+}
 
 #[derive(Deserialize)]
 pub struct Page {

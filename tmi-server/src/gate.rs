@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::auth::{ACCESS_COOKIE, AuthUser, cookie_value};
+use crate::auth::tokens::{ACCESS_COOKIE, AuthUser, cookie_value};
 use crate::authz::{Role, Subject, effective_role};
 use crate::error::ApiError;
 use crate::input;
-use crate::openapi::{Operation, Ownership};
+use crate::openapi::Operation;
 use crate::state::AppState;
 use crate::store::ThreatModelRecord;
 
@@ -195,8 +195,38 @@ fn validate_query(state: &AppState, op: &Operation, query: Option<&str>) -> Resu
     Ok(())
 }
 
+/// The routes outside the OpenAPI contract, passed through without the gate's checks: the probes,
+/// the metrics, the served contract itself, and the collaboration WebSocket (authenticated by its
+/// single-use ticket). Any other route the contract does not know answers 404.
+pub const OPERATIONAL: &[(&str, &str)] = &[
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/threat_models/{threat_model_id}/diagrams/{diagram_id}/ws"),
+];
+
+/// Whether (method, matched template) is an operational route (`HEAD` counts as `GET`).
+pub fn is_operational(method: &Method, template: &str) -> bool {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    OPERATIONAL
+        .iter()
+        .any(|(m, t)| *t == template && method.as_str() == *m)
+}
+
 /// The gate middleware; installed with `route_layer`, so it only sees matched routes.
 pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    if template.is_some_and(|t| is_operational(req.method(), &t)) {
+        return next.run(req).await;
+    }
     match run(&state, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -215,7 +245,13 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     } else {
         parts.method.clone()
     };
-    let op = state.spec.operation(method.as_str(), &template);
+    // Fail closed: a route the contract does not define has no authorization rules to apply.
+    let Some(op) = state.spec.operation(method.as_str(), &template) else {
+        return Err(ApiError::NotFound(format!(
+            "endpoint {} is not defined in the API specification",
+            parts.uri.path()
+        )));
+    };
 
     if parts.uri.query().is_some_and(|q| q.contains("%00")) {
         return Err(ApiError::invalid(
@@ -231,11 +267,11 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     let path = parts.uri.path().to_owned();
     let mut tm_id = None;
     for (name, value) in path_params(&template, &path) {
-        let is_uuid = op.as_ref().map_or(name.ends_with("_id"), |o| {
-            o.params
-                .iter()
-                .any(|p| p.name == name && p.schema.get("format").and_then(Value::as_str) == Some("uuid"))
-        }) && name != "provider_id";
+        let is_uuid = op
+            .params
+            .iter()
+            .any(|p| p.name == name && p.schema.get("format").and_then(Value::as_str) == Some("uuid"))
+            && name != "provider_id";
         if is_uuid {
             let id = Uuid::parse_str(value)
                 .map_err(|_| ApiError::invalid_id(format!("Invalid {name}: must be a UUID")))?;
@@ -255,7 +291,7 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     })?;
     let mut json = None;
     let mut content_type = None;
-    if let Some(op) = op.as_ref().filter(|o| !o.content_types.is_empty()) {
+    if !op.content_types.is_empty() {
         let ct = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -295,7 +331,7 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     }
 
     // Authentication.
-    let public = op.as_ref().is_none_or(|o| o.public);
+    let public = op.public;
     let token = presented_token(&parts.headers);
     let user = match token {
         Ok(Some(t)) => state.tokens.authenticate(&t).await?,
@@ -306,7 +342,7 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     }
 
     // Normalization and schema validation.
-    if let (Some(op), Some(v)) = (op.as_ref(), json.as_mut()) {
+    if let Some(v) = json.as_mut() {
         let ct = content_type.as_deref().unwrap_or("application/json");
         if ct == "application/json" {
             input::normalize_enums(v);
@@ -325,13 +361,11 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
             )));
         }
     }
-    if let Some(op) = op.as_ref() {
-        validate_query(state, op, parts.uri.query())?;
-    }
+    validate_query(state, &op, parts.uri.query())?;
 
     // Parent threat model: 404 when missing or deleted, 403 without the role.
     if let (Some(id), Some(user)) = (tm_id, user.as_ref()) {
-        let needed = op.as_ref().map_or(Ownership::Reader, |o| o.ownership);
+        let needed = op.ownership;
         let tm = match state.store.get_threat_model(id).await {
             Ok(tm) => tm,
             Err(crate::store::StoreError::NotFound) => return Err(ApiError::not_found("Threat model")),

@@ -1,5 +1,7 @@
-//! Service info and probes: `GET /` (TMI's `ApiInfo`), `/livez`, `/readyz`, public `/config` and the
-//! served OpenAPI document. IO: pings the database and the token store.
+//! Service info and probes: `GET /` (TMI's `ApiInfo`) and public `/config` (contract operations),
+//! and the operational endpoints outside the contract, `/livez`, `/readyz`, `/metrics` and the
+//! served OpenAPI document (listed in `gate::OPERATIONAL`). IO: pings the database and the token
+//! store.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::handlers::base_url;
+use crate::routes::Routes;
 use crate::state::AppState;
+
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/", root)
+        .get("/config", client_config)
+        .get("/livez", livez)
+        .get("/readyz", readyz)
+        .get("/metrics", metrics)
+        .get("/openapi.json", openapi_document)
+}
 
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -116,6 +129,18 @@ pub async fn openapi_document() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
     )
         .into_response()
 }

@@ -1,21 +1,15 @@
 //! Prometheus metrics: request counts and latencies by route, and collaboration (sockets,
-//! operations, resyncs), exposed at `/metrics`. Pure apart from the in-memory registry.
+//! operations, resyncs). The registry only; `layers::record_request` counts requests and
+//! `health::metrics` serves `/metrics`. Pure apart from the in-memory registry.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -104,6 +98,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one request and its latency.
+    pub fn observe_request(&self, method: String, route: String, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.clone(),
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { method, route })
+            .observe(seconds);
+    }
+
+    /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Ok(reg) = self.registry.lock() {
@@ -111,40 +120,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Records every request.
-pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let start = Instant::now();
-    let res = next.run(req).await;
-    let m = &state.metrics;
-    m.requests
-        .get_or_create(&RequestLabels {
-            method: method.clone(),
-            route: route.clone(),
-            status: res.status().as_u16(),
-        })
-        .inc();
-    m.latency
-        .get_or_create(&RouteLabels { method, route })
-        .observe(start.elapsed().as_secs_f64());
-    res
-}
-
-/// `GET /metrics`.
-pub async fn serve(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
 }

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::auth::Tokens;
 use crate::auth::kv::TokenKv;
 use crate::auth::provider::IdentityProvider;
+use crate::auth::tokens::Tokens;
+use crate::collab::hub::Hub;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::openapi::Spec;
@@ -23,7 +24,7 @@ pub struct AppState {
     /// Whether the token store is Redis (reported by health checks).
     pub redis_enabled: bool,
     /// This replica's collaboration hub; diagram writes consult it to answer 409 during a session.
-    pub collab: Arc<crate::collab::Hub>,
+    pub collab: Arc<Hub>,
 }
 
 impl AppState {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::protocol::{
     Cell, CellOperation, CellOperationKind, CellPatchOperation, PatchKind, RejectionReason,
 };
-use crate::resources::diagrams::normalize_cell;
+use crate::domain::diagrams::normalize_cell;
 
 /// Most cells one diagram may hold (the REST limit).
 pub const MAX_CELLS: usize = 10_000;

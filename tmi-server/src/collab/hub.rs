@@ -29,6 +29,7 @@ use super::protocol::{
     ParticipantPermissions, ParticipantsUpdate, RejectionReason, ServerMessage, User,
 };
 use super::registry::{HistoryEntry, ParticipantRecord, Registry, SessionRecord, user_key};
+use crate::domain::sessions::OpenSessions;
 use crate::metrics::CollabMetrics;
 use crate::store::{ChildRecord, Store, StoreError};
 
@@ -310,16 +311,6 @@ impl Hub {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    /// Whether a diagram has an active session (REST writes to it answer 409).
-    pub async fn active_for_diagram(&self, diagram_id: Uuid) -> anyhow::Result<bool> {
-        Ok(self.registry.by_diagram(diagram_id).await?.is_some())
-    }
-
-    /// Whether any diagram of a threat model has an active session.
-    pub async fn active_for_threat_model(&self, tm: Uuid) -> anyhow::Result<bool> {
-        Ok(self.registry.all().await?.iter().any(|s| s.threat_model_id == tm))
     }
 
     async fn publish(&self, session_id: Uuid, kind: EnvelopeKind) -> anyhow::Result<()> {
@@ -1150,6 +1141,18 @@ impl Hub {
 }
 
 /// Delivers held events that continue the order.
+/// The sessions this hub knows of answer the domain's "no collaboration session open" rule.
+#[async_trait::async_trait]
+impl OpenSessions for Hub {
+    async fn on_diagram(&self, diagram_id: Uuid) -> anyhow::Result<bool> {
+        Ok(self.registry.by_diagram(diagram_id).await?.is_some())
+    }
+
+    async fn on_threat_model(&self, tm: Uuid) -> anyhow::Result<bool> {
+        Ok(self.registry.all().await?.iter().any(|s| s.threat_model_id == tm))
+    }
+}
+
 fn drain(d: &mut Dispatch) {
     loop {
         if d.delivered == i64::MIN {

@@ -16,33 +16,23 @@ pub mod socket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
-
 use crate::config::Config;
-use crate::state::AppState;
+use crate::routes::Routes;
 
-pub use hub::Hub;
-
-/// The collaboration routes that are in the OpenAPI contract (they pass the request gate).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/threat_models/{threat_model_id}/diagrams/{diagram_id}/collaborate",
-            get(rest::get_session)
-                .post(rest::start_session)
-                .delete(rest::end_session),
+/// The collaboration routes: the REST endpoints of the contract and the WebSocket (outside the
+/// contract, authenticated by ticket only: the gate lets it through as an operational route).
+pub fn router() -> Routes {
+    let collaborate = "/threat_models/{threat_model_id}/diagrams/{diagram_id}/collaborate";
+    Routes::new()
+        .get(collaborate, rest::get_session)
+        .post(collaborate, rest::start_session)
+        .delete(collaborate, rest::end_session)
+        .get("/ws/ticket", rest::ticket)
+        .get("/me/sessions", rest::my_sessions)
+        .get(
+            "/threat_models/{threat_model_id}/diagrams/{diagram_id}/ws",
+            socket::upgrade,
         )
-        .route("/ws/ticket", get(rest::ticket))
-        .route("/me/sessions", get(rest::my_sessions))
-}
-
-/// The WebSocket route: not in the OpenAPI contract and authenticated by ticket only.
-pub fn socket_router() -> Router<AppState> {
-    Router::new().route(
-        "/threat_models/{threat_model_id}/diagrams/{diagram_id}/ws",
-        get(socket::upgrade),
-    )
 }
 
 /// The hub's tunables from the configuration.

@@ -17,14 +17,14 @@ use uuid::Uuid;
 
 use super::protocol::{PrincipalType, User};
 use super::registry::SessionRecord;
-use crate::auth::{AuthUser, token_hash};
+use crate::auth::tokens::{AuthUser, token_hash};
 use crate::authz::{Subject, effective_role};
+use crate::domain::live;
+use crate::domain::wire::rfc3339;
 use crate::error::ApiError;
 use crate::gate::TmAccess;
-use crate::resources;
 use crate::state::AppState;
-use crate::store::{ChildRecord, StoreError, ThreatModelRecord, UserRecord};
-use crate::threat_models::model::rfc3339;
+use crate::store::UserRecord;
 
 /// Tickets live this long (as upstream).
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -115,21 +115,6 @@ pub fn websocket_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-/// The live diagram, else 404 (the resources' own check).
-async fn live_diagram(state: &AppState, tm: Uuid, id: Uuid) -> Result<ChildRecord, ApiError> {
-    let diagram = resources::by_plural("diagrams").ok_or_else(|| ApiError::not_found("Diagram"))?;
-    resources::handlers::live_child(state, tm, diagram, id).await
-}
-
-/// A threat model that is neither missing nor deleted.
-pub async fn live_threat_model(state: &AppState, id: Uuid) -> Result<Option<ThreatModelRecord>, StoreError> {
-    match state.store.get_threat_model(id).await {
-        Ok(tm) if tm.deleted_at.is_none() => Ok(Some(tm)),
-        Ok(_) | Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn parse_ids(tm: &str, d: &str) -> Result<(Uuid, Uuid), ApiError> {
     let tm = Uuid::parse_str(tm).map_err(|_| ApiError::invalid_id("Invalid threat_model_id"))?;
     let d = Uuid::parse_str(d).map_err(|_| ApiError::invalid_id("Invalid diagram_id"))?;
@@ -187,7 +172,7 @@ pub async fn get_session(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (tm, d) = parse_ids(&tm, &d)?;
-    live_diagram(&state, tm, d).await?;
+    live::diagram(state.store.as_ref(), tm, d).await?;
     let record = state
         .collab
         .registry
@@ -207,7 +192,7 @@ pub async fn start_session(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (tm, d) = parse_ids(&tm, &d)?;
-    live_diagram(&state, tm, d).await?;
+    live::diagram(state.store.as_ref(), tm, d).await?;
     let (record, created) = state
         .collab
         .registry
@@ -231,7 +216,7 @@ pub async fn end_session(
     user: AuthUser,
 ) -> Result<Response, ApiError> {
     let (tm, d) = parse_ids(&tm, &d)?;
-    live_diagram(&state, tm, d).await?;
+    live::diagram(state.store.as_ref(), tm, d).await?;
     if let Some(record) = state
         .collab
         .registry
@@ -270,7 +255,7 @@ pub async fn ticket(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(not_found)?;
-    let tm = live_threat_model(&state, record.threat_model_id)
+    let tm = live::threat_model(state.store.as_ref(), record.threat_model_id)
         .await?
         .ok_or_else(not_found)?;
     if effective_role(&tm, &Subject::from(&user)).is_none() {
@@ -310,7 +295,7 @@ pub async fn my_sessions(
 ) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for record in state.collab.registry.all().await.map_err(ApiError::internal)? {
-        let Some(tm) = live_threat_model(&state, record.threat_model_id).await? else {
+        let Some(tm) = live::threat_model(state.store.as_ref(), record.threat_model_id).await? else {
             continue;
         };
         if effective_role(&tm, &Subject::from(&user)).is_none() {
@@ -323,37 +308,6 @@ pub async fn my_sessions(
         }
     }
     Ok(Json(Value::Array(out)).into_response())
-}
-
-/// 409 when a diagram is being edited in a session (REST writes would bypass it).
-pub async fn ensure_no_session_on_diagram(state: &AppState, diagram_id: Uuid) -> Result<(), ApiError> {
-    if state
-        .collab
-        .active_for_diagram(diagram_id)
-        .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("Collaboration state unavailable: {e}")))?
-    {
-        return Err(ApiError::Conflict(
-            "The diagram has an active collaboration session; edit it through the session or end it first"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// 409 when any diagram of the threat model is being edited in a session.
-pub async fn ensure_no_session_on_threat_model(state: &AppState, tm: Uuid) -> Result<(), ApiError> {
-    if state
-        .collab
-        .active_for_threat_model(tm)
-        .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("Collaboration state unavailable: {e}")))?
-    {
-        return Err(ApiError::Conflict(
-            "A diagram of this threat model has an active collaboration session".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A 429 with `Retry-After` and TMI's error body.

@@ -23,9 +23,10 @@ use super::protocol::{
     PresenterDeniedEvent, PresenterRequestEvent, ServerMessage, SyncStatusResponse, User,
 };
 use super::registry::user_key;
-use super::rest::{Ticket, live_threat_model, protocol_user, too_many};
+use super::rest::{Ticket, protocol_user, too_many};
 use crate::authz::{Role, Subject, effective_role};
 use crate::config::Config;
+use crate::domain::live;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -167,7 +168,7 @@ async fn prepare(
         .find_user(&ticket.provider, &ticket.provider_id)
         .await?
         .ok_or(ApiError::UnauthorizedWith("Unknown user".into()))?;
-    let model = live_threat_model(state, tm)
+    let model = live::threat_model(state.store.as_ref(), tm)
         .await?
         .ok_or_else(|| ApiError::not_found("Threat model"))?;
     let subject = Subject {
@@ -422,7 +423,7 @@ impl Conn<'_> {
             return true;
         }
         let record = self.local.record();
-        let role = match live_threat_model(self.state, record.threat_model_id).await {
+        let role = match live::threat_model(self.state.store.as_ref(), record.threat_model_id).await {
             Ok(Some(tm)) => {
                 let subject = Subject {
                     provider: &self.user.provider,

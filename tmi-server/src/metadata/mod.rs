@@ -1,47 +1,24 @@
 //! Key/value metadata on threat models and their children (tmi-compat.md §1.11): list, create
-//! (409 on an existing key), get/put/delete one key, and bulk create/replace/upsert.
+//! (409 on an existing key), get/put/delete one key, and bulk create/replace/upsert. HTTP
+//! handlers and routes over `domain::metadata` (the key and entry rules); IO through the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::domain::kinds::{KINDS, Kind};
+use crate::domain::live;
+use crate::domain::metadata::{parse as entries, valid_key, validate_entries};
 use crate::error::ApiError;
 use crate::gate::{JsonBody, TmAccess};
-use crate::resources::{self, KINDS, Kind};
+use crate::routes::Routes;
 use crate::state::AppState;
 use crate::store::{MetadataEntry, StoreError};
-
-/// Key rule of the upstream handlers: `^[a-zA-Z0-9._\-:]{1,256}$`.
-pub fn valid_key(key: &str) -> bool {
-    (1..=256).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-}
-
-/// Checks keys, values (≤1024 bytes) and duplicate keys.
-pub fn validate_entries(entries: &[MetadataEntry]) -> Result<(), ApiError> {
-    let mut seen = HashSet::new();
-    for e in entries {
-        if !valid_key(&e.key) {
-            return Err(ApiError::invalid(format!("Invalid metadata key {:?}", e.key)));
-        }
-        if e.value.is_empty() || e.value.len() > 1024 {
-            return Err(ApiError::invalid("Metadata values must be 1 to 1024 bytes"));
-        }
-        if !seen.insert(e.key.as_str()) {
-            return Err(ApiError::invalid(format!("Duplicate metadata key {:?}", e.key)));
-        }
-    }
-    Ok(())
-}
 
 /// The entity whose metadata a request addresses; children must be live.
 async fn entity(
@@ -57,7 +34,7 @@ async fn entity(
                 .get(k.id_param)
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .ok_or_else(|| ApiError::invalid_id(format!("Invalid {}", k.id_param)))?;
-            resources::handlers::live_child(state, access.tm.id, k, id).await?;
+            live::child(state.store.as_ref(), access.tm.id, k, id).await?;
             let kind: &'static str = KINDS
                 .iter()
                 .find(|x| x.kind == k.kind)
@@ -65,10 +42,6 @@ async fn entity(
             Ok((kind, id))
         }
     }
-}
-
-fn entries(body: Value) -> Result<Vec<MetadataEntry>, ApiError> {
-    serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("Invalid metadata: {e}")))
 }
 
 fn bulk_limit(kind: Option<&Kind>) -> usize {
@@ -225,108 +198,75 @@ async fn bulk(
     Ok((status, Json(state.store.list_metadata(id).await?)).into_response())
 }
 
-macro_rules! metadata_routes {
-    ($r:expr, $base:expr, $kind:expr) => {{
-        let kind: Option<&'static Kind> = $kind;
-        $r.route(
-            &format!("{}/metadata", $base),
-            get(
-                move |State(s): State<AppState>, a: TmAccess, Path(p): Path<HashMap<String, String>>| {
-                    list(s, a, kind, p)
-                },
-            )
-            .post(
-                move |State(s): State<AppState>,
-                      a: TmAccess,
-                      Path(p): Path<HashMap<String, String>>,
-                      JsonBody(b): JsonBody| { create(s, a, kind, p, b) },
-            ),
-        )
-        .route(
-            &format!("{}/metadata/bulk", $base),
-            post(
-                move |State(s): State<AppState>,
-                      a: TmAccess,
-                      Path(p): Path<HashMap<String, String>>,
-                      JsonBody(b): JsonBody| { bulk(s, a, kind, p, b, Bulk::Create) },
-            )
-            .put(
-                move |State(s): State<AppState>,
-                      a: TmAccess,
-                      Path(p): Path<HashMap<String, String>>,
-                      JsonBody(b): JsonBody| { bulk(s, a, kind, p, b, Bulk::Replace) },
-            )
-            .patch(
-                move |State(s): State<AppState>,
-                      a: TmAccess,
-                      Path(p): Path<HashMap<String, String>>,
-                      JsonBody(b): JsonBody| { bulk(s, a, kind, p, b, Bulk::Upsert) },
-            ),
-        )
-        .route(
-            &format!("{}/metadata/{{key}}", $base),
-            get(
-                move |State(s): State<AppState>, a: TmAccess, Path(p): Path<HashMap<String, String>>| {
-                    get_key(s, a, kind, p)
-                },
-            )
-            .put(
-                move |State(s): State<AppState>,
-                      a: TmAccess,
-                      Path(p): Path<HashMap<String, String>>,
-                      JsonBody(b): JsonBody| { put_key(s, a, kind, p, b) },
-            )
-            .delete(
-                move |State(s): State<AppState>, a: TmAccess, Path(p): Path<HashMap<String, String>>| {
-                    delete_key(s, a, kind, p)
-                },
-            ),
-        )
-    }};
+/// The metadata routes under `base` (a threat model, or one kind of child when `kind` is set).
+fn routes(r: Routes, base: &str, kind: Option<&'static Kind>) -> Routes {
+    let collection = format!("{base}/metadata");
+    let bulk_path = format!("{base}/metadata/bulk");
+    let key = format!("{base}/metadata/{{key}}");
+    r.get(
+        &collection,
+        move |State(s): State<AppState>, a: TmAccess, Path(p): Path<HashMap<String, String>>| {
+            list(s, a, kind, p)
+        },
+    )
+    .post(
+        &collection,
+        move |State(s): State<AppState>,
+              a: TmAccess,
+              Path(p): Path<HashMap<String, String>>,
+              JsonBody(b): JsonBody| { create(s, a, kind, p, b) },
+    )
+    .post(
+        &bulk_path,
+        move |State(s): State<AppState>,
+              a: TmAccess,
+              Path(p): Path<HashMap<String, String>>,
+              JsonBody(b): JsonBody| { bulk(s, a, kind, p, b, Bulk::Create) },
+    )
+    .put(
+        &bulk_path,
+        move |State(s): State<AppState>,
+              a: TmAccess,
+              Path(p): Path<HashMap<String, String>>,
+              JsonBody(b): JsonBody| { bulk(s, a, kind, p, b, Bulk::Replace) },
+    )
+    .patch(
+        &bulk_path,
+        move |State(s): State<AppState>,
+              a: TmAccess,
+              Path(p): Path<HashMap<String, String>>,
+              JsonBody(b): JsonBody| { bulk(s, a, kind, p, b, Bulk::Upsert) },
+    )
+    .get(
+        &key,
+        move |State(s): State<AppState>, a: TmAccess, Path(p): Path<HashMap<String, String>>| {
+            get_key(s, a, kind, p)
+        },
+    )
+    .put(
+        &key,
+        move |State(s): State<AppState>,
+              a: TmAccess,
+              Path(p): Path<HashMap<String, String>>,
+              JsonBody(b): JsonBody| { put_key(s, a, kind, p, b) },
+    )
+    .delete(
+        &key,
+        move |State(s): State<AppState>, a: TmAccess, Path(p): Path<HashMap<String, String>>| {
+            delete_key(s, a, kind, p)
+        },
+    )
 }
 
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new();
-    r = metadata_routes!(r, "/threat_models/{threat_model_id}", None);
+/// Metadata on threat models and on each kind of child.
+pub fn router() -> Routes {
+    let mut r = routes(Routes::new(), "/threat_models/{threat_model_id}", None);
     for k in KINDS {
         let base = format!(
             "/threat_models/{{threat_model_id}}/{}/{{{}}}",
             k.plural, k.id_param
         );
-        r = metadata_routes!(r, base, Some(k));
+        r = routes(r, &base, Some(k));
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_and_values() {
-        assert!(
-            valid_key("env:prod.v1-x_y")
-                && !valid_key("a/b")
-                && !valid_key("")
-                && !valid_key(&"k".repeat(257))
-        );
-        let dup = vec![
-            MetadataEntry {
-                key: "a".into(),
-                value: "1".into(),
-            },
-            MetadataEntry {
-                key: "a".into(),
-                value: "2".into(),
-            },
-        ];
-        assert!(validate_entries(&dup).is_err());
-        assert!(
-            validate_entries(&[MetadataEntry {
-                key: "a".into(),
-                value: "x".repeat(1025)
-            }])
-            .is_err()
-        );
-    }
 }

@@ -15,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::handlers::{live_child, new_record, patched, replacement, successor, tombstone};
-use super::{Kind, response};
+use super::handlers::{new_record, patched, replacement, successor, tombstone};
+use crate::domain::children::response;
+use crate::domain::kinds::Kind;
+use crate::domain::live;
 use crate::error::ApiError;
 use crate::gate::{JsonBody, TmAccess};
 use crate::input::query::Params;
@@ -145,7 +147,7 @@ pub async fn update_all(
     let mut writes = Vec::new();
     for mut item in items(kind, body)? {
         let id = take_id(&mut item, &mut seen)?;
-        let current = live_child(&state, access.tm.id, kind, id).await?;
+        let current = live::child(state.store.as_ref(), access.tm.id, kind, id).await?;
         let (m, metadata) = replacement(&state, kind, item)?;
         writes.push(update(kind, &current, m, metadata)?);
     }
@@ -212,7 +214,7 @@ pub async fn patch_all(
             .cloned()
             .ok_or_else(|| ApiError::invalid("Every patch needs operations"))?;
         let id = take_id(&mut p, &mut seen)?;
-        let current = live_child(&state, access.tm.id, kind, id).await?;
+        let current = live::child(state.store.as_ref(), access.tm.id, kind, id).await?;
         let (m, metadata) = patched(&state, kind, &current, &ops).await?;
         writes.push(update(kind, &current, m, metadata)?);
     }
@@ -239,7 +241,7 @@ pub async fn delete_all(
         if !seen.insert(id) {
             return Err(ApiError::invalid(format!("Duplicate id {id} in {param}")));
         }
-        let current = live_child(&state, access.tm.id, kind, id).await?;
+        let current = live::child(state.store.as_ref(), access.tm.id, kind, id).await?;
         writes.push(ChildWrite::Update {
             child: tombstone(&current),
             expected_version: current.version,

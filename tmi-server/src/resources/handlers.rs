@@ -10,16 +10,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{Kind, diagrams, list_item, listing, response};
-use crate::auth::AuthUser;
+use super::listing;
+use crate::auth::tokens::AuthUser;
 use crate::authz::Role;
+use crate::domain::children::{list_item, response};
+use crate::domain::kinds::Kind;
+use crate::domain::wire::now;
+use crate::domain::{admin, diagrams, live, metadata, sessions};
 use crate::error::ApiError;
 use crate::gate::{JsonBody, TmAccess};
 use crate::input;
 use crate::input::query::Params;
 use crate::state::AppState;
-use crate::store::{ChildRecord, MetadataEntry, StoreError};
-use crate::threat_models::model::{metadata_entries, now};
+use crate::store::{ChildRecord, MetadataEntry};
 use crate::versioning::{self, Precondition};
 
 /// Fields the server owns; sending them is a 400 (tmi-compat.md §1.13).
@@ -40,15 +43,6 @@ fn child_id(kind: &Kind, params: &HashMap<String, String>) -> Result<Uuid, ApiEr
         .get(kind.id_param)
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| ApiError::invalid_id(format!("Invalid {}", kind.id_param)))
-}
-
-/// A live child of the threat model, else 404.
-pub async fn live_child(state: &AppState, tm: Uuid, kind: &Kind, id: Uuid) -> Result<ChildRecord, ApiError> {
-    match state.store.get_child(tm, kind.kind, id).await {
-        Ok(c) if c.deleted_at.is_none() => Ok(c),
-        Ok(_) | Err(StoreError::NotFound) => Err(ApiError::not_found(kind.label)),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Checks fields and cleans text; returns the input object.
@@ -107,14 +101,6 @@ fn defaults(state: &AppState, kind: &Kind, m: &mut Map<String, Value>) {
     }
 }
 
-/// A diagram write is refused with 409 while a collaboration session owns the diagram.
-async fn ensure_no_active_session(state: &AppState, kind: &Kind, id: Uuid) -> Result<(), ApiError> {
-    if kind.kind == "diagram" {
-        crate::collab::rest::ensure_no_session_on_diagram(state, id).await?;
-    }
-    Ok(())
-}
-
 async fn respond(
     state: &AppState,
     kind: &Kind,
@@ -136,7 +122,10 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = Params::parse(raw.as_deref());
     let include_deleted = q.boolean("include_deleted")?.unwrap_or(false);
-    if include_deleted && access.role != Role::Owner && !is_admin(&state, &user).await? {
+    if include_deleted
+        && access.role != Role::Owner
+        && !admin::is_administrator(state.store.as_ref(), user.user.internal_uuid).await?
+    {
         return Err(ApiError::forbidden(
             "include_deleted requires the owner role or administrator privileges",
         ));
@@ -169,15 +158,6 @@ pub async fn list(
     ))
 }
 
-async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
-    Ok(state
-        .store
-        .user_groups(user.user.internal_uuid)
-        .await?
-        .iter()
-        .any(|g| g.internal_uuid == crate::store::groups::ADMINISTRATORS))
-}
-
 /// A new child of `threat_model_id` from a create body (`id` set by the server unless given).
 pub fn new_record(
     state: &AppState,
@@ -187,7 +167,7 @@ pub fn new_record(
     body: Value,
 ) -> Result<(ChildRecord, Vec<MetadataEntry>), ApiError> {
     let mut m = prepare(state, kind, kind.create_schema, body)?;
-    let metadata = metadata_entries(m.remove("metadata").as_ref())?.unwrap_or_default();
+    let metadata = metadata::from_body(m.remove("metadata").as_ref())?.unwrap_or_default();
     defaults(state, kind, &mut m);
     let ts = now();
     let c = ChildRecord {
@@ -228,7 +208,7 @@ pub async fn get(
     access: TmAccess,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let c = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    let c = live::child(state.store.as_ref(), access.tm.id, kind, child_id(kind, &p)?).await?;
     respond(&state, kind, &c, StatusCode::OK).await
 }
 
@@ -276,7 +256,7 @@ async fn write(
     metadata: Option<Vec<MetadataEntry>>,
     pre: Precondition,
 ) -> Result<Response, ApiError> {
-    ensure_no_active_session(state, kind, current.id).await?;
+    sessions::ensure_none_on_child(state.collab.as_ref(), kind, current.id).await?;
     let previous = current.doc.as_object().cloned().unwrap_or_default();
     let next = successor(kind, &current, previous, m)?;
     state
@@ -309,7 +289,7 @@ pub type Writable = (Map<String, Value>, Option<Vec<MetadataEntry>>);
 /// The writable fields and metadata of a full-replacement body.
 pub fn replacement(state: &AppState, kind: &Kind, body: Value) -> Result<Writable, ApiError> {
     let mut m = prepare(state, kind, kind.update_schema, body)?;
-    let metadata = metadata_entries(m.remove("metadata").as_ref())?;
+    let metadata = metadata::from_body(m.remove("metadata").as_ref())?;
     Ok((m, metadata))
 }
 
@@ -322,7 +302,7 @@ pub async fn update(
     Path(p): Path<HashMap<String, String>>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    let current = live::child(state.store.as_ref(), access.tm.id, kind, child_id(kind, &p)?).await?;
     let pre = precondition(&state, kind, &headers, &current)?;
     let (m, metadata) = replacement(&state, kind, body)?;
     write(&state, kind, current, m, metadata, pre).await
@@ -382,7 +362,7 @@ pub async fn patched(
     let mut m = prepare(state, kind, kind.update_schema, input_value)?;
     let metadata_value = m.remove("metadata");
     let metadata = if touched.iter().any(|t| t == "metadata") {
-        Some(metadata_entries(metadata_value.as_ref())?.unwrap_or_default())
+        Some(metadata::from_body(metadata_value.as_ref())?.unwrap_or_default())
     } else {
         None
     };
@@ -398,7 +378,7 @@ pub async fn patch(
     Path(p): Path<HashMap<String, String>>,
     JsonBody(ops): JsonBody,
 ) -> Result<Response, ApiError> {
-    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
+    let current = live::child(state.store.as_ref(), access.tm.id, kind, child_id(kind, &p)?).await?;
     let pre = precondition(&state, kind, &headers, &current)?;
     let (m, metadata) = patched(&state, kind, &current, &ops).await?;
     write(&state, kind, current, m, metadata, pre).await
@@ -411,8 +391,8 @@ pub async fn delete(
     access: TmAccess,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
-    let current = live_child(&state, access.tm.id, kind, child_id(kind, &p)?).await?;
-    ensure_no_active_session(&state, kind, current.id).await?;
+    let current = live::child(state.store.as_ref(), access.tm.id, kind, child_id(kind, &p)?).await?;
+    sessions::ensure_none_on_child(state.collab.as_ref(), kind, current.id).await?;
     state
         .store
         .update_child(&tombstone(&current), current.version, None)
@@ -438,13 +418,7 @@ pub async fn restore(
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = child_id(kind, &p)?;
-    let current = match state.store.get_child(access.tm.id, kind.kind, id).await {
-        Ok(c) if c.deleted_at.is_some() => c,
-        Ok(_) | Err(StoreError::NotFound) => {
-            return Err(ApiError::not_found(&format!("Deleted {}", kind.kind)));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let current = live::deleted_child(state.store.as_ref(), access.tm.id, kind, id).await?;
     let mut next = current.clone();
     next.version += 1;
     next.deleted_at = None;

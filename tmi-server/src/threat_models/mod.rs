@@ -1,26 +1,19 @@
-//! Threat models: `/threat_models` and `/threat_models/{id}` (+ restore). Routes only; the wire
-//! model is in `model.rs` and the handlers in `handlers.rs`.
+//! Threat models: `/threat_models` and `/threat_models/{id}` (+ restore). Routes only; the handlers
+//! are in `handlers.rs`, the wire model and the rules in the domain layer (`domain::threat_model`,
+//! `domain::threat_model_patch`, `domain::acl`).
 
 pub mod handlers;
-pub mod model;
 
-use axum::Router;
-use axum::routing::{get, post};
+use crate::routes::Routes;
 
-use crate::state::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/threat_models", get(handlers::list).post(handlers::create))
-        .route(
-            "/threat_models/{threat_model_id}",
-            get(handlers::get)
-                .put(handlers::update)
-                .patch(handlers::patch)
-                .delete(handlers::delete),
-        )
-        .route(
-            "/threat_models/{threat_model_id}/restore",
-            post(handlers::restore),
-        )
+pub fn router() -> Routes {
+    let item = "/threat_models/{threat_model_id}";
+    Routes::new()
+        .get("/threat_models", handlers::list)
+        .post("/threat_models", handlers::create)
+        .get(item, handlers::get)
+        .put(item, handlers::update)
+        .patch(item, handlers::patch)
+        .delete(item, handlers::delete)
+        .post("/threat_models/{threat_model_id}/restore", handlers::restore)
 }

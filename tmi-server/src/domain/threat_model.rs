@@ -1,39 +1,14 @@
-//! The threat model on the wire: response documents, list items, ACL normalization and the
-//! defaults TMI bakes into new models (tmi-compat.md §1.3, §3.2). Pure.
+//! The threat model on the wire: response documents, list items and the framework rule
+//! (tmi-compat.md §1.3). Pure.
 
-use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
+use super::wire::rfc3339;
 use crate::error::ApiError;
-use crate::store::{AccessRecord, MetadataEntry, ThreatModelRecord, ThreatModelSummary};
+use crate::store::{MetadataEntry, ThreatModelRecord, ThreatModelSummary};
 
 /// The five recognised frameworks (`ValidThreatModelFrameworks`).
 pub const FRAMEWORKS: &[&str] = &["CIA", "STRIDE", "LINDDUN", "DIE", "PLOT4ai"];
-
-/// Now, truncated to microseconds like TMI.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-/// RFC 3339 UTC with microseconds.
-pub fn rfc3339(dt: &DateTime<Utc>) -> String {
-    dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// A `User` principal.
-pub fn user_json(provider: &str, provider_id: &str, name: &str, email: &str) -> Value {
-    let display = if name.is_empty() { provider_id } else { name };
-    let mut u = json!({
-        "principal_type": "user",
-        "provider": provider,
-        "provider_id": provider_id,
-        "display_name": display,
-    });
-    if !email.is_empty() {
-        u["email"] = json!(email);
-    }
-    u
-}
 
 /// Validates and defaults the framework.
 pub fn framework(v: Option<&Value>) -> Result<String, ApiError> {
@@ -52,29 +27,11 @@ pub fn framework(v: Option<&Value>) -> Result<String, ApiError> {
     }
 }
 
-/// The key of an ACL subject.
-pub fn subject_key(e: &Value) -> (String, String, String) {
-    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    (s("principal_type"), s("provider"), s("provider_id"))
-}
-
-/// ACL entries in their queryable form.
-pub fn access_records(acl: &[Value]) -> Vec<AccessRecord> {
-    acl.iter()
-        .map(|e| {
-            let (principal_type, provider, provider_id) = subject_key(e);
-            AccessRecord {
-                principal_type,
-                provider,
-                provider_id,
-                role: e
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("reader")
-                    .to_owned(),
-            }
-        })
-        .collect()
+/// Strips HTML tags from a text member (`name`, `description`) of a body.
+pub fn clean_text(body: &mut Value, key: &str) {
+    if let Some(Value::String(s)) = body.get_mut(key) {
+        *s = crate::input::strip_tags(s);
+    }
 }
 
 /// The full response (children arrays are added by the caller when needed).
@@ -139,17 +96,6 @@ pub fn list_item(s: &ThreatModelSummary) -> Value {
     Value::Object(item)
 }
 
-/// Validates metadata entries from a body: unique keys.
-pub fn metadata_entries(v: Option<&Value>) -> Result<Option<Vec<MetadataEntry>>, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let entries: Vec<MetadataEntry> =
-        serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(format!("Invalid metadata: {e}")))?;
-    crate::metadata::validate_entries(&entries)?;
-    Ok(Some(entries))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,12 +106,5 @@ mod tests {
         assert_eq!(framework(Some(&json!(""))).unwrap(), "STRIDE");
         assert_eq!(framework(Some(&json!("plot4ai"))).unwrap(), "PLOT4ai");
         assert!(framework(Some(&json!("OWASP"))).is_err());
-    }
-
-    #[test]
-    fn timestamps_have_microseconds() {
-        let t = now();
-        assert!(rfc3339(&t).ends_with('Z'));
-        assert_eq!(rfc3339(&t).split('.').nth(1).map(|f| f.len()), Some(7));
     }
 }

@@ -1,0 +1,22 @@
+//! The domain layer: the rules the HTTP modules share, between them and the storage trait. Which
+//! records are live, when an open collaboration session blocks a REST write, who is an
+//! administrator, the table of child kinds, how times and principals are written, metadata
+//! validation, ACL normalisation and the threat-model PATCH rules.
+//!
+//! The HTTP modules (`auth`, `me`, `threat_models`, `resources`, `metadata`, `collab::rest`, …)
+//! depend on this layer and never on each other; this layer depends only on `store`, `error`,
+//! `authz`, `openapi` and `input`, never on an HTTP module, the application state or the
+//! collaboration hub. IO only through the `Store` and `OpenSessions` traits passed in; everything
+//! else is pure.
+
+pub mod acl;
+pub mod admin;
+pub mod children;
+pub mod diagrams;
+pub mod kinds;
+pub mod live;
+pub mod metadata;
+pub mod sessions;
+pub mod threat_model;
+pub mod threat_model_patch;
+pub mod wire;

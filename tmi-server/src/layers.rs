@@ -1,0 +1,146 @@
+//! The layers around every route: request metrics, CORS, the answers for unknown paths and methods,
+//! and logging internal errors once inside the request span. IO: authenticates the caller of an
+//! unknown path (through the token store) to choose between 401 and 404.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::Config;
+use crate::error::{self, ApiError, InternalErrorLog};
+use crate::gate;
+use crate::state::AppState;
+
+/// Counts every request by method, matched route and status.
+pub async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    state.metrics.observe_request(
+        method,
+        route,
+        res.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    res
+}
+
+pub fn cors(config: &Config) -> CorsLayer {
+    let mut origins: Vec<HeaderValue> = config
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    if origins.is_empty() && config.build_mode.is_dev_or_test() {
+        origins.push(HeaderValue::from_static("http://localhost:4200"));
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::CACHE_CONTROL,
+            header::PRAGMA,
+            header::ACCEPT,
+            header::IF_MATCH,
+            HeaderName::from_static("x-requested-with"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            header::LOCATION,
+            header::ETAG,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Unknown paths: 401 when unauthenticated (as TMI's JWT middleware runs first), else 404.
+pub async fn not_found(State(state): State<AppState>, req: Request) -> Response {
+    match gate::authenticate(&state, req.headers()).await {
+        Ok(Some(_)) => ApiError::NotFound(format!(
+            "endpoint {} is not defined in the API specification",
+            req.uri().path()
+        ))
+        .into_response(),
+        Ok(None) => ApiError::Unauthorized.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// Logs internal errors once, inside the request span (clients only see the generic message), and
+/// gives framework rejections (plain text) TMI's JSON error body.
+pub async fn log_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    if let Some(InternalErrorLog(err)) = res.extensions().get::<InternalErrorLog>() {
+        tracing::error!(error = ?err, "request failed");
+    }
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let code = match status.as_u16() {
+        400 | 422 => "invalid_input",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        429 => "too_many_requests",
+        503 => "service_unavailable",
+        _ => "server_error",
+    };
+    let description = String::from_utf8_lossy(&text)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(1000)
+        .collect::<String>();
+    let body = error::ErrorBody {
+        error: code.to_owned(),
+        error_description: description,
+    };
+    let status = if status.as_u16() == 422 {
+        axum::http::StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    let mut out = (status, axum::Json(body)).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}

@@ -1,0 +1,162 @@
+//! The caller's own resources, `/me/*` (tmi-compat.md Part B §3.2): profile, logout, TMI-managed
+//! groups and their members, preferences. (`/me/sessions` belongs to collaboration.) Thin HTTP
+//! handlers; IO through the store and the token store.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::auth::handlers::with_cookies;
+use crate::auth::tokens::{AuthUser, REFRESH_COOKIE, clear_cookies, cookie_value};
+use crate::domain::admin;
+use crate::error::ApiError;
+use crate::gate::JsonBody;
+use crate::input::query::Params;
+use crate::routes::Routes;
+use crate::state::AppState;
+
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/me", me)
+        .post("/me/logout", logout)
+        .get("/me/groups", my_groups)
+        .get("/me/groups/{group_id}/members", my_group_members)
+        .get("/me/preferences", get_preferences)
+        .post("/me/preferences", put_preferences)
+        .put("/me/preferences", put_preferences)
+}
+
+/// `GET /me`.
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let groups = state.store.user_groups(user.user.internal_uuid).await?;
+    let names: Vec<&str> = groups.iter().map(|g| g.group_name.as_str()).collect();
+    Ok(Json(json!({
+        "principal_type": "user",
+        "provider": user.user.provider,
+        "provider_id": user.user.provider_user_id,
+        "display_name": user.user.name,
+        "email": user.user.email,
+        "is_admin": admin::among(&groups),
+        "is_security_reviewer": names.contains(&"security-reviewers"),
+        "groups": groups.iter().map(|g| json!({
+            "internal_uuid": g.internal_uuid,
+            "group_name": g.group_name,
+            "name": g.name,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /me/groups`: the TMI-managed groups the caller is a direct member of (read from the
+/// database, so a membership granted after the token was issued shows at once).
+pub async fn my_groups(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let groups: Vec<Value> = state
+        .store
+        .user_groups(user.user.internal_uuid)
+        .await?
+        .iter()
+        .filter(|g| g.internal_uuid != crate::store::groups::EVERYONE)
+        .map(|g| json!({"internal_uuid": g.internal_uuid, "group_name": g.group_name, "name": g.name}))
+        .collect();
+    Ok(Json(json!({"total": groups.len(), "groups": groups})))
+}
+
+/// `GET /me/groups/{group_id}/members`: a page of the members of a group the caller belongs to
+/// (404 for an unknown group, 403 for one the caller is not a member of). The web client fills its
+/// security-reviewer picker from the `security-reviewers` group this way.
+pub async fn my_group_members(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(group_id): Path<uuid::Uuid>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = Params::parse(raw.as_deref());
+    let limit = q.integer("limit", 50, 1000)?;
+    let offset = q.integer("offset", 0, 1_000_000)?;
+    if state.store.get_group(group_id).await?.is_none() {
+        return Err(ApiError::not_found("Group"));
+    }
+    let member = state
+        .store
+        .user_groups(user.user.internal_uuid)
+        .await?
+        .iter()
+        .any(|g| g.internal_uuid == group_id);
+    if !member {
+        return Err(ApiError::forbidden("You are not a member of this group"));
+    }
+    let (members, total) = state.store.group_members(group_id, limit, offset).await?;
+    let members: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let mut v = json!({
+                "id": m.id,
+                "group_internal_uuid": m.group_uuid,
+                "user_internal_uuid": m.user.internal_uuid,
+                "user_name": m.user.name,
+                "user_provider": m.user.provider,
+                "user_provider_user_id": m.user.provider_user_id,
+                "added_at": m.added_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "subject_type": "user",
+            });
+            // Sparse users (added to an ACL before their first login) may have no email yet.
+            if !m.user.email.is_empty() {
+                v["user_email"] = json!(m.user.email);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(
+        json!({"members": members, "total": total, "limit": limit, "offset": offset}),
+    ))
+}
+
+/// `POST /me/logout`: revokes the presented access token and the refresh cookie, clears cookies.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
+    state.tokens.revoke_access(&user.token, user.claims.exp).await?;
+    if let Some(r) = cookie_value(&headers, REFRESH_COOKIE) {
+        state.tokens.revoke_refresh(&r).await?;
+    }
+    Ok(with_cookies(
+        StatusCode::NO_CONTENT.into_response(),
+        clear_cookies(&state.config),
+    ))
+}
+
+/// `GET /me/preferences`.
+pub async fn get_preferences(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .get_preferences(user.user.internal_uuid)
+            .await?
+            .unwrap_or_else(|| json!({})),
+    ))
+}
+
+/// `POST /me/preferences` (201) and `PUT /me/preferences` (200).
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    user: AuthUser,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    if serde_json::to_vec(&body).map_err(ApiError::internal)?.len() > 64 * 1024 {
+        return Err(ApiError::invalid("Preferences are too large"));
+    }
+    state
+        .store
+        .put_preferences(user.user.internal_uuid, &body)
+        .await?;
+    let status = if method == axum::http::Method::POST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
