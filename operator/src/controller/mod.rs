@@ -236,8 +236,10 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
         status::patch(ctx, obj, status::compute(obj, outcome, &now())).await?;
         return Ok(Action::requeue(ctx.config.resync));
     }
-    let desired = render::render(&valid, &inputs);
-    let hash = render::inputs_hash(&inputs, &desired.config_map);
+    let render::Rendered {
+        desired,
+        inputs_hash: hash,
+    } = render::render_with_hash(&valid, &inputs);
     let applied = match apply::apply(ctx, &valid, desired).await {
         Ok(applied) => applied,
         Err(e) => match rejected(&e) {

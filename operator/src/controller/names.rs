@@ -7,7 +7,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use crate::controller::validate::ValidInstance;
+/// What names derive from: the instance's name, namespace and uid (`validate::ValidInstance`
+/// implements it, so this module does not depend on validation).
+pub trait Instance {
+    fn name(&self) -> &str;
+    fn namespace(&self) -> &str;
+    fn uid(&self) -> &str;
+}
 
 /// The single server-side-apply field manager for every write the operator makes.
 pub const FIELD_MANAGER: &str = "tmi-operator";
@@ -48,49 +54,49 @@ pub const JWT_SECRET_KEY: &str = "jwt-secret";
 pub const DATA_MOUNT_PATH: &str = "/data";
 
 /// ServiceAccount of the server pods.
-pub fn service_account(i: &ValidInstance) -> String {
-    format!("{}-server", i.name)
+pub fn service_account(i: &impl Instance) -> String {
+    format!("{}-server", i.name())
 }
 /// ConfigMap holding the non-secret environment.
-pub fn config_map(i: &ValidInstance) -> String {
-    format!("{}-config", i.name)
+pub fn config_map(i: &impl Instance) -> String {
+    format!("{}-config", i.name())
 }
 /// Secret holding the values the operator generated.
-pub fn generated_secret(i: &ValidInstance) -> String {
-    generated_secret_for(&i.name)
+pub fn generated_secret(i: &impl Instance) -> String {
+    generated_secret_for(i.name())
 }
 /// [`generated_secret`] from a bare instance name.
 pub fn generated_secret_for(instance: &str) -> String {
     format!("{instance}-generated")
 }
 /// The server Deployment.
-pub fn deployment(i: &ValidInstance) -> String {
-    format!("{}-server", i.name)
+pub fn deployment(i: &impl Instance) -> String {
+    format!("{}-server", i.name())
 }
 /// The server Service; named after the instance, so the in-cluster URL is `http://<name>.<namespace>.svc`.
-pub fn service(i: &ValidInstance) -> String {
-    i.name.clone()
+pub fn service(i: &impl Instance) -> String {
+    i.name().to_owned()
 }
 /// The server PodDisruptionBudget.
-pub fn pod_disruption_budget(i: &ValidInstance) -> String {
-    format!("{}-server", i.name)
+pub fn pod_disruption_budget(i: &impl Instance) -> String {
+    format!("{}-server", i.name())
 }
 /// The SQLite PersistentVolumeClaim.
-pub fn data_volume_claim(i: &ValidInstance) -> String {
-    format!("{}-data", i.name)
+pub fn data_volume_claim(i: &impl Instance) -> String {
+    format!("{}-data", i.name())
 }
 
 /// Labels that select the server pods. Never change them: a Deployment's selector is immutable.
-pub fn selector_labels(i: &ValidInstance) -> BTreeMap<String, String> {
+pub fn selector_labels(i: &impl Instance) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME_LABEL.to_owned(), APP_NAME.to_owned()),
-        (INSTANCE_LABEL.to_owned(), i.name.clone()),
+        (INSTANCE_LABEL.to_owned(), i.name().to_owned()),
         (COMPONENT_LABEL.to_owned(), SERVER_COMPONENT.to_owned()),
     ])
 }
 
 /// `status.selector`: [`selector_labels`] as a label-selector string, for the scale subresource.
-pub fn selector_string(i: &ValidInstance) -> String {
+pub fn selector_string(i: &impl Instance) -> String {
     selector_labels(i)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -99,7 +105,7 @@ pub fn selector_string(i: &ValidInstance) -> String {
 }
 
 /// [`selector_labels`] as a `LabelSelector`.
-pub fn pod_selector(i: &ValidInstance) -> LabelSelector {
+pub fn pod_selector(i: &impl Instance) -> LabelSelector {
     LabelSelector {
         match_labels: Some(selector_labels(i)),
         ..Default::default()
@@ -107,7 +113,7 @@ pub fn pod_selector(i: &ValidInstance) -> LabelSelector {
 }
 
 /// Labels on every object the operator creates: the selector labels plus managed-by.
-pub fn labels(i: &ValidInstance) -> BTreeMap<String, String> {
+pub fn labels(i: &impl Instance) -> BTreeMap<String, String> {
     let mut labels = selector_labels(i);
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
     labels
@@ -119,22 +125,22 @@ pub fn managed_selector() -> String {
 }
 
 /// Owner reference to the instance, as the controller, so children are garbage-collected with it.
-pub fn owner_ref(i: &ValidInstance) -> OwnerReference {
+pub fn owner_ref(i: &impl Instance) -> OwnerReference {
     OwnerReference {
         api_version: "tmi.dev/v1alpha1".to_owned(),
         kind: "TmiInstance".to_owned(),
-        name: i.name.clone(),
-        uid: i.uid.clone(),
+        name: i.name().to_owned(),
+        uid: i.uid().to_owned(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
 }
 
 /// Metadata of a child object: name, namespace, labels and the owner reference.
-pub fn child_meta(i: &ValidInstance, name: String) -> ObjectMeta {
+pub fn child_meta(i: &impl Instance, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: Some(i.namespace.clone()),
+        namespace: Some(i.namespace().to_owned()),
         labels: Some(labels(i)),
         owner_references: Some(vec![owner_ref(i)]),
         ..Default::default()

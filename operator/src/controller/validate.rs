@@ -85,6 +85,18 @@ pub struct ValidInstance {
     pub jwt_generated: bool,
 }
 
+impl names::Instance for ValidInstance {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn uid(&self) -> &str {
+        &self.uid
+    }
+}
+
 /// The effective database.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Database {

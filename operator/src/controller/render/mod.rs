@@ -35,23 +35,40 @@ pub struct Desired {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
 }
 
+/// The desired objects and the inputs hash their pod template carries (computed once, here; the
+/// controller reports the same value in the status).
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub desired: Desired,
+    pub inputs_hash: String,
+}
+
 /// Renders the desired objects.
 pub fn render(i: &ValidInstance, inputs: &Inputs) -> Desired {
+    render_with_hash(i, inputs).desired
+}
+
+/// Renders the desired objects and returns the inputs hash with them.
+pub fn render_with_hash(i: &ValidInstance, inputs: &Inputs) -> Rendered {
     let config_map = config_map::render(i);
     let hash = inputs_hash(inputs, &config_map);
-    Desired {
+    let desired = Desired {
         service_account: service_account::render(i),
         data_volume_claim: persistent_volume_claim::render(i),
         deployment: deployment::render(i, &hash),
         service: service::render(i),
         pod_disruption_budget: pod_disruption_budget::render(i),
         config_map,
+    };
+    Rendered {
+        desired,
+        inputs_hash: hash,
     }
 }
 
 /// SHA-256 over the digest of every referenced Secret/ConfigMap key and over the rendered ConfigMap.
 /// Only digests enter it, so the annotation reveals nothing about secret values.
-pub fn inputs_hash(inputs: &Inputs, config_map: &ConfigMap) -> String {
+fn inputs_hash(inputs: &Inputs, config_map: &ConfigMap) -> String {
     let mut h = Sha256::new();
     for (reference, digest) in &inputs.digests {
         h.update(reference.as_bytes());
@@ -130,5 +147,27 @@ mod tests {
         cm2.data.as_mut().unwrap().insert("X".into(), "1".into());
         assert_ne!(h2, inputs_hash(&inputs, &cm2));
         assert_eq!(h2, inputs_hash(&inputs, &cm), "deterministic");
+    }
+
+    /// The pod template and the status carry the same hash: the one `render` computed.
+    #[test]
+    fn the_pod_template_carries_the_rendered_hash() {
+        let i = valid_from_yaml(FULL);
+        let mut inputs = Inputs::default();
+        inputs.digests.insert("secret/db/url".into(), "aaaa".into());
+        let r = render_with_hash(&i, &inputs);
+        let annotations = r
+            .desired
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .unwrap();
+        assert!(r.inputs_hash.starts_with("sha256:"));
+        assert_eq!(
+            annotations.get(names::INPUTS_HASH_ANNOTATION),
+            Some(&r.inputs_hash)
+        );
     }
 }
