@@ -2,11 +2,11 @@
 //! 200 with empty lists (never 403 for a merely unused feature, tmi-compat.md Part B §7). Pure.
 
 use axum::Json;
-use axum::extract::Query;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::tokens::AuthUser;
+use crate::extract::Query;
 use crate::routes::Routes;
 
 pub fn router() -> Routes {

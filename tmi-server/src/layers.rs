@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
-use crate::error::{self, ApiError, InternalErrorLog};
+use crate::error::{ApiError, InternalErrorLog};
 use crate::gate;
 use crate::state::AppState;
 
@@ -90,57 +90,11 @@ pub async fn method_not_allowed() -> Response {
     ApiError::MethodNotAllowed.into_response()
 }
 
-/// Logs internal errors once, inside the request span (clients only see the generic message), and
-/// gives framework rejections (plain text) TMI's JSON error body.
+/// Logs internal errors once, inside the request span (clients only see the generic message).
 pub async fn log_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     if let Some(InternalErrorLog(err)) = res.extensions().get::<InternalErrorLog>() {
         tracing::error!(error = ?err, "request failed");
     }
-    let status = res.status();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let code = match status.as_u16() {
-        400 | 422 => "invalid_input",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        406 => "not_acceptable",
-        409 => "conflict",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        429 => "too_many_requests",
-        503 => "service_unavailable",
-        _ => "server_error",
-    };
-    let description = String::from_utf8_lossy(&text)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(1000)
-        .collect::<String>();
-    let body = error::ErrorBody {
-        error: code.to_owned(),
-        error_description: description,
-    };
-    let status = if status.as_u16() == 422 {
-        axum::http::StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
-    let mut out = (status, axum::Json(body)).into_response();
-    for (k, v) in parts.headers.iter() {
-        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-            out.headers_mut().insert(k.clone(), v.clone());
-        }
-    }
-    out
+    res
 }

@@ -12,6 +12,7 @@ pub mod collab;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod extract;
 pub mod features;
 pub mod gate;
 pub mod health;

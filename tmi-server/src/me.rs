@@ -3,7 +3,7 @@
 //! handlers; IO through the store and the token store.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -12,6 +12,7 @@ use crate::auth::handlers::with_cookies;
 use crate::auth::tokens::{AuthUser, REFRESH_COOKIE, clear_cookies, cookie_value};
 use crate::domain::admin;
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::gate::JsonBody;
 use crate::input::query::Params;
 use crate::routes::Routes;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -18,6 +18,7 @@ use super::tokens::{
     AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, token_cookies,
 };
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::gate::{MaybeJsonBody, RawBody};
 use crate::state::AppState;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -22,6 +22,7 @@ use crate::authz::{Subject, effective_role};
 use crate::domain::live;
 use crate::domain::wire::rfc3339;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::gate::TmAccess;
 use crate::state::AppState;
 use crate::store::UserRecord;

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
 use axum::extract::ws::{
     CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -28,6 +28,7 @@ use crate::authz::{Role, Subject, effective_role};
 use crate::config::Config;
 use crate::domain::live;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::state::AppState;
 
 /// Largest inbound message (upstream's read limit).

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -15,6 +15,7 @@ use crate::domain::kinds::{KINDS, Kind};
 use crate::domain::live;
 use crate::domain::metadata::{parse as entries, valid_key, validate_entries};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::gate::{JsonBody, TmAccess};
 use crate::routes::Routes;
 use crate::state::AppState;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -18,6 +18,7 @@ use crate::domain::kinds::Kind;
 use crate::domain::wire::now;
 use crate::domain::{admin, diagrams, live, metadata, sessions};
 use crate::error::ApiError;
+use crate::extract::Path;
 use crate::gate::{JsonBody, TmAccess};
 use crate::input;
 use crate::input::query::Params;
