@@ -433,27 +433,6 @@ impl Config {
             None => url.clone(),
         }
     }
-
-    /// A configuration for tests: SQLite or PostgreSQL URL given, dev mode, fixed secret.
-    pub fn for_tests(database_url: &str) -> Self {
-        let mut vars = HashMap::new();
-        vars.insert("TMI_DATABASE_URL".to_owned(), database_url.to_owned());
-        vars.insert("TMI_BUILD_MODE".to_owned(), "test".to_owned());
-        vars.insert(
-            "TMI_JWT_SECRET".to_owned(),
-            "test-secret-0123456789abcdef".to_owned(),
-        );
-        vars.insert(
-            "TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST".to_owned(),
-            "http://localhost:8079/,http://localhost:4200/*".to_owned(),
-        );
-        vars.insert(
-            "TMI_CORS_ALLOWED_ORIGINS".to_owned(),
-            "http://localhost:4200".to_owned(),
-        );
-        #[allow(clippy::expect_used)]
-        Self::from_vars(&vars).expect("test configuration is valid")
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 #[macro_use]
 mod sql;
+#[cfg(test)]
+#[path = "../../tests/common/pgdb.rs"]
+pub(crate) mod pgdb;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]

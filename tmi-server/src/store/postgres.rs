@@ -47,15 +47,15 @@ sql_store!(Postgres, sqlx::Postgres);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::pgdb::TestDatabase;
 
     #[tokio::test]
     async fn conformance() {
-        let db = crate::store::testsuite::TestPostgres::create().await;
+        let db = TestDatabase::create("tmi_test").await;
         let store = Postgres::connect(&db.url, 5).await.unwrap();
         store.migrate().await.unwrap();
         crate::store::testsuite::run_all(&store).await;
         store.pool.close().await;
-        db.drop().await;
     }
 
     #[tokio::test]
@@ -63,7 +63,7 @@ mod tests {
         use crate::store::testsuite::{
             LEGACY_MEMBER, LEGACY_THREAT_MODEL, legacy_doc, legacy_member_is_listed, legacy_row_is_searchable,
         };
-        let db = crate::store::testsuite::TestPostgres::create().await;
+        let db = TestDatabase::create("tmi_test").await;
         let store = Postgres::connect(&db.url, 2).await.unwrap();
         let before = Migrator::with_migrations(MIGRATOR.iter().filter(|m| m.version < 3).cloned().collect());
         before.run(&store.pool).await.unwrap();
@@ -92,6 +92,27 @@ mod tests {
         legacy_row_is_searchable(&store, at).await;
         legacy_member_is_listed(&store).await;
         store.pool.close().await;
-        db.drop().await;
+    }
+
+    /// The throw-away database's URL keeps everything of `TMI_TEST_DATABASE_URL` but the database.
+    #[test]
+    fn test_database_urls_keep_credentials_and_parameters() {
+        use crate::store::pgdb::database_url;
+        assert_eq!(
+            database_url("postgres://u:p@127.0.0.1:5432/postgres", "t1"),
+            "postgres://u:p@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            database_url("postgresql://u@h/postgres?sslmode=disable", "t1"),
+            "postgresql://u@h/t1?sslmode=disable"
+        );
+        assert_eq!(
+            database_url("postgres://u@h:5432", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            database_url("postgres://u@h?sslmode=disable", "t1"),
+            "postgres://u@h/t1?sslmode=disable"
+        );
     }
 }

@@ -1,54 +1,11 @@
 //! Conformance suite every `Store` implementation must pass. IO: drives the store under test;
-//! `TestPostgres` creates and drops a throw-away database on `TMI_TEST_DATABASE_URL`.
+//! `store::pgdb::TestDatabase` (tests/common/pgdb.rs) is the throw-away PostgreSQL database.
 
 use chrono::{SubsecRound, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
-
-/// A fresh PostgreSQL database for one test, dropped by `drop`.
-pub struct TestPostgres {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-impl TestPostgres {
-    pub async fn create() -> Self {
-        let admin_url = std::env::var("TMI_TEST_DATABASE_URL").expect(
-            "TMI_TEST_DATABASE_URL is not set: run the tests with `make test`, which starts PostgreSQL",
-        );
-        let name = format!("tmi_test_{}", Uuid::new_v4().simple());
-        let admin = super::Postgres::connect(&admin_url, 1)
-            .await
-            .expect("connect to TMI_TEST_DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin.pool)
-            .await
-            .expect("create test database");
-        admin.pool.close().await;
-        let url = match admin_url.rfind('/') {
-            Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap_or(0) + 2 => {
-                format!("{}/{name}", &admin_url[..i])
-            }
-            _ => format!("{admin_url}/{name}"),
-        };
-        Self { admin_url, name, url }
-    }
-
-    pub async fn drop(self) {
-        if let Ok(admin) = super::Postgres::connect(&self.admin_url, 1).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&admin.pool)
-            .await;
-            admin.pool.close().await;
-        }
-    }
-}
 
 fn user(hint: &str) -> UserRecord {
     UserRecord {
