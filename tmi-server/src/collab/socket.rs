@@ -13,16 +13,19 @@ use axum::extract::ws::{
 };
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::hub::{Hub, LocalSession, Outbound, SOCKET_QUEUE, error_message, text};
 use super::protocol::{
-    AuthorizationDenied, AuthorizationDeniedReason, ClientMessage, ParticipantPermissions,
-    PresenterDeniedEvent, PresenterRequestEvent, ServerMessage, SyncStatusResponse, User,
+    AuthorizationDenied, AuthorizationDeniedReason, ClientMessage, DiagramOperationRequest,
+    ParticipantPermissions, PresenterDeniedEvent, PresenterRequestEvent, ServerMessage, SyncStatusResponse,
+    User,
 };
-use super::registry::user_key;
+use super::registry::{SessionRecord, user_key};
 use super::rest::{Ticket, protocol_user, too_many};
 use crate::authz::{Role, Subject, effective_role};
 use crate::config::Config;
@@ -121,6 +124,8 @@ enum Prepared {
     Refused(Response),
 }
 
+/// Everything the upgrade checks, in order: ids, the ticket (consumed), the origin, the session,
+/// the user's access, a removal by the host, and the caps.
 async fn prepare(
     state: &AppState,
     tm: &str,
@@ -130,7 +135,32 @@ async fn prepare(
 ) -> Result<Prepared, ApiError> {
     let tm = Uuid::parse_str(tm).map_err(|_| ApiError::invalid_id("Invalid threat_model_id"))?;
     let d = Uuid::parse_str(d).map_err(|_| ApiError::invalid_id("Invalid diagram_id"))?;
-    // Only a ticket authenticates a socket: no bearer header, no token parameter.
+    let ticket = take_ticket(state, q).await?;
+    if !origin_allowed(&state.config, headers) {
+        return Err(ApiError::forbidden("Origin not allowed"));
+    }
+    let record = state
+        .collab
+        .registry
+        .by_id(ticket.session_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| r.threat_model_id == tm && r.diagram_id == d)
+        .ok_or_else(|| ApiError::NotFound("Collaboration session not found".into()))?;
+    let (who, role) = ticket_holder_access(state, &ticket, tm).await?;
+    if let Some(refused) = admission(&state.collab, &record, &who).await? {
+        return Ok(Prepared::Refused(refused));
+    }
+    Ok(Prepared::Ready(Box::new(Ctx {
+        ticket,
+        user: who,
+        permissions: permissions_of(role),
+    })))
+}
+
+/// The ticket named by the query, consumed; it must be for the session the query names. Only a
+/// ticket authenticates a socket: no bearer header, no token parameter.
+async fn take_ticket(state: &AppState, q: &HashMap<String, String>) -> Result<Ticket, ApiError> {
     let raw = q
         .get("ticket")
         .filter(|t| !t.is_empty() && t.len() <= 128)
@@ -153,17 +183,11 @@ async fn prepare(
             "The ticket was issued for another session".into(),
         ));
     }
-    if !origin_allowed(&state.config, headers) {
-        return Err(ApiError::forbidden("Origin not allowed"));
-    }
-    let hub = &state.collab;
-    let record = hub
-        .registry
-        .by_id(ticket.session_id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|r| r.threat_model_id == tm && r.diagram_id == d)
-        .ok_or_else(|| ApiError::NotFound("Collaboration session not found".into()))?;
+    Ok(ticket)
+}
+
+/// The ticket's user and their role on the (live) threat model; 403 without one.
+async fn ticket_holder_access(state: &AppState, ticket: &Ticket, tm: Uuid) -> Result<(User, Role), ApiError> {
     let user = state
         .store
         .find_user(&ticket.provider, &ticket.provider_id)
@@ -180,39 +204,34 @@ async fn prepare(
     };
     let role = effective_role(&model, &subject)
         .ok_or_else(|| ApiError::forbidden("You do not have access to this threat model"))?;
-    let who = protocol_user(&user);
+    Ok((protocol_user(&user), role))
+}
+
+/// 403 for a user the host removed; `Some(429)` when the session or the user's connections are
+/// at their cap.
+async fn admission(hub: &Hub, record: &SessionRecord, who: &User) -> Result<Option<Response>, ApiError> {
+    let sid = record.session_id;
     if hub
         .registry
-        .is_denied(record.session_id, &who)
+        .is_denied(sid, who)
         .await
         .map_err(ApiError::internal)?
     {
         return Err(ApiError::forbidden("You were removed from this session"));
     }
-    let participants = hub
+    let participants = hub.registry.participants(sid).await.map_err(ApiError::internal)?;
+    if participants.len() >= hub.settings.max_participants_per_session {
+        return Ok(Some(too_many("The session is full")));
+    }
+    let connections = hub
         .registry
-        .participants(record.session_id)
+        .user_connections(who)
         .await
         .map_err(ApiError::internal)?;
-    if participants.len() >= hub.settings.max_participants_per_session {
-        return Ok(Prepared::Refused(too_many("The session is full")));
+    if connections >= hub.settings.max_connections_per_user {
+        return Ok(Some(too_many("Too many open collaboration connections")));
     }
-    if hub
-        .registry
-        .user_connections(&who)
-        .await
-        .map_err(ApiError::internal)?
-        >= hub.settings.max_connections_per_user
-    {
-        return Ok(Prepared::Refused(too_many(
-            "Too many open collaboration connections",
-        )));
-    }
-    Ok(Prepared::Ready(Box::new(Ctx {
-        ticket,
-        user: who,
-        permissions: permissions_of(role),
-    })))
+    Ok(None)
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -222,50 +241,21 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// One socket, from upgrade to close.
+/// One socket, from upgrade to close: the writer task, joining the session, the read loop, and
+/// leaving.
 async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
     let hub = state.collab.clone();
     let conn_id = Uuid::new_v4();
-    let (mut sink, mut stream) = socket.split();
-    let (data_tx, mut data_rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
-    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Outbound>();
+    let (mut sink, stream) = socket.split();
+    let (data_tx, data_rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel::<Outbound>();
     let Ok(Some(record)) = hub.registry.by_id(ctx.ticket.session_id).await else {
         let _ = sink.send(close(1000, "Session not found")).await;
         return;
     };
     let ping_every = hub.settings.ping_interval;
-    let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval(ping_every);
-        ping.tick().await;
-        let write = Duration::from_secs(10);
-        loop {
-            let msg = tokio::select! {
-                biased;
-                m = ctl_rx.recv() => match m {
-                    Some(Outbound::Text(t)) => Message::Text(Utf8Bytes::from(t.as_ref())),
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = tokio::time::timeout(write, sink.send(close(code, &reason))).await;
-                        return;
-                    }
-                    None => return,
-                },
-                m = data_rx.recv() => match m {
-                    Some(Outbound::Text(t)) => Message::Text(Utf8Bytes::from(t.as_ref())),
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = tokio::time::timeout(write, sink.send(close(code, &reason))).await;
-                        return;
-                    }
-                    None => return,
-                },
-                _ = ping.tick() => Message::Ping(Default::default()),
-            };
-            match tokio::time::timeout(write, sink.send(msg)).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        }
-    });
-    let local = match hub
+    let writer = tokio::spawn(write(sink, data_rx, ctl_rx, ping_every));
+    let joined = hub
         .attach(
             &record,
             conn_id,
@@ -274,8 +264,8 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
             data_tx.clone(),
             ctl_tx.clone(),
         )
-        .await
-    {
+        .await;
+    let local = match joined {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "collaboration: joining the session failed");
@@ -299,8 +289,72 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
         ticket: &ctx.ticket,
         out: ctl_tx.clone(),
     };
-    let mut writer = writer;
-    let mut writer_done = false;
+    let (stream, end) = read(&mut conn, stream, writer, ping_every).await;
+    drop(conn);
+    drop(ctl_tx);
+    drop(data_tx);
+    hub.detach(record.session_id, conn_id, &ctx.user).await;
+    hub.metrics.sockets.dec();
+    finish(stream, end).await;
+}
+
+/// The writer task: the hub's messages (control first), keepalive pings, and the close frame.
+/// Ends when a write takes longer than 10 s or fails, after a close, or when both queues close.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut data_rx: mpsc::Receiver<Outbound>,
+    mut ctl_rx: mpsc::UnboundedReceiver<Outbound>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    let limit = Duration::from_secs(10);
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = ctl_rx.recv() => m.map_or(Next::Stop, Next::Send),
+            m = data_rx.recv() => m.map_or(Next::Stop, Next::Send),
+            _ = ping.tick() => Next::Ping,
+        };
+        let msg = match next {
+            Next::Stop => return,
+            Next::Ping => Message::Ping(Default::default()),
+            Next::Send(Outbound::Text(t)) => Message::Text(Utf8Bytes::from(t.as_ref())),
+            Next::Send(Outbound::Close(code, reason)) => {
+                let _ = tokio::time::timeout(limit, sink.send(close(code, &reason))).await;
+                return;
+            }
+        };
+        match tokio::time::timeout(limit, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+/// What the writer does next.
+enum Next {
+    Send(Outbound),
+    Ping,
+    Stop,
+}
+
+/// How the read loop ended.
+enum End {
+    /// The writer ended (it sent a close frame, or the socket broke).
+    WriterDone,
+    /// The client closed or the reader gave up; the writer may still flush a close frame.
+    Reader(JoinHandle<()>),
+}
+
+/// The read loop: client frames, and every keepalive period the access re-check and the
+/// silence check.
+async fn read(
+    conn: &mut Conn<'_>,
+    mut stream: SplitStream<WebSocket>,
+    mut writer: JoinHandle<()>,
+    ping_every: Duration,
+) -> (SplitStream<WebSocket>, End) {
     let mut check = tokio::time::interval(ping_every);
     check.tick().await;
     let mut last_seen = Instant::now();
@@ -339,32 +393,30 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
                     break;
                 }
             }
-            _ = &mut writer => {
-                writer_done = true;
-                break;
-            }
+            _ = &mut writer => return (stream, End::WriterDone),
         }
     }
-    drop(conn);
-    drop(ctl_tx);
-    drop(data_tx);
-    hub.detach(record.session_id, conn_id, &ctx.user).await;
-    hub.metrics.sockets.dec();
-    // Let the writer flush a pending close frame.
-    if writer_done {
-        // The writer sent a close frame (or the socket broke): wait briefly for the client's
-        // close reply, so that closing does not reset a connection with unread data (which
-        // would lose the close frame on the client's side).
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(m)) = stream.next().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
+    (stream, End::Reader(writer))
+}
+
+/// After leaving: let the writer flush a pending close frame, or, when the writer already sent
+/// one (or the socket broke), wait briefly for the client's close reply, so that closing does not
+/// reset a connection with unread data (which would lose the close frame on the client's side).
+async fn finish(mut stream: SplitStream<WebSocket>, end: End) {
+    match end {
+        End::WriterDone => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
-    } else {
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            })
+            .await;
+        }
+        End::Reader(writer) => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
     }
 }
 
@@ -388,8 +440,16 @@ impl Conn<'_> {
         let _ = self.out.send(Outbound::Close(code, reason.to_owned()));
     }
 
+    fn sid(&self) -> Uuid {
+        self.local.record().session_id
+    }
+
     fn is_host(&self) -> bool {
         user_key(&self.local.record().host) == user_key(&self.user)
+    }
+
+    fn is_writer(&self) -> bool {
+        self.permissions == ParticipantPermissions::Writer
     }
 
     fn denied(&self, original_operation_id: String) {
@@ -399,10 +459,48 @@ impl Conn<'_> {
         }));
     }
 
+    /// `permission_denied` unless the sender is the host; `true` when they are.
+    fn host_only(&self, message: &str) -> bool {
+        if !self.is_host() {
+            self.send(error_message("permission_denied", message));
+        }
+        self.is_host()
+    }
+
     /// Re-checks on every keepalive period that the token behind the ticket was not revoked
-    /// (4401) and that the user can still read the threat model (4403). `true` when it closed the
-    /// socket.
+    /// and the login has not ended (4401), and that the user can still read the threat model
+    /// (4403); a changed role is announced. `true` when it closed the socket.
     async fn recheck(&mut self) -> bool {
+        if let Some(reason) = self.login_ended().await {
+            self.send(error_message("unauthorized", "Your session has ended"));
+            self.close(4401, reason);
+            return true;
+        }
+        let role = match self.current_role().await {
+            Ok(role) => role,
+            // The database did not answer: keep the socket, check again next period.
+            Err(()) => return false,
+        };
+        let Some(role) = role else {
+            self.send(error_message(
+                "unauthorized",
+                "Your access to this threat model was revoked",
+            ));
+            self.close(4403, "Access revoked");
+            return true;
+        };
+        let now = permissions_of(role);
+        if now != self.permissions {
+            self.permissions = now;
+            self.hub
+                .update_permissions(self.local, self.conn_id, &self.user, now)
+                .await;
+        }
+        false
+    }
+
+    /// Why the login behind the ticket is over (revoked token or absolute lifetime), if it is.
+    async fn login_ended(&self) -> Option<&'static str> {
         let revoked = self
             .state
             .kv
@@ -411,20 +509,19 @@ impl Conn<'_> {
             .ok()
             .flatten()
             .is_some();
-        if revoked || self.ticket.login_expired(chrono::Utc::now().timestamp()) {
-            self.send(error_message("unauthorized", "Your session has ended"));
-            self.close(
-                4401,
-                if revoked {
-                    "Token revoked"
-                } else {
-                    "Session expired"
-                },
-            );
-            return true;
+        if revoked {
+            Some("Token revoked")
+        } else if self.ticket.login_expired(chrono::Utc::now().timestamp()) {
+            Some("Session expired")
+        } else {
+            None
         }
+    }
+
+    /// The user's role on the threat model now (`None`: no access or the model is gone).
+    async fn current_role(&self) -> Result<Option<Role>, ()> {
         let record = self.local.record();
-        let role = match live::threat_model(self.state.store.as_ref(), record.threat_model_id).await {
+        match live::threat_model(self.state.store.as_ref(), record.threat_model_id).await {
             Ok(Some(tm)) => {
                 let subject = Subject {
                     provider: &self.user.provider,
@@ -432,30 +529,10 @@ impl Conn<'_> {
                     email: &self.user.email,
                     groups: &self.ticket.groups,
                 };
-                effective_role(&tm, &subject)
+                Ok(effective_role(&tm, &subject))
             }
-            Ok(None) => None,
-            Err(_) => return false,
-        };
-        match role {
-            None => {
-                self.send(error_message(
-                    "unauthorized",
-                    "Your access to this threat model was revoked",
-                ));
-                self.close(4403, "Access revoked");
-                true
-            }
-            Some(r) => {
-                let now = permissions_of(r);
-                if now != self.permissions {
-                    self.permissions = now;
-                    self.hub
-                        .update_permissions(self.local, self.conn_id, &self.user, now)
-                        .await;
-                }
-                false
-            }
+            Ok(None) => Ok(None),
+            Err(_) => Err(()),
         }
     }
 
@@ -465,7 +542,7 @@ impl Conn<'_> {
         let participants = self
             .hub
             .registry
-            .participants(self.local.record().session_id)
+            .participants(self.sid())
             .await
             .unwrap_or_default();
         let Some(p) = participants
@@ -503,6 +580,7 @@ impl Conn<'_> {
         }
     }
 
+    /// One client frame.
     async fn handle(&mut self, frame: &str) {
         let msg = match ClientMessage::from_json(frame) {
             Ok(m) => m,
@@ -513,160 +591,173 @@ impl Conn<'_> {
                 return;
             }
         };
-        let sid = self.local.record().session_id;
         match msg {
-            ClientMessage::DiagramOperationRequest(req) => {
-                if self.permissions != ParticipantPermissions::Writer {
-                    self.denied(req.operation_id.to_string());
-                    return;
-                }
-                if let Some(m) = self
-                    .hub
-                    .operation(self.local, self.conn_id, &self.user, &req)
-                    .await
-                {
-                    self.send(m);
-                }
-            }
-            ClientMessage::UndoRequest | ClientMessage::RedoRequest => {
-                if self.permissions != ParticipantPermissions::Writer {
-                    self.denied(String::new());
-                    return;
-                }
-                let redo = matches!(msg, ClientMessage::RedoRequest);
-                if let Some(m) = self.hub.history(self.local, self.conn_id, &self.user, redo).await {
-                    self.send(m);
-                }
-            }
-            ClientMessage::SyncStatusRequest => match self.hub.stored_vector(self.local).await {
-                Ok(v) => self.send(ServerMessage::SyncStatusResponse(SyncStatusResponse {
-                    update_vector: v,
-                })),
-                Err(_) => self.send(error_message(
-                    "diagram_not_found",
-                    "The diagram could not be loaded",
-                )),
-            },
-            ClientMessage::SyncRequest(req) => match self.hub.stored_vector(self.local).await {
-                Ok(v) if req.update_vector == Some(v) => {
-                    self.send(ServerMessage::SyncStatusResponse(SyncStatusResponse {
-                        update_vector: v,
-                    }))
-                }
-                Ok(_) => self.hub.send_state(self.local, self.conn_id).await,
-                Err(_) => self.send(error_message(
-                    "diagram_not_found",
-                    "The diagram could not be loaded",
-                )),
-            },
-            ClientMessage::PresenterRequest => {
-                if self.is_host() {
-                    let _ = self
-                        .hub
-                        .set_presenter(sid, Some(self.user.clone()), &self.user)
-                        .await;
-                    return;
-                }
-                let record = self.local.record();
-                let host_here = self
-                    .hub
-                    .registry
-                    .participants(sid)
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|p| user_key(&p.user) == user_key(&record.host));
-                if host_here {
-                    let m = ServerMessage::PresenterRequestEvent(PresenterRequestEvent {
-                        requesting_user: self.user.clone(),
-                    });
-                    self.hub.broadcast(sid, None, Some(&record.host), m).await;
-                } else {
-                    self.send(ServerMessage::PresenterDeniedEvent(PresenterDeniedEvent {
-                        denied_user: self.user.clone(),
-                    }));
-                }
-            }
-            ClientMessage::PresenterDeniedRequest(req) => {
-                if !self.is_host() {
-                    self.send(error_message(
-                        "permission_denied",
-                        "Only the host can deny presenter requests",
-                    ));
-                    return;
-                }
-                if let Some(target) = self.resolve(&req.denied_user).await {
-                    let m = ServerMessage::PresenterDeniedEvent(PresenterDeniedEvent {
-                        denied_user: target.clone(),
-                    });
-                    self.hub.broadcast(sid, None, Some(&target), m).await;
-                }
-            }
+            ClientMessage::DiagramOperationRequest(req) => self.operation(&req).await,
+            ClientMessage::UndoRequest => self.history(false).await,
+            ClientMessage::RedoRequest => self.history(true).await,
+            ClientMessage::SyncStatusRequest => self.sync(None).await,
+            ClientMessage::SyncRequest(req) => self.sync(Some(req.update_vector)).await,
+            ClientMessage::PresenterRequest => self.presenter_request().await,
+            ClientMessage::PresenterDeniedRequest(req) => self.deny_presenter(&req.denied_user).await,
             ClientMessage::ChangePresenterRequest(req) => {
-                if !self.is_host() {
-                    self.send(error_message(
-                        "permission_denied",
-                        "Only the host can change the presenter",
-                    ));
-                    return;
-                }
-                let presenter = match &req.new_presenter {
-                    None => None,
-                    Some(named) => match self.resolve(named).await {
-                        Some(u) => Some(u),
-                        None => return,
-                    },
-                };
-                let _ = self.hub.set_presenter(sid, presenter, &self.user).await;
+                self.change_presenter(req.new_presenter.as_ref()).await
             }
-            ClientMessage::PresenterCursor(_) | ClientMessage::PresenterSelection(_) => {
-                let is_presenter = self
-                    .local
-                    .record()
-                    .presenter
-                    .as_ref()
-                    .is_some_and(|p| user_key(p) == user_key(&self.user));
-                if !is_presenter {
-                    return;
-                }
-                let relay = match msg {
-                    ClientMessage::PresenterCursor(c) => ServerMessage::PresenterCursor(c),
-                    ClientMessage::PresenterSelection(s) => ServerMessage::PresenterSelection(s),
-                    _ => return,
-                };
-                self.hub.broadcast(sid, Some(self.conn_id), None, relay).await;
+            ClientMessage::PresenterCursor(c) => {
+                self.relay_presenter(ServerMessage::PresenterCursor(c)).await
             }
-            ClientMessage::RemoveParticipantRequest(req) => {
-                if !self.is_host() {
-                    self.send(error_message(
-                        "permission_denied",
-                        "Only the host can remove participants",
-                    ));
-                    return;
-                }
-                if user_key(&req.removed_user) == user_key(&self.user) {
-                    self.send(error_message(
-                        "invalid_participant",
-                        "The host cannot remove themselves",
-                    ));
-                    return;
-                }
-                if let Some(target) = self.resolve(&req.removed_user).await {
-                    if let Err(e) = self.hub.registry.deny(sid, &target).await {
-                        tracing::warn!(error = %e, "collaboration: recording a removal failed");
-                    }
-                    self.hub
-                        .kick(
-                            sid,
-                            &target,
-                            1000,
-                            "removed_from_session",
-                            "You were removed from the session by the host",
-                        )
-                        .await;
-                }
+            ClientMessage::PresenterSelection(s) => {
+                self.relay_presenter(ServerMessage::PresenterSelection(s)).await
             }
+            ClientMessage::RemoveParticipantRequest(req) => self.remove_participant(&req.removed_user).await,
         }
+    }
+
+    /// `diagram_operation_request` (writers): applied through the hub; a rejection answers.
+    async fn operation(&self, req: &DiagramOperationRequest) {
+        if !self.is_writer() {
+            self.denied(req.operation_id.to_string());
+            return;
+        }
+        if let Some(m) = self
+            .hub
+            .operation(self.local, self.conn_id, &self.user, req)
+            .await
+        {
+            self.send(m);
+        }
+    }
+
+    /// `undo_request` / `redo_request` (writers).
+    async fn history(&self, redo: bool) {
+        if !self.is_writer() {
+            self.denied(String::new());
+            return;
+        }
+        if let Some(m) = self.hub.history(self.local, self.conn_id, &self.user, redo).await {
+            self.send(m);
+        }
+    }
+
+    /// `sync_status_request` (`client_vector: None`) and `sync_request`: the stored vector, or a
+    /// fresh `diagram_state` when the client's vector differs.
+    async fn sync(&self, client_vector: Option<Option<i64>>) {
+        match self.hub.stored_vector(self.local).await {
+            Ok(v) if client_vector.is_none_or(|c| c == Some(v)) => {
+                self.send(ServerMessage::SyncStatusResponse(SyncStatusResponse {
+                    update_vector: v,
+                }))
+            }
+            Ok(_) => self.hub.send_state(self.local, self.conn_id).await,
+            Err(_) => self.send(error_message(
+                "diagram_not_found",
+                "The diagram could not be loaded",
+            )),
+        }
+    }
+
+    /// `presenter_request`: the host becomes presenter at once; anyone else asks the host (or is
+    /// denied when the host is not connected).
+    async fn presenter_request(&self) {
+        let sid = self.sid();
+        if self.is_host() {
+            let _ = self
+                .hub
+                .set_presenter(sid, Some(self.user.clone()), &self.user)
+                .await;
+            return;
+        }
+        let record = self.local.record();
+        let host_here = self
+            .hub
+            .registry
+            .participants(sid)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|p| user_key(&p.user) == user_key(&record.host));
+        if host_here {
+            let m = ServerMessage::PresenterRequestEvent(PresenterRequestEvent {
+                requesting_user: self.user.clone(),
+            });
+            self.hub.broadcast(sid, None, Some(&record.host), m).await;
+        } else {
+            self.send(ServerMessage::PresenterDeniedEvent(PresenterDeniedEvent {
+                denied_user: self.user.clone(),
+            }));
+        }
+    }
+
+    /// `presenter_denied_request` (host): tells the named participant.
+    async fn deny_presenter(&self, named: &User) {
+        if !self.host_only("Only the host can deny presenter requests") {
+            return;
+        }
+        if let Some(target) = self.resolve(named).await {
+            let m = ServerMessage::PresenterDeniedEvent(PresenterDeniedEvent {
+                denied_user: target.clone(),
+            });
+            self.hub.broadcast(self.sid(), None, Some(&target), m).await;
+        }
+    }
+
+    /// `change_presenter_request` (host): a named participant, or nobody.
+    async fn change_presenter(&self, named: Option<&User>) {
+        if !self.host_only("Only the host can change the presenter") {
+            return;
+        }
+        let presenter = match named {
+            None => None,
+            Some(named) => match self.resolve(named).await {
+                Some(u) => Some(u),
+                None => return,
+            },
+        };
+        let _ = self.hub.set_presenter(self.sid(), presenter, &self.user).await;
+    }
+
+    /// `presenter_cursor` / `presenter_selection`: relayed to the others, from the presenter only.
+    async fn relay_presenter(&self, relay: ServerMessage) {
+        let is_presenter = self
+            .local
+            .record()
+            .presenter
+            .as_ref()
+            .is_some_and(|p| user_key(p) == user_key(&self.user));
+        if is_presenter {
+            self.hub
+                .broadcast(self.sid(), Some(self.conn_id), None, relay)
+                .await;
+        }
+    }
+
+    /// `remove_participant_request` (host): the participant is refused from now on and closed.
+    async fn remove_participant(&self, named: &User) {
+        if !self.host_only("Only the host can remove participants") {
+            return;
+        }
+        if user_key(named) == user_key(&self.user) {
+            self.send(error_message(
+                "invalid_participant",
+                "The host cannot remove themselves",
+            ));
+            return;
+        }
+        let Some(target) = self.resolve(named).await else {
+            return;
+        };
+        let sid = self.sid();
+        if let Err(e) = self.hub.registry.deny(sid, &target).await {
+            tracing::warn!(error = %e, "collaboration: recording a removal failed");
+        }
+        self.hub
+            .kick(
+                sid,
+                &target,
+                1000,
+                "removed_from_session",
+                "You were removed from the session by the host",
+            )
+            .await;
     }
 }
 
