@@ -1,12 +1,73 @@
-//! Extractors whose rejections are TMI's error body: `Path` and `Query` wrap axum's and turn a
-//! rejection (an unparsable path segment or query string) into `ApiError` at the extractor, as in
-//! axum's error-handling example, instead of axum's plain-text answer. Pure.
+//! What handlers extract, every rejection being TMI's error body: what the gate established
+//! (`JsonBody`, `MaybeJsonBody`, `RawBody`, `TmAccess`, read from the request's extensions), and
+//! `Path` and `Query`, which wrap axum's and turn a rejection (an unparsable path segment or query
+//! string) into `ApiError` at the extractor, as in axum's error-handling example, instead of axum's
+//! plain-text answer. Pure.
 
+use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde_json::Value;
 
+use crate::authz::Role;
 use crate::error::ApiError;
+use crate::store::ThreatModelRecord;
+
+/// The validated, normalized JSON body of a request.
+#[derive(Clone, Debug)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<JsonBody>()
+            .cloned()
+            .ok_or_else(|| ApiError::invalid("Request body is required"))
+    }
+}
+
+/// The JSON body when one was sent.
+pub struct MaybeJsonBody(pub Option<Value>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeJsonBody {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<JsonBody>().map(|j| j.0.clone())))
+    }
+}
+
+/// The raw body, for form-encoded operations (empty when none was sent).
+#[derive(Clone, Debug, Default)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawBody {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RawBody>().cloned().unwrap_or_default())
+    }
+}
+
+/// The parent threat model of a `/threat_models/{id}/…` request and the caller's role on it.
+#[derive(Clone, Debug)]
+pub struct TmAccess {
+    pub tm: ThreatModelRecord,
+    pub role: Role,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TmAccess {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<TmAccess>()
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("Threat model"))
+    }
+}
 
 /// `axum::extract::Path` with TMI's error body.
 #[derive(Debug, FromRequestParts)]

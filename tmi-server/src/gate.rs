@@ -1,11 +1,12 @@
 //! The request gate: one middleware that applies TMI's checks in its status-code precedence
 //! (tmi-compat.md §8): 406 → path UUIDs 400 → 415 → malformed/duplicate-key JSON 400 → JWT 401 →
-//! schema validation 400 → parent threat model 404 / role 403. IO: reads the token store and the
-//! threat model through `AppState`.
+//! schema validation 400 → parent threat model 404 / role 403. It fails closed: an operation the
+//! embedded contract does not define answers 404, and only `OPERATIONAL` routes bypass it. What it
+//! establishes reaches handlers through the extractors in `extract`. IO: reads the token store and
+//! the threat model through `AppState`.
 
-use axum::body::{Body, Bytes, to_bytes};
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::http::request::Parts;
+use axum::body::{Body, to_bytes};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,69 +14,15 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::tokens::{ACCESS_COOKIE, AuthUser, cookie_value};
-use crate::authz::{Role, Subject, effective_role};
+use crate::authz::{Subject, effective_role};
 use crate::error::ApiError;
+use crate::extract::{JsonBody, RawBody, TmAccess};
 use crate::input;
 use crate::openapi::Operation;
 use crate::state::AppState;
-use crate::store::ThreatModelRecord;
 
 /// Bodies above this size are refused before parsing (the schema limits are far smaller).
 const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// The validated, normalized JSON body of a request.
-#[derive(Clone, Debug)]
-pub struct JsonBody(pub Value);
-
-impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<JsonBody>()
-            .cloned()
-            .ok_or_else(|| ApiError::invalid("Request body is required"))
-    }
-}
-
-/// The JSON body when one was sent.
-pub struct MaybeJsonBody(pub Option<Value>);
-
-impl<S: Send + Sync> FromRequestParts<S> for MaybeJsonBody {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<JsonBody>().map(|j| j.0.clone())))
-    }
-}
-
-/// The raw body, for form-encoded operations (empty when none was sent).
-#[derive(Clone, Debug, Default)]
-pub struct RawBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequestParts<S> for RawBody {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<RawBody>().cloned().unwrap_or_default())
-    }
-}
-
-/// The parent threat model of a `/threat_models/{id}/…` request and the caller's role on it.
-#[derive(Clone, Debug)]
-pub struct TmAccess {
-    pub tm: ThreatModelRecord,
-    pub role: Role,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for TmAccess {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<TmAccess>()
-            .cloned()
-            .ok_or_else(|| ApiError::not_found("Threat model"))
-    }
-}
 
 /// An Authorization header that is not `Bearer <token>`.
 #[derive(Debug, PartialEq, Eq)]

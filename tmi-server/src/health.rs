@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::auth::handlers::base_url;
+use crate::public_url::base_url;
 use crate::routes::Routes;
 use crate::state::AppState;
 
@@ -69,7 +69,7 @@ pub async fn root(State(state): State<AppState>, headers: HeaderMap) -> Json<Val
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         },
         "service": {"name": "TMI", "build": env!("CARGO_PKG_VERSION")},
-        "api": {"version": state.spec.version, "specification": format!("{}/openapi.json", base_url(&state, &headers))},
+        "api": {"version": state.spec.version, "specification": format!("{}/openapi.json", base_url(&state.config, &headers))},
     });
     if let (Some(name), Some(contact)) = (&state.config.operator_name, &state.config.operator_contact) {
         info["operator"] = json!({"name": name, "contact": contact});

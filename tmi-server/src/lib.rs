@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;
+pub mod public_url;
 pub mod resources;
 pub mod routes;
 pub mod startup;

@@ -8,12 +8,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::auth::handlers::with_cookies;
-use crate::auth::tokens::{AuthUser, REFRESH_COOKIE, clear_cookies, cookie_value};
+use crate::auth::tokens::{AuthUser, REFRESH_COOKIE, clear_cookies, cookie_value, with_cookies};
 use crate::domain::admin;
 use crate::error::ApiError;
-use crate::extract::Path;
-use crate::gate::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::input::query::Params;
 use crate::routes::Routes;
 use crate::state::AppState;

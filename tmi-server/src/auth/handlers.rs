@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 use super::provider::AuthorizeStart;
 use super::tokens::{
     AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, token_cookies,
+    with_cookies,
 };
 use crate::error::ApiError;
-use crate::extract::Query;
-use crate::gate::{MaybeJsonBody, RawBody};
+use crate::extract::{MaybeJsonBody, Query, RawBody};
+use crate::public_url::base_url;
 use crate::state::AppState;
 
 /// How long an authorization code or OAuth state stays valid.
@@ -27,33 +28,6 @@ const FLOW_TTL: Duration = Duration::from_secs(600);
 
 fn bad_request(msg: &str) -> ApiError {
     ApiError::OAuth(StatusCode::BAD_REQUEST, "invalid_request", msg.to_owned())
-}
-
-/// Scheme and host the client used, honouring `X-Forwarded-Proto` (for browser-facing URLs).
-pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(b) = &state.config.base_url {
-        return b.clone();
-    }
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost:8080");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("http");
-    format!("{proto}://{host}")
-}
-
-/// `res` with `Set-Cookie` headers.
-pub fn with_cookies(mut res: Response, cookies: Vec<String>) -> Response {
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            res.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    res
 }
 
 fn token_response(state: &AppState, pair: TokenPair) -> Response {
@@ -70,7 +44,7 @@ fn token_response(state: &AppState, pair: TokenPair) -> Response {
 
 /// `GET /oauth2/providers`.
 pub async fn providers(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let base = base_url(&state, &headers);
+    let base = base_url(&state.config, &headers);
     let mut list: Vec<Value> = state
         .providers
         .iter()
@@ -453,11 +427,11 @@ fn discovery(base: &str) -> Value {
 }
 
 pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    cached(discovery(&base_url(&state, &headers)))
+    cached(discovery(&base_url(&state.config, &headers)))
 }
 
 pub async fn authorization_server(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let mut doc = discovery(&base_url(&state, &headers));
+    let mut doc = discovery(&base_url(&state.config, &headers));
     if let Value::Object(m) = &mut doc {
         // RFC 8414 metadata: the OIDC-only members are not part of this document.
         for k in [
@@ -477,7 +451,7 @@ pub async fn jwks() -> Response {
 }
 
 pub async fn protected_resource(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let base = base_url(&state, &headers);
+    let base = base_url(&state.config, &headers);
     cached(json!({
         "resource": base,
         "authorization_servers": [base],

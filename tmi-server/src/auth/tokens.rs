@@ -124,6 +124,16 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     }
 }
 
+/// `res` with `Set-Cookie` headers.
+pub fn with_cookies(mut res: axum::response::Response, cookies: Vec<String>) -> axum::response::Response {
+    for c in cookies {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&c) {
+            res.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
 /// The caller as far as ACL matching goes.
 impl<'a> From<&'a AuthUser> for Subject<'a> {
     fn from(u: &'a AuthUser) -> Self {

@@ -22,8 +22,8 @@ use crate::authz::{Subject, effective_role};
 use crate::domain::live;
 use crate::domain::wire::rfc3339;
 use crate::error::ApiError;
-use crate::extract::{Path, Query};
-use crate::gate::TmAccess;
+use crate::extract::{Path, Query, TmAccess};
+use crate::public_url::websocket_base;
 use crate::state::AppState;
 use crate::store::UserRecord;
 
@@ -74,48 +74,6 @@ fn user_value(u: &User) -> Value {
     serde_json::to_value(u).unwrap_or(Value::Null)
 }
 
-/// `ws[s]://host[/prefix]`: from `TMI_SERVER_BASE_URL` when set, else from the forwarded
-/// headers a TLS-terminating proxy adds, else from `Host`.
-pub fn websocket_base(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(base) = &state.config.base_url {
-        if let Some(rest) = base.strip_prefix("https://") {
-            return format!("wss://{rest}");
-        }
-        if let Some(rest) = base.strip_prefix("http://") {
-            return format!("ws://{rest}");
-        }
-    }
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let mut proto = get("x-forwarded-proto");
-    let mut host = get("x-forwarded-host");
-    if let Some(fwd) = get("forwarded") {
-        for part in fwd.split(';') {
-            let (k, v) = part.split_once('=').unwrap_or(("", ""));
-            let v = v.trim().trim_matches('"').to_owned();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "proto" if proto.is_none() => proto = Some(v),
-                "host" if host.is_none() => host = Some(v),
-                _ => {}
-            }
-        }
-    }
-    let host = host
-        .or_else(|| get("host"))
-        .unwrap_or_else(|| format!("localhost:{}", state.config.port));
-    let scheme = if proto.is_some_and(|p| p.eq_ignore_ascii_case("https")) {
-        "wss"
-    } else {
-        "ws"
-    };
-    format!("{scheme}://{host}")
-}
-
 fn parse_ids(tm: &str, d: &str) -> Result<(Uuid, Uuid), ApiError> {
     let tm = Uuid::parse_str(tm).map_err(|_| ApiError::invalid_id("Invalid threat_model_id"))?;
     let d = Uuid::parse_str(d).map_err(|_| ApiError::invalid_id("Invalid diagram_id"))?;
@@ -153,7 +111,7 @@ async fn session_body(
         })).collect::<Vec<_>>(),
         "websocket_url": format!(
             "{}/threat_models/{}/diagrams/{}/ws?session_id={}",
-            websocket_base(state, headers),
+            websocket_base(&state.config, headers),
             record.threat_model_id,
             record.diagram_id,
             record.session_id

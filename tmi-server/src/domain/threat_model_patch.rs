@@ -305,3 +305,118 @@ async fn assign_reviewer(
     next.access = acl::access_records(&list);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::wire::user_json;
+    use crate::store::Sqlite;
+
+    async fn store() -> (Sqlite, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sqlite::connect(&format!("sqlite://{}/t.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        (s, dir)
+    }
+
+    fn model() -> ThreatModelRecord {
+        let at = chrono::Utc::now();
+        let owner = user_json("tmi", "alice", "Alice", "alice@tmi.local");
+        let mut owner_entry = owner.clone();
+        owner_entry["role"] = json!("owner");
+        ThreatModelRecord {
+            id: Uuid::new_v4(),
+            alias: 1,
+            name: "TM".into(),
+            owner_provider: "tmi".into(),
+            owner_provider_id: "alice".into(),
+            owner_email: "alice@tmi.local".into(),
+            reviewer_email: None,
+            status: "not_started".into(),
+            version: 1,
+            created_at: at,
+            modified_at: at,
+            deleted_at: None,
+            doc: json!({
+                "name": "TM",
+                "threat_model_framework": "STRIDE",
+                "owner": owner,
+                "authorization": [owner_entry],
+                "status": "not_started",
+            }),
+            access: vec![],
+        }
+    }
+
+    fn status(e: ApiError) -> u16 {
+        e.status_and_code().0.as_u16()
+    }
+
+    const WRITER: Caller = Caller {
+        role: Role::Writer,
+        security_reviewer: false,
+    };
+
+    #[tokio::test]
+    async fn the_patch_rules_decide_who_may_change_what() {
+        let (store, _dir) = store().await;
+        let spec = Spec::embedded().unwrap();
+        let tm = model();
+        let replace = |path: &str, value: Value| json!([{"op": "replace", "path": path, "value": value}]);
+
+        // Owner-only paths are refused by path, before anything is read.
+        let acl = replace("/authorization", json!([]));
+        let e = apply(&store, &spec, WRITER, &tm, &acl).await.unwrap_err();
+        assert_eq!(status(e), 403);
+        // The status is for security reviewers.
+        let to_review = replace("/status", json!("In Review"));
+        let e = apply(&store, &spec, WRITER, &tm, &to_review).await.unwrap_err();
+        assert_eq!(status(e), 403);
+        let reviewer = Caller {
+            security_reviewer: true,
+            ..WRITER
+        };
+        let (next, metadata) = apply(&store, &spec, reviewer, &tm, &to_review).await.unwrap();
+        assert_eq!(next.status, "in_review", "normalized like request bodies");
+        assert!(next.doc["status_updated"].is_string());
+        assert!(metadata.is_none(), "metadata untouched");
+        // Paths outside the allowlist, and results that are no valid ThreatModelInput, are 400.
+        let e = apply(&store, &spec, WRITER, &tm, &replace("/alias", json!(7)))
+            .await
+            .unwrap_err();
+        assert_eq!(status(e), 400);
+        let e = apply(&store, &spec, WRITER, &tm, &replace("/name", json!(7)))
+            .await
+            .unwrap_err();
+        assert_eq!(status(e), 400);
+        // A metadata change comes back for the handler to write.
+        let add = json!([{"op": "add", "path": "/metadata/-", "value": {"key": "k", "value": "v"}}]);
+        let (_, metadata) = apply(&store, &spec, WRITER, &tm, &add).await.unwrap();
+        assert_eq!(metadata.map(|m| m.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn transferring_ownership_keeps_the_previous_owner_as_owner() {
+        let (store, _dir) = store().await;
+        let spec = Spec::embedded().unwrap();
+        let tm = model();
+        let owner = Caller {
+            role: Role::Owner,
+            security_reviewer: false,
+        };
+        let to_bob = json!([{"op": "replace", "path": "/owner", "value": {
+            "principal_type": "user", "provider": "tmi", "provider_id": "bob", "display_name": "bob"
+        }}]);
+        let e = apply(&store, &spec, WRITER, &tm, &to_bob).await.unwrap_err();
+        assert_eq!(status(e), 403);
+        let (next, _) = apply(&store, &spec, owner, &tm, &to_bob).await.unwrap();
+        assert_eq!(next.owner_provider_id, "bob");
+        assert!(
+            next.access
+                .iter()
+                .any(|a| a.provider_id == "alice" && a.role == "owner")
+        );
+    }
+}

@@ -20,7 +20,7 @@ use crate::domain::children::response;
 use crate::domain::kinds::Kind;
 use crate::domain::live;
 use crate::error::ApiError;
-use crate::gate::{JsonBody, TmAccess};
+use crate::extract::{JsonBody, TmAccess};
 use crate::input::query::Params;
 use crate::state::AppState;
 use crate::store::{ChildRecord, ChildWrite, MetadataEntry, StoreError};

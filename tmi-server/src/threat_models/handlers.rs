@@ -18,7 +18,7 @@ use crate::domain::threat_model_patch::{self, Caller};
 use crate::domain::wire::{now, rfc3339, user_json};
 use crate::domain::{admin, children, metadata, sessions};
 use crate::error::ApiError;
-use crate::gate::{JsonBody, TmAccess};
+use crate::extract::{JsonBody, TmAccess};
 use crate::input::query::Params;
 use crate::state::AppState;
 use crate::store::{ReviewerFilter, ThreatModelFilter, ThreatModelRecord, Viewer};
