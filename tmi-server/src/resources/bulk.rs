@@ -15,8 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::handlers::{new_record, patched, replacement, successor, tombstone};
-use crate::domain::children::response;
+use crate::domain::children::{new_record, patched, replacement, response, successor, tombstone};
 use crate::domain::kinds::Kind;
 use crate::domain::live;
 use crate::error::ApiError;
@@ -130,7 +129,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut writes = Vec::new();
     for item in items(kind, body)? {
-        let (child, metadata) = new_record(&state, kind, access.tm.id, None, item)?;
+        let (child, metadata) = new_record(&state.spec, kind, access.tm.id, None, item)?;
         writes.push(ChildWrite::Insert { child, metadata });
     }
     commit(&state, kind, writes, StatusCode::CREATED).await
@@ -148,7 +147,7 @@ pub async fn update_all(
     for mut item in items(kind, body)? {
         let id = take_id(&mut item, &mut seen)?;
         let current = live::child(state.store.as_ref(), access.tm.id, kind, id).await?;
-        let (m, metadata) = replacement(&state, kind, item)?;
+        let (m, metadata) = replacement(&state.spec, kind, item)?;
         writes.push(update(kind, &current, m, metadata)?);
     }
     commit(&state, kind, writes, StatusCode::OK).await
@@ -169,7 +168,7 @@ pub async fn upsert(
         let id = take_id(&mut item, &mut seen)?;
         match state.store.get_child(access.tm.id, kind.kind, id).await {
             Ok(current) if current.deleted_at.is_none() => {
-                let (m, metadata) = replacement(&state, kind, item)?;
+                let (m, metadata) = replacement(&state.spec, kind, item)?;
                 writes.push(update(kind, &current, m, metadata)?);
             }
             Ok(_) => {
@@ -179,7 +178,7 @@ pub async fn upsert(
                 )));
             }
             Err(StoreError::NotFound) => {
-                let (child, metadata) = new_record(&state, kind, access.tm.id, Some(id), item)?;
+                let (child, metadata) = new_record(&state.spec, kind, access.tm.id, Some(id), item)?;
                 writes.push(ChildWrite::Insert { child, metadata });
             }
             Err(e) => return Err(e.into()),
@@ -215,7 +214,7 @@ pub async fn patch_all(
             .ok_or_else(|| ApiError::invalid("Every patch needs operations"))?;
         let id = take_id(&mut p, &mut seen)?;
         let current = live::child(state.store.as_ref(), access.tm.id, kind, id).await?;
-        let (m, metadata) = patched(&state, kind, &current, &ops).await?;
+        let (m, metadata) = patched(&state.spec, state.store.as_ref(), kind, &current, &ops).await?;
         writes.push(update(kind, &current, m, metadata)?);
     }
     commit(&state, kind, writes, StatusCode::OK).await
