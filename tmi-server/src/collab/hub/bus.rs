@@ -320,8 +320,7 @@ fn deliver_broadcast(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collab::hub::testing::{Fixture, received, user};
-    use std::time::Duration;
+    use crate::collab::hub::testing::{Fixture, received, user, wait_for, without_lists};
 
     #[test]
     fn the_wire_form_names_the_kind() {
@@ -338,8 +337,8 @@ mod tests {
         assert!(matches!(back.kind, EnvelopeKind::Terminate { .. }));
     }
 
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    fn is_note(m: &ServerMessage) -> bool {
+        matches!(m, ServerMessage::Error(e) if e.error == "note")
     }
 
     #[tokio::test]
@@ -347,23 +346,20 @@ mod tests {
         let f = Fixture::new().await;
         let (_, _, mut alice, _) = f.join("alice").await;
         let (_, _, mut bob, _) = f.join("bob").await;
-        settle().await;
-        received(&mut alice);
-        received(&mut bob);
         let sid = f.session.session_id;
         f.hub
             .broadcast(sid, None, Some(&user("bob")), error_message("note", "for bob"))
             .await;
-        settle().await;
-        assert!(received(&mut alice).is_empty());
-        assert_eq!(received(&mut bob).len(), 1);
+        let got = wait_for(&mut bob, is_note).await;
+        assert_eq!(got.iter().filter(|m| is_note(m)).count(), 1);
+        // The same delivery pass would have queued it for alice.
+        assert!(!received(&mut alice).iter().any(is_note));
     }
 
     #[tokio::test]
     async fn a_lost_event_is_recovered_from_the_database() {
         let f = Fixture::new().await;
         let (_, local, mut rx, _) = f.join("alice").await;
-        settle().await;
         received(&mut rx);
         // Operation 1 was stored by another replica whose event got lost; event 2 arrives.
         let (tm, d) = (f.session.threat_model_id, f.session.diagram_id);
@@ -378,17 +374,17 @@ mod tests {
                 kind: EnvelopeKind::Operation {
                     update_vector: 2,
                     exclude: None,
-                    message: error_message("placeholder", "event 2"),
+                    message: error_message("event", "event 2"),
                 },
             })
             .unwrap(),
         );
-        assert!(received(&mut rx).is_empty(), "held");
-        tokio::time::sleep(GAP_WAIT * 2).await;
-        let got = received(&mut rx);
+        assert!(without_lists(received(&mut rx)).is_empty(), "held");
+        // After the gap wait the replica resyncs: the stored state at vector 1, then event 2.
+        let got = without_lists(wait_for(&mut rx, |m| matches!(m, ServerMessage::DiagramState(_))).await);
         assert!(
-            matches!(&got[..], [ServerMessage::DiagramState(s), ServerMessage::Error(_)] if s.update_vector == 1),
-            "the socket got the stored state at vector 1, then event 2: {got:?}"
+            matches!(&got[..], [ServerMessage::DiagramState(s), ServerMessage::Error(e)] if s.update_vector == 1 && e.error == "event"),
+            "{got:?}"
         );
         assert!(local.dispatch().gap_since.is_none());
         assert_eq!(f.hub.metrics.resyncs.get(), 1);

@@ -191,6 +191,39 @@ pub(super) mod testing {
         out
     }
 
+    /// Waits (at most 5 s) until the socket receives a message `want` accepts; returns what it
+    /// received up to then and anything already queued after it.
+    pub async fn wait_for(
+        rx: &mut mpsc::Receiver<Outbound>,
+        want: impl Fn(&ServerMessage) -> bool,
+    ) -> Vec<ServerMessage> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Outbound::Text(t))) => {
+                    let m: ServerMessage = serde_json::from_str(&t).unwrap();
+                    let done = want(&m);
+                    got.push(m);
+                    if done {
+                        got.extend(received(rx));
+                        return got;
+                    }
+                }
+                Ok(Some(Outbound::Close(..))) => {}
+                Ok(None) | Err(_) => panic!("the expected message did not arrive; got {got:?}"),
+            }
+        }
+    }
+
+    /// Messages without participant lists (which arrive whenever membership changes).
+    pub fn without_lists(messages: Vec<ServerMessage>) -> Vec<ServerMessage> {
+        messages
+            .into_iter()
+            .filter(|m| !matches!(m, ServerMessage::ParticipantsUpdate(_)))
+            .collect()
+    }
+
     /// A hub on a fresh SQLite store with one threat model and one empty diagram, and a session
     /// on that diagram hosted by alice.
     pub struct Fixture {

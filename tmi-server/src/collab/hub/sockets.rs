@@ -250,7 +250,7 @@ mod tests {
         );
         // Bob is told and closed with 1000 (the in-process bus delivers the terminate event).
         let mut closed = None;
-        for _ in 0..50 {
+        for _ in 0..500 {
             if let Ok(Outbound::Close(code, _)) = bob_control.try_recv() {
                 closed = Some(code);
                 break;

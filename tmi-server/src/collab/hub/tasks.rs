@@ -188,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn the_janitor_ends_a_session_nobody_joined_after_the_grace_period() {
         let f = Fixture::with(Settings {
-            empty_session_grace: Duration::from_millis(100),
+            empty_session_grace: Duration::from_millis(500),
             heartbeat: Duration::from_secs(3600),
             ..Settings::default()
         })
@@ -199,7 +199,7 @@ mod tests {
             f.hub.registry.by_id(sid).await.unwrap().is_some(),
             "within the grace period"
         );
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         f.hub.janitor().await;
         assert!(f.hub.registry.by_id(sid).await.unwrap().is_none(), "ended");
     }
