@@ -1,5 +1,6 @@
 //! Threat-model handlers: list, create, get, update (PUT), patch (JSON Patch), delete, restore.
-//! Thin: they shape documents with `model`, check owner-only rules and call the store.
+//! Thin: the rules and the document shape are in `domain::threat_model`,
+//! `domain::threat_model_patch` and `domain::acl`; IO through the store.
 
 use std::collections::HashMap;
 
@@ -8,20 +9,17 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::auth::tokens::AuthUser;
-use crate::domain::acl::{self, Duplicates};
 use crate::domain::kinds::KINDS;
-use crate::domain::threat_model::{self as model, clean_text};
+use crate::domain::threat_model as model;
 use crate::domain::threat_model_patch::{self, Caller};
-use crate::domain::wire::{now, rfc3339, user_json};
-use crate::domain::{admin, children, metadata, sessions};
+use crate::domain::{admin, children, sessions};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, TmAccess};
 use crate::input::query::Params;
 use crate::state::AppState;
-use crate::store::{ReviewerFilter, ThreatModelFilter, ThreatModelRecord, Viewer};
+use crate::store::{MetadataEntry, ReviewerFilter, ThreatModelFilter, ThreatModelRecord, Viewer};
 use crate::versioning;
 
 /// The `security_reviewer` filter: `is:null`, `is:notnull` (operators are case-insensitive) or a
@@ -92,71 +90,9 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
-    JsonBody(mut body): JsonBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    clean_text(&mut body, "name");
-    clean_text(&mut body, "description");
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    if name.is_empty() {
-        return Err(ApiError::invalid("name is required"));
-    }
-    let framework = model::framework(body.get("threat_model_framework"))?;
-    let confidential = body
-        .get("is_confidential")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let metadata = metadata::from_body(body.get("metadata"))?.unwrap_or_default();
-    let requested: Vec<Value> = body
-        .get("authorization")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let owner = user_json(
-        user.provider(),
-        user.provider_id(),
-        &user.user.name,
-        &user.user.email,
-    );
-
-    let acl = acl::for_new_model(state.store.as_ref(), &owner, &requested, confidential).await?;
-
-    let ts = now();
-    let id = Uuid::new_v4();
-    let doc = json!({
-        "name": name,
-        "description": body.get("description").cloned().unwrap_or(Value::Null),
-        "threat_model_framework": framework,
-        "authorization": acl,
-        "owner": owner,
-        "created_by": owner,
-        "status": "not_started",
-        "status_updated": rfc3339(&ts),
-        "security_reviewer": Value::Null,
-        "project_id": Value::Null,
-        "issue_uri": body.get("issue_uri").cloned().unwrap_or(Value::Null),
-        "is_confidential": confidential,
-    });
-    let mut rec = ThreatModelRecord {
-        id,
-        alias: 0,
-        name,
-        owner_provider: user.provider().to_owned(),
-        owner_provider_id: user.provider_id().to_owned(),
-        owner_email: user.user.email.clone(),
-        reviewer_email: None,
-        status: "not_started".into(),
-        version: 1,
-        created_at: ts,
-        modified_at: ts,
-        deleted_at: None,
-        access: acl::access_records(&acl),
-        doc: strip_nulls(doc),
-    };
+    let (mut rec, metadata) = model::new_model(state.store.as_ref(), &user.user, body).await?;
     rec.alias = state.store.insert_threat_model(&rec, &metadata).await?;
     let mut body = model::response(&rec, &metadata);
     for key in [
@@ -171,17 +107,10 @@ pub async fn create(
     }
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, format!("/threat_models/{id}"))],
+        [(header::LOCATION, format!("/threat_models/{}", rec.id))],
         Json(body),
     )
         .into_response())
-}
-
-fn strip_nulls(mut v: Value) -> Value {
-    if let Value::Object(m) = &mut v {
-        m.retain(|_, x| !x.is_null());
-    }
-    v
 }
 
 /// The full document of a threat model with its children.
@@ -212,14 +141,12 @@ pub async fn get(State(state): State<AppState>, access: TmAccess) -> Result<Json
 
 async fn save(
     state: &AppState,
-    mut next: ThreatModelRecord,
+    next: ThreatModelRecord,
     current: &ThreatModelRecord,
-    metadata: Option<Vec<crate::store::MetadataEntry>>,
+    metadata: Option<Vec<MetadataEntry>>,
     pre: versioning::Precondition,
 ) -> Result<Response, ApiError> {
-    next.version = current.version + 1;
-    next.modified_at = now();
-    next.doc = strip_nulls(next.doc);
+    let next = model::successor(next, current);
     state
         .store
         .update_threat_model(&next, current.version, metadata.as_deref())
@@ -234,42 +161,11 @@ pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     access: TmAccess,
-    JsonBody(mut body): JsonBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let current = access.tm;
     let pre = versioning::check(&headers, current.version, state.config.require_if_match)?;
-    clean_text(&mut body, "name");
-    clean_text(&mut body, "description");
-    if let Some(c) = body.get("is_confidential").and_then(Value::as_bool)
-        && c != current
-            .doc
-            .get("is_confidential")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    {
-        return Err(ApiError::invalid(
-            "is_confidential can only be set when the threat model is created",
-        ));
-    }
-    let mut next = current.clone();
-    next.name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    if next.name.is_empty() {
-        return Err(ApiError::invalid("name is required"));
-    }
-    next.doc["name"] = json!(next.name);
-    next.doc["description"] = body.get("description").cloned().unwrap_or(Value::Null);
-    next.doc["issue_uri"] = body.get("issue_uri").cloned().unwrap_or(Value::Null);
-    next.doc["threat_model_framework"] = json!(model::framework(body.get("threat_model_framework"))?);
-    if let Some(entries) = body.get("authorization").and_then(Value::as_array) {
-        let list = acl::normalize(state.store.as_ref(), entries, Duplicates::Reject).await?;
-        acl::set(&mut next, &current, list, access.role)?;
-    }
-    let metadata = metadata::from_body(body.get("metadata"))?;
+    let (next, metadata) = model::replaced(state.store.as_ref(), &current, access.role, body).await?;
     save(&state, next, &current, metadata, pre).await
 }
 
@@ -297,10 +193,7 @@ pub async fn patch(
 pub async fn delete(State(state): State<AppState>, access: TmAccess) -> Result<StatusCode, ApiError> {
     let current = access.tm;
     sessions::ensure_none_on_threat_model(state.collab.as_ref(), current.id).await?;
-    let mut next = current.clone();
-    next.version += 1;
-    next.deleted_at = Some(now());
-    next.modified_at = now();
+    let next = model::tombstone(&current);
     state
         .store
         .update_threat_model(&next, current.version, None)
@@ -311,13 +204,7 @@ pub async fn delete(State(state): State<AppState>, access: TmAccess) -> Result<S
 /// `POST /threat_models/{id}/restore` (owner).
 pub async fn restore(State(state): State<AppState>, access: TmAccess) -> Result<Json<Value>, ApiError> {
     let current = access.tm;
-    if current.deleted_at.is_none() {
-        return Err(ApiError::not_found("Deleted threat model"));
-    }
-    let mut next = current.clone();
-    next.version += 1;
-    next.deleted_at = None;
-    next.modified_at = now();
+    let next = model::restored(&current)?;
     state
         .store
         .update_threat_model(&next, current.version, None)
