@@ -45,8 +45,9 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 source_url=$(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || revision="$revision-dirty"
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
-created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+# Not exported: build scripts that watch SOURCE_DATE_EPOCH would rebuild their crates at every commit.
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 
 echo "building static binaries ($target, release)" >&2
 CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$target" -p tmi-server -p tmi-operator >&2
@@ -59,7 +60,7 @@ mkdir -p "$out"
 build_image() {
   local name=$1 binary=$2 title=$3 extra_dirs=$4; shift 4
   local ref="$registry/$name:$version" lay="$work/$name-layout"
-  python3 scripts/oci.py layer "$work/$name-layer.tar" "$SOURCE_DATE_EPOCH" "$binary" "$extra_dirs"
+  python3 scripts/oci.py layer "$work/$name-layer.tar" "$epoch" "$binary" "$extra_dirs"
   umoci init --layout "$lay"
   umoci new --image "$lay:$version"
   umoci raw add-layer --image "$lay:$version" --history.created "$created" \
