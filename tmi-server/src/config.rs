@@ -131,6 +131,10 @@ pub struct Config {
     pub websocket_allowed_origins: Vec<String>,
     /// `TMI_WEBSOCKET_PING_INTERVAL_SECONDS` (30): keepalive period; access is re-checked on it.
     pub websocket_ping_interval_seconds: u64,
+    /// `TMI_SHUTDOWN_DRAIN_SECONDS` (2): after SIGTERM, how long the server keeps answering on open
+    /// connections, each response marked `Connection: close`, before it stops; a keep-alive client then
+    /// moves to another replica without racing the close of an idle connection.
+    pub shutdown_drain_seconds: u64,
     /// `TMI_WEBSOCKET_EMPTY_SESSION_SECONDS` (30, at least 5): how long a collaboration session
     /// may stay without connected participants before it ends (upstream: about 15 s; a little
     /// longer lets the clients of a replica that died reconnect elsewhere).
@@ -414,6 +418,7 @@ impl Config {
             data_dir: non_empty(vars, "TMI_DATA_DIR").unwrap_or_else(|| "./data".into()),
             websocket_allowed_origins: list(vars, "WEBSOCKET_ALLOWED_ORIGINS"),
             websocket_ping_interval_seconds,
+            shutdown_drain_seconds: parse_num(vars, "TMI_SHUTDOWN_DRAIN_SECONDS", 2)?,
             websocket_empty_session_seconds,
             websocket_max_connections_per_user: parse_num(vars, "TMI_WEBSOCKET_MAX_CONNECTIONS_PER_USER", 5)?,
             websocket_max_participants_per_session: parse_num(

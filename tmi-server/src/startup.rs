@@ -3,6 +3,10 @@
 //! until shutdown. IO: the database, Redis, the data directory and the listener.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -155,25 +159,40 @@ pub async fn build_state_with(
     })
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Serves until `shutdown` resolves, then drains: collaboration sockets are closed with 1012 (service
+/// restart), and for `TMI_SHUTDOWN_DRAIN_SECONDS` every response carries `Connection: close`, so that
+/// keep-alive clients finish their exchange and open their next connection elsewhere; then in-flight
+/// requests complete and the remaining idle connections close.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = state.collab.clone();
-    // Upgraded sockets are not in-flight requests: close them (code 1012) so that clients move
-    // to another replica, then drain the rest.
+    let drain = std::time::Duration::from_secs(state.config.shutdown_drain_seconds);
+    let draining = Arc::new(AtomicBool::new(false));
+    let flag = draining.clone();
     let shutdown = async move {
         shutdown.await;
+        flag.store(true, Ordering::SeqCst);
+        // Upgraded sockets are not in-flight requests: close them so that clients move to another replica.
         hub.shutdown().await;
+        tokio::time::sleep(drain).await;
     };
+    let app = crate::router(state).layer(axum::middleware::map_response(move |mut res: Response| {
+        let draining = draining.load(Ordering::SeqCst);
+        async move {
+            if draining && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
+        }
+    }));
     // Small WebSocket frames must not wait for delayed ACKs (Nagle): measured by bench-collab
     // as a ~30 ms fan-out tail from 50 ops/s up.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, crate::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

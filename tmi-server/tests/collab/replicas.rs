@@ -389,3 +389,32 @@ async fn a_redis_restart_resyncs_the_session() {
     .await
     .expect(200);
 }
+
+/// A stopping replica (SIGTERM, as in a rolling update) keeps answering during its drain, each answer telling
+/// the keep-alive client to open its next connection elsewhere (`Connection: close`), then exits. A client
+/// thus never sends a request on a connection the server is closing (e2e/tests/pods.rs proves it on real
+/// pods: no failed request during a rolling update).
+#[tokio::test]
+async fn a_stopping_replica_answers_once_more_with_connection_close_then_exits() {
+    let env = Env::sqlite().var("TMI_SHUTDOWN_DRAIN_SECONDS", "3");
+    let mut r = env.replica().await;
+    let token = r.login("alice").await;
+    let before = r.call(Method::GET, "/threat_models", Some(&token), None).await;
+    before.expect(200);
+    assert!(before.headers.get("connection").is_none(), "{:?}", before.headers);
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(r.pid().to_string())
+        .status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = r.call(Method::GET, "/threat_models", Some(&token), None).await;
+    during.expect(200);
+    assert_eq!(
+        during.headers.get("connection").and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "{:?}",
+        during.headers
+    );
+    r.terminate();
+}
