@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::tokens::{ACCESS_COOKIE, AuthUser, cookie_value};
 use crate::authz::{Subject, effective_role};
+use crate::domain::compat;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, RawBody, TmAccess};
 use crate::input;
@@ -292,6 +293,7 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
     if let Some(v) = json.as_mut() {
         let ct = content_type.as_deref().unwrap_or("application/json");
         if ct == "application/json" {
+            compat::fill_request_defaults(&op.id, v);
             input::normalize_enums(v);
             if let Some(at) = input::find_injection(v, "") {
                 return Err(ApiError::invalid(format!(

@@ -12,6 +12,7 @@
 pub mod acl;
 pub mod admin;
 pub mod children;
+pub mod compat;
 pub mod diagrams;
 pub mod kinds;
 pub mod live;

@@ -90,7 +90,7 @@ async fn threats(b: Backend) {
         .await
         .expect_error(400, "invalid_input");
     for bad in [
-        json!([{"name": "C", "threat_type": []}, {"name": "D"}]),
+        json!([{"name": "C", "threat_type": []}, {"threat_type": []}]),
         json!([{"name": "C", "threat_type": []}, {"name": "D", "threat_type": [], "id": a}]),
         json!([{"name": "C", "threat_type": []}, {"name": "<script>x</script>", "threat_type": []}]),
         json!([{"name": "C", "threat_type": []}, {"name": "D", "threat_type": [], "score": 1.25}]),

@@ -197,9 +197,13 @@ async fn threat_normalization_and_filters(b: Backend) {
     )
     .await
     .expect_error(400, "invalid_input");
-    app.post(&format!("{tm}/threats"), Some(&s.access), json!({"name": "C"}))
-        .await
-        .expect_error(400, "invalid_input");
+    app.post(
+        &format!("{tm}/threats"),
+        Some(&s.access),
+        json!({"threat_type": []}),
+    )
+    .await
+    .expect_error(400, "invalid_input");
     let high = app
         .get(&format!("{tm}/threats?severity=high"), Some(&s.access))
         .await;

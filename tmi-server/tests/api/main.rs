@@ -33,6 +33,7 @@ mod auth;
 mod authz_matrix;
 mod bulk;
 mod children;
+mod compat;
 mod gate;
 mod health;
 mod list_filters;

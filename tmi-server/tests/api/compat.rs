@@ -1,0 +1,72 @@
+//! Upstream TMI's behaviour where its clients and its own API tests depend on it (the choices are
+//! listed in `docs/server.md`, "Differences from the contract"): each scenario sends what
+//! upstream's tests send and checks what upstream answers.
+
+use serde_json::json;
+
+use crate::helpers::{Backend, Session, TestApp};
+
+async fn new_tm(app: &TestApp, s: &Session) -> String {
+    let tm = app
+        .post("/threat_models", Some(&s.access), json!({"name": "Parent"}))
+        .await;
+    format!("/threat_models/{}", tm.expect(201)["id"].as_str().unwrap())
+}
+
+/// Upstream's workflow tests create and replace threats without `threat_type`: 201 with `[]`.
+async fn threat_without_threat_type(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    let created = app
+        .post(
+            &format!("{tm}/threats"),
+            Some(&s.access),
+            json!({"name": "Spoof"}),
+        )
+        .await;
+    let c = created.expect(201);
+    assert_eq!(c["threat_type"], json!([]));
+    let item = format!("{tm}/threats/{}", c["id"].as_str().unwrap());
+    let put = app
+        .put(
+            &item,
+            Some(&s.access),
+            json!({"name": "Spoof 2", "severity": "High"}),
+        )
+        .await;
+    assert_eq!(put.expect(200)["threat_type"], json!([]));
+    let bulk = app
+        .post(
+            &format!("{tm}/threats/bulk"),
+            Some(&s.access),
+            json!([{"name": "A"}, {"name": "B", "threat_type": ["Tampering"]}]),
+        )
+        .await;
+    let bulk = bulk.expect(201);
+    assert_eq!(bulk[0]["threat_type"], json!([]));
+    assert_eq!(bulk[1]["threat_type"], json!(["Tampering"]));
+    // A missing threat model or threat is a 404 for the body upstream's tests send.
+    let missing_tm = format!("/threat_models/{}", uuid::Uuid::new_v4());
+    app.post(
+        &format!("{missing_tm}/threats"),
+        Some(&s.access),
+        json!({"name": "X"}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    let missing = format!("{tm}/threats/{}", uuid::Uuid::new_v4());
+    app.put(&missing, Some(&s.access), json!({"name": "X"}))
+        .await
+        .expect_error(404, "not_found");
+    // A name is still required.
+    app.post(
+        &format!("{tm}/threats"),
+        Some(&s.access),
+        json!({"severity": "high"}),
+    )
+    .await
+    .expect_error(400, "invalid_input");
+}
+
+both_backends!(threat_without_threat_type);
