@@ -76,22 +76,20 @@ pub const PROHIBITED: &[&str] = &[
     "auto_generated",
 ];
 
-/// Checks fields and cleans text; returns the input object.
+/// Checks fields and cleans text; returns the input object. Server-owned fields are refused; other
+/// fields the schema does not name are dropped, as upstream does (where the schema forbids extra
+/// properties the gate has already refused them).
 fn prepare(spec: &Spec, kind: &Kind, schema: &str, body: Value) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(mut m) = body else {
         return Err(ApiError::invalid("Request body must be a JSON object"));
     };
-    let allowed = spec.property_names(schema);
-    for k in m.keys() {
-        if PROHIBITED.contains(&k.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "Field {k} is set by the server and cannot be provided"
-            )));
-        }
-        if !allowed.contains(k) {
-            return Err(ApiError::invalid(format!("Unknown field {k}")));
-        }
+    if let Some(k) = m.keys().find(|k| PROHIBITED.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "Field {k} is set by the server and cannot be provided"
+        )));
     }
+    let allowed = spec.property_names(schema);
+    m.retain(|k, _| allowed.contains(k));
     for k in ["name", "description", "mitigation"] {
         if let Some(Value::String(s)) = m.get_mut(k) {
             *s = input::strip_tags(s).trim().to_owned();
@@ -300,8 +298,8 @@ mod tests {
         let tm = Uuid::new_v4();
         let e = new_record(&spec, threat, tm, None, json!({"name": "T", "version": 3})).unwrap_err();
         assert_eq!(status(e), 400, "server-owned field");
-        let e = new_record(&spec, threat, tm, None, json!({"name": "T", "colour": "red"})).unwrap_err();
-        assert_eq!(status(e), 400, "unknown field");
+        let (c, _) = new_record(&spec, threat, tm, None, json!({"name": "T", "colour": "red"})).unwrap();
+        assert!(c.doc.get("colour").is_none(), "unknown fields are dropped");
         let e = new_record(&spec, threat, tm, None, json!({"name": "T", "score": 1.25})).unwrap_err();
         assert_eq!(status(e), 400, "one decimal place");
         let (c, metadata) = new_record(

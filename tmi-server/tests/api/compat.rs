@@ -69,4 +69,46 @@ async fn threat_without_threat_type(b: Backend) {
     .expect_error(400, "invalid_input");
 }
 
-both_backends!(threat_without_threat_type);
+/// Upstream's asset tests post an `owner` field: upstream ignores unknown fields (201), on create
+/// and update, while server-owned fields stay refused.
+async fn unknown_fields_are_ignored(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    let created = app
+        .post(
+            &format!("{tm}/assets"),
+            Some(&s.access),
+            json!({"name": "DB", "type": "data", "owner": "alice@example.com"}),
+        )
+        .await;
+    let c = created.expect(201).clone();
+    assert!(c.get("owner").is_none());
+    let item = format!("{tm}/assets/{}", c["id"].as_str().unwrap());
+    let put = app
+        .put(
+            &item,
+            Some(&s.access),
+            json!({"name": "DB2", "type": "data", "owner": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(put.expect(200)["name"], "DB2");
+    let threat = app
+        .post(
+            &format!("{tm}/threats"),
+            Some(&s.access),
+            json!({"name": "T", "threat_type": [], "created_by": "x"}),
+        )
+        .await;
+    threat.expect(201);
+    for body in [
+        json!({"name": "DB", "type": "data", "id": uuid::Uuid::new_v4()}),
+        json!({"name": "DB", "type": "data", "created_at": "2024-01-01T00:00:00Z"}),
+    ] {
+        app.post(&format!("{tm}/assets"), Some(&s.access), body)
+            .await
+            .expect_error(400, "invalid_input");
+    }
+}
+
+both_backends!(threat_without_threat_type, unknown_fields_are_ignored);
