@@ -45,11 +45,14 @@ pub fn parse(ops: &Value, allowed: &[&str]) -> Result<(Patch, Vec<String>), ApiE
     Ok((patch, touched))
 }
 
-/// Applies a parsed patch to a copy of `doc`. A failed `test` is a 409 conflict.
+/// Applies a parsed patch to a copy of `doc`. A failed `test` is a 400 `patch_failed`, as upstream
+/// answers (not 409: nothing conflicts with another writer, the client's assertion was false).
 pub fn apply(doc: &Value, patch: &Patch) -> Result<Value, ApiError> {
     let mut out = doc.clone();
     json_patch::patch(&mut out, &patch.0).map_err(|e| match e.kind {
-        PatchErrorKind::TestFailed => ApiError::Conflict(format!("JSON Patch test failed at {}", e.path)),
+        PatchErrorKind::TestFailed => {
+            ApiError::BadRequest("patch_failed", format!("JSON Patch test failed at {}", e.path))
+        }
         _ => ApiError::invalid(format!("JSON Patch could not be applied: {e}")),
     })?;
     Ok(out)
@@ -69,7 +72,10 @@ mod tests {
         assert_eq!(apply(&doc, &p).unwrap()["name"], "b");
         let failing = json!([{"op": "test", "path": "/name", "value": "zzz"}]);
         let (p, _) = parse(&failing, &["name"]).unwrap();
-        assert!(matches!(apply(&doc, &p), Err(ApiError::Conflict(_))));
+        assert!(matches!(
+            apply(&doc, &p),
+            Err(ApiError::BadRequest("patch_failed", _))
+        ));
         assert!(
             parse(
                 &json!([{"op": "replace", "path": "/id", "value": "x"}]),

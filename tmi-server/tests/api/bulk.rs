@@ -211,8 +211,8 @@ async fn threats(b: Backend) {
             json!({"patches": [
                 {"id": a, "operations": [{"op": "replace", "path": "/name", "value": "A9"}]},
                 {"id": b_id, "operations": [{"op": "test", "path": "/name", "value": "nope"}]}]}),
-            409,
-            "conflict",
+            400,
+            "patch_failed",
         ),
         (json!({"patches": []}), 400, "invalid_input"),
     ] {

@@ -111,4 +111,32 @@ async fn unknown_fields_are_ignored(b: Backend) {
     }
 }
 
-both_backends!(threat_without_threat_type, unknown_fields_are_ignored);
+/// A JSON Patch whose `test` operation fails answers 400 `patch_failed` (upstream), not 409, on
+/// threat models and children; nothing is written.
+async fn failed_patch_test_is_400(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    let failing = json!([
+        {"op": "test", "path": "/name", "value": "not the name"},
+        {"op": "replace", "path": "/name", "value": "changed"}
+    ]);
+    app.patch(&tm, Some(&s.access), failing.clone())
+        .await
+        .expect_error(400, "patch_failed");
+    assert_eq!(app.get(&tm, Some(&s.access)).await.expect(200)["name"], "Parent");
+    let threat = app
+        .post(&format!("{tm}/threats"), Some(&s.access), json!({"name": "T"}))
+        .await;
+    let item = format!("{tm}/threats/{}", threat.expect(201)["id"].as_str().unwrap());
+    app.patch(&item, Some(&s.access), failing)
+        .await
+        .expect_error(400, "patch_failed");
+    assert_eq!(app.get(&item, Some(&s.access)).await.expect(200)["name"], "T");
+}
+
+both_backends!(
+    threat_without_threat_type,
+    unknown_fields_are_ignored,
+    failed_patch_test_is_400,
+);

@@ -220,7 +220,7 @@ async fn json_patch(b: Backend) {
         json!([{"op": "test", "path": "/name", "value": "nope"}]),
     )
     .await
-    .expect_error(409, "conflict");
+    .expect_error(400, "patch_failed");
     app.patch(
         &path,
         Some(&s.access),
