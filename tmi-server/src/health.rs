@@ -119,7 +119,8 @@ pub async fn client_config(State(state): State<AppState>) -> Response {
         "operator": operator,
         "limits": {"max_file_upload_mb": 10, "max_diagram_participants": c.websocket_max_participants_per_session},
         "ui": {"default_theme": "auto"},
-        "content_providers": [],
+        // The built-in HTTP fetch, listed by upstream on every instance.
+        "content_providers": [{"id": "http", "name": "HTTP", "kind": "direct", "icon": "fa-solid fa-globe"}],
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(body)).into_response()
 }

@@ -49,8 +49,22 @@ pub fn response(
         "metadata".into(),
         serde_json::to_value(metadata).unwrap_or_else(|_| json!([])),
     );
+    for (field, default) in response_defaults(kind) {
+        if full.get(field).is_none_or(Value::is_null) {
+            full.insert(field.into(), default);
+        }
+    }
     full.retain(|k, v| allowed.contains(k) && !v.is_null());
     Value::Object(full)
+}
+
+/// Fields upstream always sends for a kind, with the value it sends when nothing set them.
+fn response_defaults(kind: &Kind) -> Vec<(&'static str, Value)> {
+    match kind.kind {
+        "threat" => vec![("mitigated", json!(false)), ("auto_generated", json!(false))],
+        "diagram" => vec![("image", json!({})), ("auto_generated", json!(false))],
+        _ => Vec::new(),
+    }
 }
 
 /// The list form of a child.

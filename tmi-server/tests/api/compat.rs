@@ -135,8 +135,59 @@ async fn failed_patch_test_is_400(b: Backend) {
     assert_eq!(app.get(&item, Some(&s.access)).await.expect(200)["name"], "T");
 }
 
+/// Response bodies carry what upstream always sends: a threat's `mitigated` and `auto_generated`
+/// (false when unset), a diagram's `image` (`{}`) and `auto_generated`; `/config` lists the
+/// built-in `http` content provider.
+async fn responses_carry_upstreams_fields(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    let threat = app
+        .post(&format!("{tm}/threats"), Some(&s.access), json!({"name": "T"}))
+        .await;
+    let t = threat.expect(201).clone();
+    assert_eq!(
+        (&t["mitigated"], &t["auto_generated"]),
+        (&json!(false), &json!(false))
+    );
+    let item = format!("{tm}/threats/{}", t["id"].as_str().unwrap());
+    let got = app.get(&item, Some(&s.access)).await;
+    assert_eq!(got.expect(200)["mitigated"], false);
+    let put = app
+        .put(&item, Some(&s.access), json!({"name": "T", "mitigated": true}))
+        .await;
+    assert_eq!(put.expect(200)["mitigated"], true);
+    let diagram = app
+        .post(
+            &format!("{tm}/diagrams"),
+            Some(&s.access),
+            json!({"name": "DFD", "type": "DFD-1.0.0"}),
+        )
+        .await;
+    let d = diagram.expect(201).clone();
+    assert_eq!((&d["image"], &d["auto_generated"]), (&json!({}), &json!(false)));
+    let d_path = format!("{tm}/diagrams/{}", d["id"].as_str().unwrap());
+    assert_eq!(
+        app.get(&d_path, Some(&s.access)).await.expect(200)["image"],
+        json!({})
+    );
+    let full = app.get(&tm, Some(&s.access)).await;
+    assert_eq!(full.expect(200)["threats"][0]["mitigated"], true);
+    let config = app.get("/config", None).await;
+    let providers = config.expect(200)["content_providers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        providers,
+        vec![json!({"id": "http", "name": "HTTP", "kind": "direct", "icon": "fa-solid fa-globe"})]
+    );
+}
+
 both_backends!(
     threat_without_threat_type,
     unknown_fields_are_ignored,
     failed_patch_test_is_400,
+    responses_carry_upstreams_fields,
 );
+
