@@ -107,6 +107,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => Self::NotFound("Resource not found".into()),
             StoreError::Conflict => Self::Conflict("Resource already exists".into()),
             StoreError::VersionMismatch => Self::VersionMismatch,
+            // Still aborted after `store::retry`'s attempts: the client may try again.
+            e if crate::store::retry::is_retryable(&e) => {
+                Self::ServiceUnavailable("The database is busy; try again".into())
+            }
             e => Self::Internal(e.into()),
         }
     }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::openapi::Spec;
 use crate::state::AppState;
+use crate::store::retry::Retrying;
 use crate::store::{Postgres, Sqlite, Store, UserRecord, groups};
 
 /// Connects the configured store and applies migrations.
@@ -30,7 +31,8 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("cannot connect to the database (TMI_DATABASE_URL)")?;
         pg.migrate().await.context("database migration failed")?;
-        Ok(Arc::new(pg))
+        // A database upstream TMI used runs serializable transactions (see `store::retry`).
+        Ok(Arc::new(Retrying::new(pg)))
     } else {
         let lite = Sqlite::connect(&url, max.min(8))
             .await

@@ -16,6 +16,7 @@ mod sql;
 #[path = "../../tests/common/pgdb.rs"]
 pub(crate) mod pgdb;
 pub mod postgres;
+pub mod retry;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod testsuite;

@@ -4,7 +4,8 @@
 
 use serde_json::json;
 
-use crate::helpers::{Backend, Session, TestApp};
+use crate::helpers::{Backend, Options, Session, TestApp};
+use crate::pgdb::TestDatabase;
 
 async fn new_tm(app: &TestApp, s: &Session) -> String {
     let tm = app
@@ -191,3 +192,98 @@ both_backends!(
     responses_carry_upstreams_fields,
 );
 
+/// Runs `sql` on `TMI_TEST_DATABASE_URL`'s database.
+async fn admin_execute(sql: &str) {
+    let admin = std::env::var("TMI_TEST_DATABASE_URL").unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+/// Upstream sets `default_transaction_isolation = 'serializable'` on its database role. On such a
+/// role, 32 concurrent creates in one threat model (which all bump the same alias counter) abort
+/// with 40001; every request must still succeed, because the store runs them again.
+#[tokio::test]
+async fn serialization_failures_are_retried() {
+    let db = TestDatabase::create("tmi_serializable").await;
+    let role = format!("tmi_ser_{}", uuid::Uuid::new_v4().simple());
+    admin_execute(&format!("CREATE ROLE {role} LOGIN")).await;
+    admin_execute(&format!(
+        "ALTER ROLE {role} SET default_transaction_isolation = 'serializable'"
+    ))
+    .await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    admin_execute(&format!("ALTER DATABASE {name} OWNER TO {role}")).await;
+    // The database's URL with the role as its user.
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    let url = format!("{scheme}://{role}@{host}");
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        Options {
+            redis: false,
+            vars: vec![("TMI_DATABASE_URL", url), ("TMI_DB_MAX_OPEN_CONNS", "16".into())],
+        },
+    )
+    .await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    let before = tmi_server::store::retry::retries();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (client, base, token, tm) = (app.client.clone(), app.base.clone(), s.access.clone(), tm.clone());
+        tasks.spawn(async move {
+            let mut statuses = Vec::new();
+            for j in 0..4 {
+                let r = client
+                    .post(format!("{base}{tm}/threats"))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": format!("T{i}-{j}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        statuses.extend(r.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 201), "statuses: {statuses:?}");
+    let list = app.get(&format!("{tm}/threats?limit=100"), Some(&s.access)).await;
+    let list = list.expect(200).clone();
+    assert_eq!(list["total"], 128);
+    let mut aliases: Vec<i64> = list["threats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["alias"].as_i64().unwrap())
+        .collect();
+    aliases.sort_unstable();
+    aliases.dedup();
+    assert_eq!(aliases.len(), 100, "aliases are unique");
+    assert!(
+        tmi_server::store::retry::retries() > before,
+        "the role really ran serializable transactions that conflicted"
+    );
+    drop(app);
+    drop(db);
+    admin_execute(&format!("DROP ROLE IF EXISTS {role}")).await;
+}
