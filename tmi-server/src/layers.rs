@@ -73,20 +73,39 @@ pub fn cors(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Unknown paths: 401 when unauthenticated (as TMI's JWT middleware runs first), else 404.
+/// Path prefixes under which the contract defines only public operations; upstream's JWT
+/// middleware skips them, so an unknown path there is a 404 even without a token.
+pub const PUBLIC_PREFIXES: &[&str] = &["/.well-known/"];
+
+/// Unknown paths: 401 when unauthenticated (as TMI's JWT middleware runs first), else 404; under a
+/// public prefix always 404.
 pub async fn not_found(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let undefined = || {
+        ApiError::NotFound(format!("endpoint {path} is not defined in the API specification")).into_response()
+    };
+    if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return undefined();
+    }
     match gate::authenticate(&state, req.headers()).await {
-        Ok(Some(_)) => ApiError::NotFound(format!(
-            "endpoint {} is not defined in the API specification",
-            req.uri().path()
-        ))
-        .into_response(),
+        Ok(Some(_)) => undefined(),
         Ok(None) => ApiError::Unauthorized.into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-pub async fn method_not_allowed() -> Response {
+/// A known path with a method the contract does not define: 405. Upstream reads the body of a
+/// write to a metadata collection (`…/metadata`) first, so malformed JSON there is a 400.
+pub async fn method_not_allowed(req: Request) -> Response {
+    let writes = matches!(*req.method(), Method::PUT | Method::PATCH);
+    if writes && req.uri().path().ends_with("/metadata") {
+        let bytes = axum::body::to_bytes(req.into_body(), 1024 * 1024)
+            .await
+            .unwrap_or_default();
+        if crate::input::parse_strict(&bytes).is_err() {
+            return ApiError::invalid("Invalid JSON in request body").into_response();
+        }
+    }
     ApiError::MethodNotAllowed.into_response()
 }
 

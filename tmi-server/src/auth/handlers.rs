@@ -375,7 +375,14 @@ pub async fn introspect(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let req: RevokeRequest = form_or_json(json, &raw)?;
-    let token = req.token.unwrap_or_default();
+    // RFC 7662 makes `token` required; upstream answers 400 without it.
+    let Some(token) = req.token.filter(|t| !t.trim().is_empty()) else {
+        return Err(ApiError::OAuth(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required".into(),
+        ));
+    };
     Ok(Json(match state.tokens.authenticate(&token).await? {
         Some(u) => json!({
             "active": true,

@@ -185,11 +185,73 @@ async fn responses_carry_upstreams_fields(b: Backend) {
     );
 }
 
+/// Public paths and method mismatches as upstream answers them: an unknown `/.well-known/` path is
+/// a 404 without a token, introspection without a token is a 400, and a PUT of malformed JSON on a
+/// metadata collection is a 400 (a well-formed one is still 405).
+async fn public_paths_and_method_mismatches(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    app.get("/.well-known/no-such-document", None)
+        .await
+        .expect_error(404, "not_found");
+    app.get("/.well-known/openid-configuration", None)
+        .await
+        .expect(200);
+    app.get("/no/such/path", None)
+        .await
+        .expect_error(401, "unauthorized");
+    for body in ["", "token="] {
+        app.send(
+            reqwest::Method::POST,
+            "/oauth2/introspect",
+            None,
+            Some(("application/x-www-form-urlencoded", body.as_bytes().to_vec())),
+            &[],
+        )
+        .await
+        .expect_error(400, "invalid_request");
+    }
+    let tm = new_tm(&app, &s).await;
+    let collection = format!("{tm}/metadata");
+    let put = |bytes: &'static str| {
+        app.send(
+            reqwest::Method::PUT,
+            &collection,
+            Some(&s.access),
+            Some(("application/json", bytes.as_bytes().to_vec())),
+            &[],
+        )
+    };
+    put("{not json").await.expect_error(400, "invalid_input");
+    put(r#"[{"key": "k", "value": "v"}]"#)
+        .await
+        .expect_error(405, "method_not_allowed");
+}
+
+/// Every operation the contract defines under a prefix of `layers::PUBLIC_PREFIXES` is public, so
+/// answering 404 there without a token reveals nothing a token would hide.
+#[test]
+fn public_prefixes_hold_only_public_operations() {
+    let templates = crate::helpers::CONTRACT.templates();
+    for prefix in tmi_server::layers::PUBLIC_PREFIXES {
+        let under: Vec<&String> = templates.iter().filter(|t| t.starts_with(prefix)).collect();
+        assert!(!under.is_empty(), "{prefix}");
+        for t in under {
+            for m in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+                if let Some(op) = crate::helpers::CONTRACT.operation(m, t) {
+                    assert!(op.public, "{m} {t} is not public");
+                }
+            }
+        }
+    }
+}
+
 both_backends!(
     threat_without_threat_type,
     unknown_fields_are_ignored,
     failed_patch_test_is_400,
     responses_carry_upstreams_fields,
+    public_paths_and_method_mismatches,
 );
 
 /// Runs `sql` on `TMI_TEST_DATABASE_URL`'s database.
