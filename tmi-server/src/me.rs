@@ -9,12 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::tokens::{AuthUser, REFRESH_COOKIE, clear_cookies, cookie_value, with_cookies};
-use crate::domain::admin;
+use crate::domain::{admin, preferences};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
 use crate::input::query::Params;
 use crate::routes::Routes;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 pub fn router() -> Routes {
     Routes::new()
@@ -138,23 +139,30 @@ pub async fn get_preferences(State(state): State<AppState>, user: AuthUser) -> R
     ))
 }
 
-/// `POST /me/preferences` (201) and `PUT /me/preferences` (200).
+/// `POST /me/preferences` (201; 409 when the user has preferences) and `PUT /me/preferences`
+/// (200, an upsert). The document's rules are in `domain::preferences`.
 pub async fn put_preferences(
     State(state): State<AppState>,
     method: axum::http::Method,
     user: AuthUser,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    if serde_json::to_vec(&body).map_err(ApiError::internal)?.len() > 64 * 1024 {
-        return Err(ApiError::invalid("Preferences are too large"));
-    }
-    state
-        .store
-        .put_preferences(user.user.internal_uuid, &body)
-        .await?;
+    preferences::validate(&body)?;
+    let id = user.user.internal_uuid;
     let status = if method == axum::http::Method::POST {
+        state
+            .store
+            .insert_preferences(id, &body)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => {
+                    ApiError::Conflict("Preferences already exist; use PUT to replace them".into())
+                }
+                e => e.into(),
+            })?;
         StatusCode::CREATED
     } else {
+        state.store.put_preferences(id, &body).await?;
         StatusCode::OK
     };
     Ok((status, Json(body)).into_response())

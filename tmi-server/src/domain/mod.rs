@@ -17,6 +17,7 @@ pub mod diagrams;
 pub mod kinds;
 pub mod live;
 pub mod metadata;
+pub mod preferences;
 pub mod sessions;
 pub mod threat_model;
 pub mod threat_model_patch;

@@ -319,6 +319,8 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(Vec<GroupMemberRecord>, i64)>;
     async fn group_member_count(&self, group: Uuid) -> StoreResult<i64>;
     async fn get_preferences(&self, user: Uuid) -> StoreResult<Option<Value>>;
+    /// Stores a user's first preferences; `Conflict` (and nothing written) when they have some.
+    async fn insert_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
     async fn put_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
 
     // Threat models.

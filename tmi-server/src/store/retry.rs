@@ -126,6 +126,7 @@ retried! {
     fn group_members(&self, group: Uuid, limit: i64, offset: i64) -> StoreResult<(Vec<GroupMemberRecord>, i64)>;
     fn group_member_count(&self, group: Uuid) -> StoreResult<i64>;
     fn get_preferences(&self, user: Uuid) -> StoreResult<Option<Value>>;
+    fn insert_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
     fn put_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
     fn insert_threat_model(&self, tm: &ThreatModelRecord, metadata: &[MetadataEntry]) -> StoreResult<i64>;
     fn update_threat_model(

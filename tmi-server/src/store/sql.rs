@@ -505,6 +505,15 @@ macro_rules! sql_store {
                 Ok(row.map(|r| r.0.0))
             }
 
+            async fn insert_preferences(&self, user: ::uuid::Uuid, doc: &::serde_json::Value) -> StoreResult<()> {
+                ::sqlx::query("INSERT INTO user_preferences (user_uuid, doc) VALUES ($1, $2)")
+                    .bind(user)
+                    .bind(Json(doc))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn put_preferences(&self, user: ::uuid::Uuid, doc: &::serde_json::Value) -> StoreResult<()> {
                 ::sqlx::query(
                     "INSERT INTO user_preferences (user_uuid, doc) VALUES ($1, $2) \

@@ -119,9 +119,15 @@ async fn users_and_groups(store: &dyn Store) {
     assert!(none.is_empty() && total == 0);
     assert_eq!(store.get_preferences(alice.internal_uuid).await.unwrap(), None);
     store
-        .put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 1}}))
+        .insert_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 1}}))
         .await
         .unwrap();
+    assert!(matches!(
+        store
+            .insert_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 9}}))
+            .await,
+        Err(StoreError::Conflict)
+    ));
     store
         .put_preferences(alice.internal_uuid, &json!({"tmi-ux": {"a": 2}}))
         .await

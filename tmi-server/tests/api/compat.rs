@@ -246,12 +246,60 @@ fn public_prefixes_hold_only_public_operations() {
     }
 }
 
+/// `/me/preferences` as the contract describes it: creating preferences twice is a 409 (PUT
+/// replaces), client keys are 1-64 letters, digits, `_` or `-`, and a document is at most 1 KiB.
+async fn preferences_follow_the_contract(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let prefs = json!({"tmi-ux": {"theme": "dark"}});
+    app.post("/me/preferences", Some(&s.access), prefs.clone())
+        .await
+        .expect(201);
+    app.post(
+        "/me/preferences",
+        Some(&s.access),
+        json!({"tmi-ux": {"theme": "light"}}),
+    )
+    .await
+    .expect_error(409, "conflict");
+    assert_eq!(
+        app.get("/me/preferences", Some(&s.access)).await.expect(200),
+        &prefs
+    );
+    for bad in [
+        json!({"bad key": {}}),
+        json!({"k".repeat(65): {}}),
+        json!({"tmi-ux": {"blob": "x".repeat(1100)}}),
+    ] {
+        app.put("/me/preferences", Some(&s.access), bad.clone())
+            .await
+            .expect_error(400, "invalid_input");
+        let bob = app.login("bob").await;
+        app.post("/me/preferences", Some(&bob.access), bad)
+            .await
+            .expect_error(400, "invalid_input");
+    }
+    assert_eq!(
+        app.get("/me/preferences", Some(&s.access)).await.expect(200),
+        &prefs
+    );
+    let replaced = json!({"tmi-ux": {"theme": "light"}, "tmi_cli": {"color": true}});
+    app.put("/me/preferences", Some(&s.access), replaced.clone())
+        .await
+        .expect(200);
+    assert_eq!(
+        app.get("/me/preferences", Some(&s.access)).await.expect(200),
+        &replaced
+    );
+}
+
 both_backends!(
     threat_without_threat_type,
     unknown_fields_are_ignored,
     failed_patch_test_is_400,
     responses_carry_upstreams_fields,
     public_paths_and_method_mismatches,
+    preferences_follow_the_contract,
 );
 
 /// Runs `sql` on `TMI_TEST_DATABASE_URL`'s database.
