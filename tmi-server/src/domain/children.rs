@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::diagrams;
 use super::kinds::Kind;
 use super::metadata;
+use super::uris;
 use super::wire::{now, rfc3339};
 use crate::error::ApiError;
 use crate::input;
@@ -111,6 +112,12 @@ fn prepare(spec: &Spec, kind: &Kind, schema: &str, body: Value) -> Result<Map<St
     }
     if let Some(Value::String(s)) = m.get_mut("content") {
         *s = input::sanitize_markdown(s);
+    }
+    if matches!(kind.kind, "document" | "repository")
+        && let Some(Value::String(uri)) = m.get_mut("uri")
+    {
+        uris::check_http_url("uri", uri)?;
+        *uri = uri.trim().to_owned();
     }
     if kind.kind == "threat"
         && let Some(score) = m.get("score").and_then(Value::as_f64)

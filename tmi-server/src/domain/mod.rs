@@ -21,4 +21,5 @@ pub mod preferences;
 pub mod sessions;
 pub mod threat_model;
 pub mod threat_model_patch;
+pub mod uris;
 pub mod wire;

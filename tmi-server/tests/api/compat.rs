@@ -293,6 +293,43 @@ async fn preferences_follow_the_contract(b: Backend) {
     );
 }
 
+/// Document and repository `uri`s are absolute http(s) URLs with a valid host, so that responses
+/// satisfy `format: uri`; hosts are not resolved (a name that does not resolve is accepted).
+async fn uris_are_absolute_http_urls(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let s = app.login("alice").await;
+    let tm = new_tm(&app, &s).await;
+    for plural in ["documents", "repositories"] {
+        let path = format!("{tm}/{plural}");
+        for bad in [
+            "ftp://example.com/file",
+            "https://",
+            "https://exa_mple.com/x",
+            "https://host:99999/x",
+            "file:///etc/passwd",
+        ] {
+            app.post(&path, Some(&s.access), json!({"name": "D", "uri": bad}))
+                .await
+                .expect_error(400, "invalid_input");
+        }
+        let ok = app
+            .post(
+                &path,
+                Some(&s.access),
+                json!({"name": "D", "uri": "https://does-not-resolve.invalid/x"}),
+            )
+            .await;
+        let item = format!("{path}/{}", ok.expect(201)["id"].as_str().unwrap());
+        app.patch(
+            &item,
+            Some(&s.access),
+            json!([{"op": "replace", "path": "/uri", "value": "gopher://example.com/"}]),
+        )
+        .await
+        .expect_error(400, "invalid_input");
+    }
+}
+
 both_backends!(
     threat_without_threat_type,
     unknown_fields_are_ignored,
@@ -300,6 +337,7 @@ both_backends!(
     responses_carry_upstreams_fields,
     public_paths_and_method_mismatches,
     preferences_follow_the_contract,
+    uris_are_absolute_http_urls,
 );
 
 /// Runs `sql` on `TMI_TEST_DATABASE_URL`'s database.
