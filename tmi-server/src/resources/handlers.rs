@@ -133,23 +133,30 @@ async fn write(
         .update_child(&next, current.version, metadata.as_deref())
         .await?;
     let mut res = respond(state, kind, &next, StatusCode::OK).await?;
-    if kind.versioned {
-        versioning::decorate(&mut res, next.version, pre);
-    }
+    versioning::decorate(&mut res, next.version, pre);
     Ok(res)
 }
 
+/// Optimistic locking, the same for every kind (and the threat model): a given `If-Match` must
+/// name the stored version, else 409. Notes and repositories keep a version too, though their
+/// schema does not show it (their writes send it as `ETag`); only the kinds whose schema has
+/// `version` may require `If-Match` (`TMI_REQUIRE_IF_MATCH`) or get the deprecation headers.
 fn precondition(
     state: &AppState,
     kind: &Kind,
     headers: &HeaderMap,
     c: &ChildRecord,
 ) -> Result<Precondition, ApiError> {
-    if kind.versioned {
-        versioning::check(headers, c.version, state.config.require_if_match)
+    let pre = versioning::check(
+        headers,
+        c.version,
+        state.config.require_if_match && kind.versioned,
+    )?;
+    Ok(if kind.versioned {
+        pre
     } else {
-        Ok(Precondition::Matched)
-    }
+        Precondition::Matched
+    })
 }
 
 /// `PUT …/{kind}/{id}`: full replacement.
