@@ -1,7 +1,9 @@
 //! The domain layer: the rules the HTTP modules share, between them and the storage trait. Which
 //! records are live, when an open collaboration session blocks a REST write, who is an
 //! administrator, the table of child kinds and the rules of a child's writes, how times and
-//! principals are written, metadata validation, ACL normalisation and the threat-model PATCH rules.
+//! principals are written, metadata validation, ACL normalisation and the threat-model PATCH rules,
+//! the preferences document, document and repository URIs, and where upstream's behaviour wins over
+//! the contract (`compat`).
 //!
 //! The HTTP modules (`auth`, `me`, `threat_models`, `resources`, `metadata`, `collab::rest`, …)
 //! depend on this layer and never on each other; this layer depends only on `store`, `error`,
