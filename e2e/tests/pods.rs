@@ -120,6 +120,43 @@ fn database(name: &str) -> String {
     format!("{}/{db}", pods.rsplit_once('/').unwrap().0)
 }
 
+/// Puts `url`'s host and port behind a Service named `name` in `ns` (no selector; an EndpointSlice names the
+/// address), the way a cluster reaches a database that runs elsewhere, and returns the URL with the host
+/// replaced by the Service's DNS name: pods resolve it through CoreDNS and reach it through kube-proxy.
+fn behind_service(ns: &str, name: &str, url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (auth, rest) = rest.rsplit_once('@').map_or(("", rest), |(a, r)| (a, r));
+    let (host_port, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let (host, port) = host_port.rsplit_once(':').unwrap();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{ name: {name} }}
+spec:
+  ports: [{{ name: main, port: 5432, targetPort: {port}, protocol: TCP }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-external
+  labels: {{ kubernetes.io/service-name: {name} }}
+addressType: IPv4
+ports: [{{ name: main, port: {port}, protocol: TCP }}]
+endpoints: [{{ addresses: ["{host}"] }}]
+"#
+    );
+    let out = cp()
+        .kubectl_stdin(&["apply", "-n", ns, "--server-side", "-f", "-"], &yaml)
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let at = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    format!("{scheme}://{at}{name}.{ns}.svc.cluster.local:5432/{path}")
+}
+
 fn rand_u32() -> u32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -291,15 +328,19 @@ async fn terminating_pods(client: &kube::Client, ns: &str, name: &str) -> usize 
         .count()
 }
 
-/// Two server pods on PostgreSQL and Redis: a login through the Service, a threat model written through
-/// one pod and read through the other, and two collaborators on different pods editing one diagram.
+/// Two server pods on PostgreSQL (by its Service's DNS name) and Redis: a login through the Service, a threat
+/// model written through one pod and read through the other, and two collaborators on different pods editing
+/// one diagram.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_like_instance_serves_through_its_service_and_both_pods() {
     install_operator();
     let ns = cp().namespace("pods-prod").await;
     let api: Api<TmiInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    // The database by its Service's DNS name, as in a real cluster: CoreDNS and kube-proxy on the node.
+    let db = behind_service(&ns.name, "postgres", &database("prod"));
+    assert!(db.contains("postgres.pods-prod-"), "{db}");
     let applied = Instant::now();
-    apply_instance(&ns.name, "tmi", &database("prod"), 2);
+    apply_instance(&ns.name, "tmi", &db, 2);
     wait_instance(&api, "tmi", "Ready with two real pods", is_ready).await;
     eprintln!(
         "kubectl apply to Ready (2 replicas, real pods): {:.1?}",
