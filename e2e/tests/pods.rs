@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tmi_e2e::ControlPlane;
+use tmi_e2e::{ControlPlane, TestNamespace};
 use tmi_operator::crd::TmiInstance;
 
 mod common;
@@ -328,6 +328,29 @@ async fn terminating_pods(client: &kube::Client, ns: &str, name: &str) -> usize 
         .count()
 }
 
+/// A TmiInstance `tmi` with two server replicas on `db_url` and the run's Redis, once Ready: its API, its two
+/// Ready pods, and its Service (answering).
+struct Running {
+    api: Api<TmiInstance>,
+    pods: Vec<(String, String)>,
+    service: Tmi,
+}
+
+async fn two_replicas(ns: &TestNamespace, db_url: &str) -> Running {
+    let api: Api<TmiInstance> = Api::namespaced(ns.client.clone(), &ns.name);
+    let applied = Instant::now();
+    apply_instance(&ns.name, "tmi", db_url, 2);
+    wait_instance(&api, "tmi", "Ready with two real pods", is_ready).await;
+    eprintln!(
+        "kubectl apply to Ready (2 replicas, real pods): {:.1?}",
+        applied.elapsed()
+    );
+    let pods = server_pods(&ns.client, &ns.name, "tmi").await;
+    assert_eq!(pods.len(), 2, "two Ready server pods: {pods:?}");
+    let service = service(&ns.client, &ns.name, "tmi").await;
+    Running { api, pods, service }
+}
+
 /// Two server pods on PostgreSQL (by its Service's DNS name) and Redis: a login through the Service, a threat
 /// model written through one pod and read through the other, and two collaborators on different pods editing
 /// one diagram.
@@ -335,21 +358,10 @@ async fn terminating_pods(client: &kube::Client, ns: &str, name: &str) -> usize 
 async fn production_like_instance_serves_through_its_service_and_both_pods() {
     install_operator();
     let ns = cp().namespace("pods-prod").await;
-    let api: Api<TmiInstance> = Api::namespaced(ns.client.clone(), &ns.name);
     // The database by its Service's DNS name, as in a real cluster: CoreDNS and kube-proxy on the node.
     let db = behind_service(&ns.name, "postgres", &database("prod"));
     assert!(db.contains("postgres.pods-prod-"), "{db}");
-    let applied = Instant::now();
-    apply_instance(&ns.name, "tmi", &db, 2);
-    wait_instance(&api, "tmi", "Ready with two real pods", is_ready).await;
-    eprintln!(
-        "kubectl apply to Ready (2 replicas, real pods): {:.1?}",
-        applied.elapsed()
-    );
-
-    let pods = server_pods(&ns.client, &ns.name, "tmi").await;
-    assert_eq!(pods.len(), 2, "two Ready server pods: {pods:?}");
-    let service = service(&ns.client, &ns.name, "tmi").await;
+    let Running { pods, service, .. } = two_replicas(&ns, &db).await;
     let a = Tmi::new(pods[0].1.clone());
     let b = Tmi::new(pods[1].1.clone());
 
@@ -396,12 +408,7 @@ async fn production_like_instance_serves_through_its_service_and_both_pods() {
 async fn a_pod_killed_mid_session_loses_nothing_acknowledged() {
     install_operator();
     let ns = cp().namespace("pods-kill").await;
-    let api: Api<TmiInstance> = Api::namespaced(ns.client.clone(), &ns.name);
-    apply_instance(&ns.name, "tmi", &database("kill"), 2);
-    wait_instance(&api, "tmi", "Ready", is_ready).await;
-    let pods = server_pods(&ns.client, &ns.name, "tmi").await;
-    assert_eq!(pods.len(), 2);
-    let service = service(&ns.client, &ns.name, "tmi").await;
+    let Running { pods, service, .. } = two_replicas(&ns, &database("kill")).await;
     let (a, b) = (Tmi::new(pods[0].1.clone()), Tmi::new(pods[1].1.clone()));
     let alice = service.login("alice").await;
     let (tm, d) = a.threat_model_with_diagram(&alice, "kill").await;
@@ -493,11 +500,11 @@ async fn a_pod_killed_mid_session_loses_nothing_acknowledged() {
 async fn a_rolling_update_under_traffic_fails_no_request() {
     install_operator();
     let ns = cp().namespace("pods-roll").await;
-    let api: Api<TmiInstance> = Api::namespaced(ns.client.clone(), &ns.name);
-    apply_instance(&ns.name, "tmi", &database("roll"), 2);
-    wait_instance(&api, "tmi", "Ready", is_ready).await;
-    let before = server_pods(&ns.client, &ns.name, "tmi").await;
-    let service = service(&ns.client, &ns.name, "tmi").await;
+    let Running {
+        api,
+        pods: before,
+        service,
+    } = two_replicas(&ns, &database("roll")).await;
     let alice = service.login("alice").await;
     let (tm, d) = service.threat_model_with_diagram(&alice, "roll").await;
 
