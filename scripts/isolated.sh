@@ -59,6 +59,15 @@ fi
 [ "$(id -u)" -eq 0 ] || { echo "scripts/isolated.sh needs root (namespaces, cgroups, mounts)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "scripts/isolated.sh needs iproute2 (ip)" >&2; exit 1; }
 
+# One isolated run at a time on a machine: runs share the fixed mount points above and the host check would see
+# another run's processes and cgroups as leftovers. A second run waits for the first (the lock is released when
+# this shell exits, on every path).
+exec 9>"${TMPDIR:-/tmp}/tmi-isolated.lock"
+if ! flock -n 9; then
+  echo "scripts/isolated.sh: another isolated run is active on this machine; waiting for it" >&2
+  flock 9
+fi
+
 state=$(mktemp -d "${TMPDIR:-/tmp}/tmi-isolated.XXXXXX")
 cgroup_parent="tmi-e2e-$$"
 export TMI_E2E_CGROUP_PARENT=$cgroup_parent
