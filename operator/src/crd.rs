@@ -62,6 +62,9 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("!has(self.server) || !has(self.server.replicas) || self.server.replicas <= 1 || has(self.cache)")
         .message("spec.server.replicas > 1 requires spec.cache.external: replicas share collaboration state through Redis")
         .field_path(".server.replicas"),
+    validation = Rule::new("!has(self.exposure) || self.exposure.type == 'None' || has(self.hostname)")
+        .message("spec.exposure.type Ingress or Gateway requires spec.hostname: routes and certificates are for that name")
+        .field_path(".exposure.type"),
     validation = Rule::new("!has(self.auth) || !has(self.auth.devLogin) || !self.auth.devLogin || (has(self.buildMode) && self.buildMode != 'Production')")
         .message("spec.auth.devLogin requires spec.buildMode Development or Test: the dev login issues tokens without a password")
         .field_path(".auth.devLogin"),
@@ -124,6 +127,12 @@ pub struct TmiInstanceSpec {
     /// Secrets the operator generates, and the references that replace them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsSpec>,
+
+    /// How users reach TMI from outside the cluster: an Ingress or a Gateway API HTTPRoute for
+    /// `spec.hostname`, with WebSocket timeouts and session affinity set for the chosen controller, and TLS
+    /// from cert-manager or an existing Secret. Omit (or `type: None`) to keep TMI inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<ExposureSpec>,
 }
 
 /// Runtime mode of the server.
@@ -494,6 +503,177 @@ pub struct SecretsSpec {
     pub jwt_secret_ref: Option<SecretKeyRef>,
 }
 
+/// How TMI is reached from outside the cluster.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.type == 'Ingress' || !has(self.ingress)")
+        .message("spec.exposure.ingress is only allowed with spec.exposure.type Ingress")
+        .field_path(".ingress"),
+    validation = Rule::new("(self.type == 'Gateway') == has(self.gateway)")
+        .message("spec.exposure.gateway (its parentRefs) is required with spec.exposure.type Gateway, and only allowed with it")
+        .field_path(".gateway"),
+    validation = Rule::new("self.type != 'None' || (!has(self.tls) && !has(self.sessionAffinity) && !has(self.websocketIdleTimeoutSeconds))")
+        .message("spec.exposure.tls, sessionAffinity and websocketIdleTimeoutSeconds need spec.exposure.type Ingress or Gateway")
+        .field_path(".type"),
+    validation = Rule::new("!has(self.tls) || !has(self.ingress) || !has(self.ingress.controller) || self.ingress.controller != 'ALB'")
+        .message("spec.exposure.tls cannot be used with spec.exposure.ingress.controller ALB: the AWS load balancer terminates TLS with ACM certificates (set alb.ingress.kubernetes.io/certificate-arn in spec.exposure.ingress.annotations)")
+        .field_path(".tls"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposureSpec {
+    /// `Ingress` (a networking.k8s.io/v1 Ingress), `Gateway` (a Gateway API HTTPRoute attached to existing
+    /// Gateways) or `None` (in-cluster only).
+    #[serde(rename = "type")]
+    pub type_: ExposureType,
+    /// Ingress settings, for `type: Ingress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressExposure>,
+    /// Gateway API settings, required for `type: Gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayExposure>,
+    /// TLS for `https://<hostname>`: a cert-manager issuer the operator requests a Certificate from, or an
+    /// existing Secret. Without it TMI is served over plain HTTP at `http://<hostname>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Whether the proxy pins a browser to one server pod with a cookie. `Auto`: cookie affinity when more
+    /// than one replica runs (Ingress only; on a Gateway `Auto` adds none, see the docs). `Cookie`: always.
+    /// `None`: never; collaboration stays correct without it, since replicas share sessions through Redis.
+    /// Effective default: `Auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinity>,
+    /// Seconds a WebSocket may stay silent before the proxy closes it, where the controller lets a route set
+    /// it (ingress-nginx, HAProxy, ALB); the server's keepalive pings are sent more often than this.
+    /// Effective default: 3600 (one hour).
+    #[schemars(range(min = 30, max = 86400))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_idle_timeout_seconds: Option<i32>,
+}
+
+/// Kind of exposure.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExposureType {
+    /// A Kubernetes Ingress.
+    Ingress,
+    /// A Gateway API HTTPRoute.
+    Gateway,
+    /// Nothing outside the cluster.
+    None,
+}
+
+/// Session affinity at the proxy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionAffinity {
+    /// Cookie affinity when more than one replica runs.
+    Auto,
+    /// Always cookie affinity.
+    Cookie,
+    /// No affinity.
+    None,
+}
+
+/// The Ingress the operator renders.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressExposure {
+    /// IngressClass to use; the cluster's default IngressClass when omitted.
+    #[schemars(length(min = 1, max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Which controller's annotations to set for WebSockets and affinity. `Auto` (effective default) reads the
+    /// IngressClass's `spec.controller`; an unknown controller gets no annotations (say which one it is here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<IngressController>,
+    /// Extra annotations on the Ingress, merged over the ones the operator sets. Annotations that carry
+    /// configuration snippets (any key containing `snippet`) are refused: they let a tenant inject proxy
+    /// configuration.
+    #[x_kube(validation = Rule::new("self.all(k, !k.contains('snippet'))")
+        .message("spec.exposure.ingress.annotations must not carry configuration snippets (keys containing 'snippet'): they inject raw proxy configuration"))]
+    #[schemars(extend("maxProperties" = 64))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Ingress controller presets.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngressController {
+    /// From the IngressClass's `spec.controller`.
+    Auto,
+    /// ingress-nginx (`k8s.io/ingress-nginx`).
+    Nginx,
+    /// Traefik (`traefik.io/ingress-controller`).
+    Traefik,
+    /// HAProxy Kubernetes Ingress Controller (`haproxy.org/ingress-controller/...`).
+    HAProxy,
+    /// AWS Load Balancer Controller (`ingress.k8s.aws/alb`).
+    #[serde(rename = "ALB")]
+    Alb,
+    /// Any other controller: only the Ingress itself and the user's annotations.
+    Generic,
+}
+
+/// The HTTPRoute the operator renders.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayExposure {
+    /// Gateways (or their listeners) the route attaches to. Each Gateway must allow routes from this
+    /// namespace, and serve the TLS certificate itself (see the docs).
+    #[schemars(length(min = 1, max = 8))]
+    pub parent_refs: Vec<GatewayParentRef>,
+}
+
+/// A Gateway the route attaches to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway; the instance's namespace when omitted.
+    #[schemars(length(min = 1, max = 63))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Listener of the Gateway to attach to; every listener that accepts the route when omitted.
+    #[schemars(length(min = 1, max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// Where the TLS certificate comes from. Exactly one of the fields is set.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.issuerRef) != has(self.secretName)")
+    .message("exactly one of spec.exposure.tls.issuerRef or spec.exposure.tls.secretName must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A cert-manager `Issuer` or `ClusterIssuer`: the operator creates a `Certificate` for `spec.hostname`
+    /// (Secret `<name>-tls`) and reports its readiness as `CertificateReady`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// An existing `kubernetes.io/tls` Secret in this namespace holding the certificate for `spec.hostname`.
+    #[schemars(length(min = 1, max = 253))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the issuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in this namespace) or `ClusterIssuer`.
+    pub kind: IssuerKind,
+}
+
+/// Kind of a cert-manager issuer.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssuerKind {
+    /// A namespaced `Issuer`.
+    Issuer,
+    /// A `ClusterIssuer`.
+    ClusterIssuer,
+}
+
 /// Observed state, written only by the operator.
 // The schema defaults an absent status to `{observedGeneration: 0}`. The API server applies it when it reads
 // the object, so a TmiInstance the operator has not yet seen shows a generation ahead of its status, and
@@ -507,11 +687,13 @@ pub struct TmiInstanceStatus {
     /// The `metadata.generation` the operator last reconciled completely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Reconciling` and `Stalled` (kstatus) plus `ConfigValid`, `SecretsResolved` and
-    /// `ServerAvailable`; each carries the generation it describes.
+    /// `Ready`, `Reconciling` and `Stalled` (kstatus) plus `ConfigValid`, `SecretsResolved`,
+    /// `ServerAvailable`, and with `spec.exposure` `ExposureReady` and `CertificateReady`; each carries the
+    /// generation it describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
-    /// Base URL of the server.
+    /// Where users reach the server: `https://<hostname>` once TLS is configured and its certificate ready,
+    /// `http://<hostname>` when exposed without TLS, and the in-cluster Service URL otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// TMI version of the running server pods.
@@ -550,6 +732,15 @@ pub struct EffectiveSettings {
     pub jwt_secret: String,
     /// SHA-256 over every referenced Secret and ConfigMap key, as annotated on the pod template.
     pub inputs_hash: String,
+    /// `Ingress`, `Gateway` or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<String>,
+    /// The Ingress controller preset in use (`Nginx`, `Traefik`, `HAProxy`, `ALB`, `Generic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_controller: Option<String>,
+    /// `Cookie` or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<String>,
 }
 
 #[cfg(test)]

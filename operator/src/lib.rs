@@ -8,6 +8,7 @@ pub mod admin;
 pub mod client;
 pub mod controller;
 pub mod crd;
+pub mod external;
 pub mod leader;
 pub mod metrics;
 pub mod telemetry;

@@ -12,6 +12,7 @@ fn base(name: &str, spec: &str) -> String {
 
 const DB: &str = "  database: { external: { urlSecretRef: { name: db, key: url } } }\n";
 const REDIS: &str = "  cache: { external: { urlSecretRef: { name: redis, key: url } } }\n";
+const HOST: &str = "  hostname: tmi.example.com\n";
 
 fn provider(fields: &str) -> String {
     format!(
@@ -229,6 +230,59 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             format!("{v}{DB}  server: {{ probes: {{ liveness: {{ periodSeconds: 0 }} }} }}\n"),
             "spec.server.probes.liveness.periodSeconds",
         ),
+        (
+            "exposure without hostname",
+            format!("{v}{DB}  exposure: {{ type: Ingress }}\n"),
+            "spec.exposure.type",
+        ),
+        (
+            "gateway without parentRefs",
+            format!("{v}{DB}{HOST}  exposure: {{ type: Gateway }}\n"),
+            "spec.exposure.gateway",
+        ),
+        (
+            "ingress settings on a gateway",
+            format!(
+                "{v}{DB}{HOST}  exposure: {{ type: Gateway, gateway: {{ parentRefs: [{{ name: gw }}] }}, ingress: {{ className: nginx }} }}\n"
+            ),
+            "spec.exposure.ingress",
+        ),
+        (
+            "tls without exposure",
+            format!("{v}{DB}{HOST}  exposure: {{ type: None, tls: {{ secretName: tls }} }}\n"),
+            "spec.exposure.tls",
+        ),
+        (
+            "tls from both an issuer and a secret",
+            format!(
+                "{v}{DB}{HOST}  exposure: {{ type: Ingress, tls: {{ secretName: tls, issuerRef: {{ name: ca, kind: ClusterIssuer }} }} }}\n"
+            ),
+            "spec.exposure.tls",
+        ),
+        (
+            "snippet annotation",
+            format!(
+                "{v}{DB}{HOST}  exposure: {{ type: Ingress, ingress: {{ annotations: {{ nginx.ingress.kubernetes.io/configuration-snippet: \"return 200;\" }} }} }}\n"
+            ),
+            "spec.exposure.ingress.annotations",
+        ),
+        (
+            "tls secret on ALB",
+            format!(
+                "{v}{DB}{HOST}  exposure: {{ type: Ingress, ingress: {{ controller: ALB }}, tls: {{ secretName: tls }} }}\n"
+            ),
+            "spec.exposure.tls",
+        ),
+        (
+            "idle timeout too short",
+            format!("{v}{DB}{HOST}  exposure: {{ type: Ingress, websocketIdleTimeoutSeconds: 5 }}\n"),
+            "spec.exposure.websocketIdleTimeoutSeconds",
+        ),
+        (
+            "unknown controller preset",
+            format!("{v}{DB}{HOST}  exposure: {{ type: Ingress, ingress: {{ controller: envoy }} }}\n"),
+            "spec.exposure.ingress.controller",
+        ),
     ]
 }
 
@@ -302,6 +356,13 @@ async fn valid_specs_are_accepted() {
         format!(
             "  version: 1.0.0\n{DB}  cache: {{ external: {{ host: redis.example, port: 6380, db: 3, passwordSecretRef: {{ name: r, key: p }} }} }}\n  server: {{ resources: {{ requests: {{ cpu: 100m, memory: 128Mi }}, limits: {{ memory: 1Gi }} }} }}\n"
         ),
+        format!(
+            "  version: 1.0.0\n{DB}{HOST}  exposure: {{ type: Ingress, ingress: {{ className: nginx, controller: Nginx, annotations: {{ a.example/b: c }} }}, tls: {{ issuerRef: {{ name: letsencrypt, kind: ClusterIssuer }} }}, sessionAffinity: Cookie, websocketIdleTimeoutSeconds: 7200 }}\n"
+        ),
+        format!(
+            "  version: 1.0.0\n{DB}{HOST}  exposure: {{ type: Gateway, gateway: {{ parentRefs: [{{ name: public, namespace: gateways, sectionName: https }}] }}, tls: {{ secretName: tmi-tls }} }}\n"
+        ),
+        format!("  version: 1.0.0\n{DB}  exposure: {{ type: None }}\n"),
     ];
     for (n, spec) in specs.iter().enumerate() {
         let yaml = base(&format!("good-{n}"), spec);

@@ -1,5 +1,6 @@
 //! `Desired` → live objects. IO: server-side apply under [`names::FIELD_MANAGER`], one create-once Secret,
-//! and deletion of a PodDisruptionBudget that is no longer wanted.
+//! and deletion of owned objects that are no longer wanted (a PodDisruptionBudget; the Ingress, HTTPRoute or
+//! Certificate of an exposure that changed or went away).
 //!
 //! Steady state makes no writes and no requests: before applying, each desired object is compared with the
 //! live one in the operator's (label-filtered) watch cache, and skipped when every field the operator sets
@@ -10,7 +11,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -20,14 +21,22 @@ use serde_json::Value;
 
 use base64::Engine;
 
+use crate::controller::cluster::OptionalApi;
 use crate::controller::render::{Desired, generated_secret};
 use crate::controller::{Context, Error, names, validate::ValidInstance};
+use crate::external::{Certificate, HTTPRoute};
 
 /// What `apply` leaves behind that status needs.
 #[derive(Debug, Clone)]
 pub struct Applied {
     /// The live Deployment (status included).
     pub deployment: k8s_openapi::api::apps::v1::Deployment,
+    /// The live Ingress, when one is wanted.
+    pub ingress: Option<Ingress>,
+    /// The live HTTPRoute, when one is wanted and the Gateway API is installed.
+    pub http_route: Option<HTTPRoute>,
+    /// The live Certificate, when one is wanted and cert-manager is installed.
+    pub certificate: Option<Certificate>,
 }
 
 /// Applies every desired object, in dependency order.
@@ -40,6 +49,9 @@ pub async fn apply(ctx: &Context, i: &ValidInstance, desired: Desired) -> Result
         deployment,
         service,
         pod_disruption_budget,
+        ingress,
+        http_route,
+        certificate,
     } = desired;
     // Pods reference the ServiceAccount, ConfigMap and claim: they go first.
     ssa(ctx, &ctx.stores.service_accounts, service_account).await?;
@@ -53,9 +65,45 @@ pub async fn apply(ctx: &Context, i: &ValidInstance, desired: Desired) -> Result
         Some(pdb) => {
             ssa(ctx, &ctx.stores.pod_disruption_budgets, pdb).await?;
         }
-        None => delete_stale_pdb(ctx, i).await?,
+        None => {
+            let name = names::pod_disruption_budget(i);
+            delete_stale(ctx, &ctx.stores.pod_disruption_budgets, i, &name).await?;
+        }
     }
-    Ok(Applied { deployment })
+    // The certificate before the routes that serve it. An optional API that is not installed gets nothing
+    // (status says so); nothing of its kind can exist to clean up either.
+    let route = names::route(i);
+    let certificate = match certificate {
+        Some(c) if ctx.apis.served(OptionalApi::CertManager) => {
+            Some(ssa(ctx, &ctx.stores.certificates, c).await?)
+        }
+        Some(_) => None,
+        None => {
+            delete_stale(ctx, &ctx.stores.certificates, i, &route).await?;
+            None
+        }
+    };
+    let ingress = match ingress {
+        Some(ing) => Some(ssa(ctx, &ctx.stores.ingresses, ing).await?),
+        None => {
+            delete_stale(ctx, &ctx.stores.ingresses, i, &route).await?;
+            None
+        }
+    };
+    let http_route = match http_route {
+        Some(r) if ctx.apis.served(OptionalApi::Gateway) => Some(ssa(ctx, &ctx.stores.http_routes, r).await?),
+        Some(_) => None,
+        None => {
+            delete_stale(ctx, &ctx.stores.http_routes, i, &route).await?;
+            None
+        }
+    };
+    Ok(Applied {
+        deployment,
+        ingress,
+        http_route,
+        certificate,
+    })
 }
 
 /// Applies `obj` unless the cached live object already matches it (same applied hash, and every field still
@@ -137,24 +185,28 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-async fn delete_stale_pdb(ctx: &Context, i: &ValidInstance) -> Result<(), Error> {
-    let name = names::pod_disruption_budget(i);
-    let cached = ctx
-        .stores
-        .pod_disruption_budgets
-        .get(&ObjectRef::<PodDisruptionBudget>::new(&name).within(&i.namespace));
-    let owned = cached.is_some_and(|p| p.owner_references().iter().any(|o| o.uid == i.uid));
+/// Deletes the object `name` of kind `K` if the cache holds one this instance owns.
+async fn delete_stale<K>(ctx: &Context, store: &Store<K>, i: &ValidInstance, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let kind = K::kind(&()).to_string();
+    let cached = store.get(&ObjectRef::<K>::new(name).within(&i.namespace));
+    let owned = cached.is_some_and(|o| o.owner_references().iter().any(|r| r.uid == i.uid));
     if !owned {
         return Ok(());
     }
-    ctx.metrics.write("PodDisruptionBudget/delete");
-    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &i.namespace);
-    match api.delete(&name, &DeleteParams::background()).await {
+    ctx.metrics.write(&format!("{kind}/delete"));
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &i.namespace);
+    match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(source) => Err(Error::Apply {
-            kind: "PodDisruptionBudget".into(),
-            name,
+            kind,
+            name: name.to_owned(),
             source,
         }),
     }

@@ -101,6 +101,11 @@ pub struct Inputs {
     pub digests: BTreeMap<String, String>,
     /// Unsatisfied references, in reference order.
     pub problems: Vec<Problem>,
+    /// The Ingress controller preset in effect (`spec.exposure.ingress.controller`, `Auto` resolved from the
+    /// IngressClass by `cluster::ingress_preset`); `None` without an Ingress.
+    pub ingress_controller: Option<crate::crd::IngressController>,
+    /// Why no preset applies to the Ingress, for the `ExposureReady` message.
+    pub exposure_note: Option<String>,
 }
 
 /// Everything the server pod reads from Secrets and ConfigMaps: the spec's references and the ones in the

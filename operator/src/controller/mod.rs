@@ -1,8 +1,9 @@
 //! The reconcile pipeline and the controller around it. IO: watches and the steps marked IO below.
 //!
 //! ```text
-//! validate (pure) → ensure generated Secret (IO, create-once) → resolve inputs (IO, reads)
-//!   → render (pure) → apply (IO, server-side apply) → status::compute (pure) → status::patch (IO)
+//! validate (pure) → ensure generated Secret (IO, create-once) → resolve inputs (IO, reads; and the Ingress
+//!   preset from `cluster`) → render (pure) → apply (IO, server-side apply) → status::compute (pure, with
+//!   `exposure::evaluate`) → status::patch (IO)
 //! ```
 //!
 //! The operator never writes `spec`. Problems a retry cannot fix (an invalid spec, a missing Secret, an object
@@ -10,7 +11,9 @@
 //! error that `error_policy` retries with exponential backoff.
 
 pub mod apply;
+pub mod cluster;
 pub mod diagnose;
+pub mod exposure;
 pub mod inputs;
 pub mod names;
 pub mod render;
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PartialObjectMeta};
@@ -39,6 +43,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, instrument, warn};
 
 use crate::crd::TmiInstance;
+use crate::external::{Certificate, HTTPRoute};
 use crate::metrics::Metrics;
 
 /// Settings of the controller (from the CLI).
@@ -86,6 +91,12 @@ pub struct Stores {
     pub services: Store<Service>,
     /// PodDisruptionBudgets with the managed-by label.
     pub pod_disruption_budgets: Store<PodDisruptionBudget>,
+    /// Ingresses with the managed-by label.
+    pub ingresses: Store<Ingress>,
+    /// HTTPRoutes with the managed-by label (empty until the Gateway API is served).
+    pub http_routes: Store<HTTPRoute>,
+    /// cert-manager Certificates with the managed-by label (empty until cert-manager is served).
+    pub certificates: Store<Certificate>,
     /// Metadata (no data) of every Secret except Helm release Secrets.
     pub secrets_meta: Store<PartialObjectMeta<Secret>>,
 }
@@ -111,6 +122,8 @@ pub struct Context {
     pub secret_index: SecretIndex,
     /// Consecutive failures per instance, for exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<TmiInstance>, u32>>,
+    /// Which optional APIs (Gateway API, cert-manager) the cluster serves.
+    pub apis: Arc<cluster::OptionalApis>,
 }
 
 /// A reconcile failure; each variant names the step.
@@ -229,7 +242,8 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     apply::ensure_generated_secret(ctx, &valid).await?;
-    let inputs = inputs::resolve(ctx, &valid).await?;
+    let mut inputs = inputs::resolve(ctx, &valid).await?;
+    (inputs.ingress_controller, inputs.exposure_note) = cluster::ingress_preset(ctx, &valid).await;
     if !inputs.problems.is_empty() {
         // The Secret watch brings us back when the missing object appears; the slow requeue is a safety net.
         let outcome = status::Outcome::InputsMissing(&valid, &inputs.problems);
@@ -260,11 +274,25 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
     } else {
         diagnose::server_problem(&server_pods(ctx, &valid).await)
     };
+    let tls_secret_present = match &valid.exposure.tls {
+        Some(validate::Tls::Secret(name)) => cluster::secret_exists(ctx, &valid, name),
+        _ => false,
+    };
     let outcome = status::Outcome::Applied {
         valid: &valid,
         deployment: &applied.deployment,
         inputs_hash: &hash,
         problem: problem.as_ref(),
+        exposure: exposure::Observed {
+            ingress: applied.ingress.as_ref(),
+            http_route: applied.http_route.as_ref(),
+            certificate: applied.certificate.as_ref(),
+            gateway_api: ctx.apis.served(cluster::OptionalApi::Gateway),
+            cert_manager: ctx.apis.served(cluster::OptionalApi::CertManager),
+            tls_secret_present,
+            note: inputs.exposure_note.as_deref(),
+            ingress_controller: inputs.ingress_controller,
+        },
     };
     let new_status = status::compute(obj, outcome, &now());
     let settled = new_status
@@ -300,7 +328,11 @@ async fn server_pods(ctx: &Context, valid: &validate::ValidInstance) -> Vec<k8s_
 }
 
 fn index_secrets(ctx: &Context, valid: &validate::ValidInstance) -> Result<(), Error> {
-    let wanted = inputs::secret_names(valid);
+    let mut wanted = inputs::secret_names(valid);
+    // The user's TLS Secret is not read (the proxy reads it), but its appearance is a reason to look again.
+    if let Some(validate::Tls::Secret(name)) = &valid.exposure.tls {
+        wanted.insert(name.clone());
+    }
     let mut index = ctx.secret_index.lock().map_err(|_| Error::Poisoned)?;
     for ((ns, secret), instances) in index.iter_mut() {
         if ns == &valid.namespace && !wanted.contains(secret) {
@@ -417,6 +449,36 @@ async fn run_scope(
     let deployments = owned_store!(Deployment);
     let services = owned_store!(Service);
     let pod_disruption_budgets = owned_store!(PodDisruptionBudget);
+    let ingresses = owned_store!(Ingress);
+
+    // The optional APIs: watched once discovery shows them (see `cluster`); until then their stores stay
+    // empty, and instances that need them are reconciled again when they appear.
+    let apis = Arc::new(cluster::OptionalApis::default());
+    let (appeared_tx, appeared_rx) = futures::channel::mpsc::unbounded::<()>();
+    macro_rules! optional_store {
+        ($kind:ty, $api:expr) => {{
+            let (reader, writer) = reflector::store::<$kind>();
+            let (client, apis, owned, tx) =
+                (client.clone(), apis.clone(), owned.clone(), appeared_tx.clone());
+            let namespace = namespace.clone();
+            let stream = futures::stream::once(async move {
+                cluster::wait_for_api(client.clone(), apis, $api, Duration::from_secs(60)).await;
+                let _ = tx.unbounded_send(());
+                watcher(api::<$kind>(&client, namespace.as_deref()), owned)
+                    .modify(|o| o.managed_fields_mut().clear())
+            })
+            .flatten();
+            let stream = reflector::reflector(writer, stream)
+                .default_backoff()
+                .touched_objects();
+            controller = controller.owns_stream(stream);
+            reader
+        }};
+    }
+    let http_routes = optional_store!(HTTPRoute, cluster::OptionalApi::Gateway);
+    let certificates = optional_store!(Certificate, cluster::OptionalApi::CertManager);
+    drop(appeared_tx);
+    controller = controller.reconcile_all_on(appeared_rx);
 
     // Metadata only: the operator learns that a referenced Secret changed without holding its data.
     // Helm release Secrets are large, numerous and never referenced: they stay out of the cache.
@@ -450,6 +512,9 @@ async fn run_scope(
         deployments,
         services,
         pod_disruption_budgets,
+        ingresses,
+        http_routes,
+        certificates,
         secrets_meta,
     };
     let recorder = Recorder::new(
@@ -468,6 +533,7 @@ async fn run_scope(
         secret_digests: Mutex::default(),
         secret_index,
         failures: Mutex::default(),
+        apis,
     });
 
     info!(namespace = ?namespace, "controller starting");

@@ -86,6 +86,17 @@ pub fn data_volume_claim(i: &impl Instance) -> String {
     format!("{}-data", i.name())
 }
 
+/// The Ingress, HTTPRoute and cert-manager Certificate: named after the instance.
+pub fn route(i: &impl Instance) -> String {
+    i.name().to_owned()
+}
+/// The Secret cert-manager writes the instance's certificate to.
+pub fn tls_secret(i: &impl Instance) -> String {
+    format!("{}-tls", i.name())
+}
+/// Name of the affinity cookie the proxy sets (every preset uses the same one).
+pub const AFFINITY_COOKIE: &str = "tmi-affinity";
+
 /// Labels that select the server pods. Never change them: a Deployment's selector is immutable.
 pub fn selector_labels(i: &impl Instance) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -15,6 +15,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::controller::exposure::{self, CERTIFICATE_READY, EXPOSURE_READY};
 use crate::controller::{
     Context, Error, diagnose::ServerProblem, inputs::Problem, names, validate::InvalidSpec,
     validate::ValidInstance,
@@ -55,6 +56,8 @@ pub enum Outcome<'a> {
         inputs_hash: &'a str,
         /// Why the server pods fail, when the rollout is incomplete and they do ([`crate::controller::diagnose`]).
         problem: Option<&'a ServerProblem>,
+        /// What the cluster shows of the Ingress/HTTPRoute and the Certificate.
+        exposure: exposure::Observed<'a>,
     },
 }
 
@@ -82,6 +85,7 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
         observed_generation: generation,
         ..old.clone()
     };
+    let mut dropped: Vec<&str> = Vec::new();
     let conds: Vec<Cond> = match outcome {
         Outcome::Invalid(e) => {
             let m = e.to_string();
@@ -143,8 +147,28 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
             deployment,
             inputs_hash,
             problem,
+            exposure,
         } => {
             set_static(&mut status, valid, Some(inputs_hash));
+            let (checks, url) = exposure::evaluate(valid, &exposure);
+            status.url = Some(url);
+            if let Some(e) = status.effective.as_mut() {
+                e.ingress_controller = exposure
+                    .ingress_controller
+                    .map(|c| format!("{c:?}").replace("Alb", "ALB"));
+            }
+            // Conditions of an exposure (or certificate) that is no longer configured go away.
+            for type_ in [EXPOSURE_READY, CERTIFICATE_READY] {
+                if !checks.iter().any(|c| c.type_ == type_) {
+                    dropped.push(type_);
+                }
+            }
+            // What only a human can fix outranks what time will.
+            let blocking = checks
+                .iter()
+                .find(|c| !c.ok && c.stalled)
+                .or_else(|| checks.iter().find(|c| !c.ok))
+                .cloned();
             let d = DeploymentState::of(deployment, valid.replicas);
             status.replicas = Some(d.replicas);
             status.ready_replicas = Some(d.ready);
@@ -156,6 +180,12 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
                 cond(CONFIG_VALID, true, "Valid", "spec is valid"),
                 cond(SECRETS_RESOLVED, true, "Resolved", "all referenced keys exist"),
             ];
+            conds.extend(checks.iter().map(|c| Cond {
+                type_: c.type_,
+                status: c.ok,
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            }));
             if d.deadline_exceeded {
                 conds.extend([
                     cond(READY, false, "ProgressDeadlineExceeded", counts.clone()),
@@ -176,12 +206,29 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
                 } else {
                     "Available"
                 };
-                conds.extend([
-                    cond(READY, true, reason, counts.clone()),
-                    cond(RECONCILING, false, "UpToDate", "the server runs the current spec"),
-                    cond(STALLED, false, "None", "no problems"),
-                    cond(SERVER_AVAILABLE, true, reason, counts),
-                ]);
+                conds.push(cond(SERVER_AVAILABLE, true, reason, counts.clone()));
+                match blocking {
+                    // The server runs; users cannot reach it yet (or only a human can make them).
+                    Some(b) => conds.extend([
+                        cond(READY, false, &b.reason, format!("{}: {}", b.type_, b.message)),
+                        cond(RECONCILING, !b.stalled, &b.reason, b.message.clone()),
+                        cond(
+                            STALLED,
+                            b.stalled,
+                            if b.stalled { &b.reason } else { "None" },
+                            if b.stalled {
+                                b.message.clone()
+                            } else {
+                                "no problems".to_owned()
+                            },
+                        ),
+                    ]),
+                    None => conds.extend([
+                        cond(READY, true, reason, counts),
+                        cond(RECONCILING, false, "UpToDate", "the server runs the current spec"),
+                        cond(STALLED, false, "None", "no problems"),
+                    ]),
+                }
             } else if let Some(p) = problem {
                 // Pods that crash at start or cannot pull their image wait for a human (or for the database
                 // to come back): say why, with the reason naming what failed.
@@ -202,12 +249,14 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
             conds
         }
     };
-    status.conditions = Some(merge(
-        old.conditions.as_deref().unwrap_or_default(),
-        conds,
-        generation,
-        now,
-    ));
+    let kept: Vec<Condition> = old
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| !dropped.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    status.conditions = Some(merge(&kept, conds, generation, now));
     status
 }
 
@@ -220,7 +269,11 @@ fn old_cond(old: &TmiInstanceStatus, type_: &str) -> Option<Condition> {
 }
 
 fn set_static(status: &mut TmiInstanceStatus, v: &ValidInstance, inputs_hash: Option<&str>) {
-    status.url = Some(v.url.clone());
+    // The URL users reach is only known once the route is observed (`Outcome::Applied`); until then an
+    // earlier observation stands, or the in-cluster URL.
+    if status.url.is_none() || v.exposure.route == crate::controller::validate::Route::None {
+        status.url = Some(v.service_url.clone());
+    }
     status.selector = Some(names::selector_string(v));
     let previous_hash = status
         .effective
@@ -234,6 +287,16 @@ fn set_static(status: &mut TmiInstanceStatus, v: &ValidInstance, inputs_hash: Op
         cache: v.cache.mode().to_owned(),
         jwt_secret: v.jwt.name.clone(),
         inputs_hash: inputs_hash.map_or(previous_hash, str::to_owned),
+        exposure: Some(v.exposure.mode().to_owned()),
+        ingress_controller: None,
+        session_affinity: Some(
+            if v.exposure.cookie_affinity {
+                "Cookie"
+            } else {
+                "None"
+            }
+            .to_owned(),
+        ),
     });
 }
 
@@ -247,6 +310,8 @@ fn merge(old: &[Condition], new: Vec<Cond>, generation: Option<i64>, now: &Time)
         CONFIG_VALID,
         SECRETS_RESOLVED,
         SERVER_AVAILABLE,
+        EXPOSURE_READY,
+        CERTIFICATE_READY,
     ];
     let mut out: Vec<Condition> = Vec::new();
     for type_ in order {
@@ -399,6 +464,52 @@ mod tests {
             .unwrap()
     }
 
+    /// A running server whose Ingress has no address yet is not Ready: users cannot reach it. Once the
+    /// exposure is removed, its conditions go away and the URL is the in-cluster one.
+    #[test]
+    fn ready_waits_for_the_exposure_and_forgets_it_when_removed() {
+        use crate::controller::test_support::INGRESS;
+        let mut obj = instance_from_yaml(INGRESS);
+        let v = valid_from_yaml(INGRESS);
+        let d = deployment(2, 2, 2, 2, 2);
+        let applied = |v, exposure| Outcome::Applied {
+            valid: v,
+            deployment: &d,
+            inputs_hash: "h",
+            problem: None,
+            exposure,
+        };
+        let pending = exposure::Observed {
+            cert_manager: true,
+            ..Default::default()
+        };
+        let s = compute(&obj, applied(&v, pending), &t(10));
+        assert_eq!(get(&s, READY).status, "False");
+        assert_eq!(get(&s, READY).reason, "AddressPending");
+        assert_eq!(get(&s, RECONCILING).status, "True");
+        assert_eq!(get(&s, STALLED).status, "False");
+        assert_eq!(get(&s, SERVER_AVAILABLE).status, "True");
+        assert_eq!(get(&s, EXPOSURE_READY).status, "False");
+        assert_eq!(get(&s, CERTIFICATE_READY).reason, "Pending");
+        assert_eq!(s.url.as_deref(), Some("http://acme.tenant.svc"));
+
+        let missing = compute(&obj, applied(&v, exposure::Observed::default()), &t(10));
+        assert_eq!(get(&missing, STALLED).status, "True");
+        assert_eq!(get(&missing, STALLED).reason, "CertManagerNotInstalled");
+
+        obj.status = Some(s);
+        obj.spec.exposure = None;
+        let plain = crate::controller::validate::validate(&obj).unwrap();
+        let s = compute(&obj, applied(&plain, exposure::Observed::default()), &t(20));
+        assert_eq!(get(&s, READY).status, "True");
+        let types: Vec<_> = s.conditions.iter().flatten().map(|c| c.type_.as_str()).collect();
+        assert!(
+            !types.contains(&EXPOSURE_READY) && !types.contains(&CERTIFICATE_READY),
+            "{types:?}"
+        );
+        assert_eq!(s.url.as_deref(), Some("http://acme.tenant.svc"));
+    }
+
     #[test]
     fn available_deployment_is_ready_at_current_generation() {
         let obj = instance_from_yaml(EXTERNAL);
@@ -411,6 +522,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(10),
         );
@@ -447,6 +559,7 @@ mod tests {
                     deployment: &d,
                     inputs_hash: "h",
                     problem: None,
+                    exposure: Default::default(),
                 },
                 &t(10),
             );
@@ -472,6 +585,7 @@ mod tests {
                 deployment: &deployment(1, 1, 1, 1, 0),
                 inputs_hash: "h",
                 problem: Some(&problem),
+                exposure: Default::default(),
             },
             &t(10),
         );
@@ -489,6 +603,7 @@ mod tests {
                 deployment: &deployment(1, 1, 1, 1, 1),
                 inputs_hash: "h",
                 problem: Some(&problem),
+                exposure: Default::default(),
             },
             &t(20),
         );
@@ -534,6 +649,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(10),
         );
@@ -545,6 +661,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(99),
         );
@@ -559,6 +676,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(99),
         );
@@ -578,6 +696,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(1),
         );
@@ -590,6 +709,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(2),
         );
@@ -614,6 +734,7 @@ mod tests {
                 deployment: &d,
                 inputs_hash: "h",
                 problem: None,
+                exposure: Default::default(),
             },
             &t(1),
         ));

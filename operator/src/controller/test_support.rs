@@ -60,6 +60,38 @@ spec:
   database: { sqlite: { size: 2Gi } }
 "#;
 
+/// Exposed through an ingress-nginx Ingress with a cert-manager certificate; two replicas.
+pub const INGRESS: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: acme, namespace: tenant, uid: 00000000-0000-0000-0000-000000000001, generation: 4 }
+spec:
+  version: 1.2.3
+  hostname: tmi.example.com
+  server: { replicas: 2 }
+  database: { external: { urlSecretRef: { name: acme-db, key: url } } }
+  cache: { external: { urlSecretRef: { name: acme-redis, key: url } } }
+  exposure:
+    type: Ingress
+    ingress: { className: public, annotations: { nginx.ingress.kubernetes.io/proxy-body-size: 64m, example.com/team: a } }
+    tls: { issuerRef: { name: letsencrypt, kind: ClusterIssuer } }
+"#;
+
+/// Exposed through a Gateway API HTTPRoute with an existing TLS Secret; one replica.
+pub const GATEWAY: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: acme, namespace: tenant, uid: 00000000-0000-0000-0000-000000000001, generation: 2 }
+spec:
+  version: 1.2.3
+  hostname: tmi.example.com
+  database: { external: { urlSecretRef: { name: acme-db, key: url } } }
+  exposure:
+    type: Gateway
+    gateway: { parentRefs: [{ name: public, namespace: gateways, sectionName: https }, { name: internal }] }
+    tls: { secretName: tmi-cert }
+"#;
+
 /// Parses a `TmiInstance` from YAML.
 pub fn instance_from_yaml(yaml: &str) -> TmiInstance {
     serde_yaml::from_str(yaml).expect("fixture parses")

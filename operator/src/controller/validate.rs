@@ -9,9 +9,11 @@ use kube::ResourceExt;
 
 use crate::controller::names;
 use crate::crd::{
-    Administrator, BuildMode, OAuthProvider, ProbeOverride, Resources, Scheduling, SecretKeyRef, TmiInstance,
+    Administrator, BuildMode, ExposureType, GatewayParentRef, IngressController, IssuerRef, OAuthProvider,
+    ProbeOverride, Resources, Scheduling, SecretKeyRef, SessionAffinity, TmiInstance,
 };
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, LocalObjectReference};
+use std::collections::BTreeMap;
 
 /// A spec the operator cannot act on. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,8 +55,14 @@ pub struct ValidInstance {
     pub replicas: i32,
     /// `spec.hostname`.
     pub hostname: Option<String>,
-    /// Base URL: `https://<hostname>` or the in-cluster Service URL.
+    /// Base URL the server is configured with: `http://<hostname>` when exposed without TLS,
+    /// `https://<hostname>` otherwise, the in-cluster Service URL without a hostname. (`status.url` also waits
+    /// for the certificate and the route, see `status`.)
     pub url: String,
+    /// The in-cluster Service URL.
+    pub service_url: String,
+    /// How the instance is exposed.
+    pub exposure: Exposure,
     /// `spec.suspend`.
     pub suspend: bool,
     /// `spec.server.resources`.
@@ -83,6 +91,63 @@ pub struct ValidInstance {
     pub jwt: SecretKeyRef,
     /// Whether [`Self::jwt`] is the operator's generated Secret.
     pub jwt_generated: bool,
+}
+
+/// The effective exposure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposure {
+    /// The route object.
+    pub route: Route,
+    /// TLS, when configured.
+    pub tls: Option<Tls>,
+    /// Whether cookie affinity is wanted (`Auto` resolved against the replicas and the route kind).
+    pub cookie_affinity: bool,
+    /// WebSocket idle timeout at the proxy, seconds.
+    pub idle_timeout_seconds: i32,
+}
+
+/// Default WebSocket idle timeout at the proxy: one hour.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: i32 = 3600;
+
+/// The object that routes outside traffic to the Service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// In-cluster only.
+    None,
+    /// An Ingress.
+    Ingress {
+        /// `ingressClassName`; the cluster default when `None`.
+        class_name: Option<String>,
+        /// The preset (`Auto` is resolved from the IngressClass by `inputs`).
+        controller: IngressController,
+        /// The user's annotations.
+        annotations: BTreeMap<String, String>,
+    },
+    /// A Gateway API HTTPRoute.
+    Gateway {
+        /// Gateways to attach to.
+        parent_refs: Vec<GatewayParentRef>,
+    },
+}
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tls {
+    /// A cert-manager Certificate from this issuer, into `<name>-tls`.
+    Issuer(IssuerRef),
+    /// An existing Secret.
+    Secret(String),
+}
+
+impl Exposure {
+    /// `Ingress`, `Gateway` or `None`, for status.
+    pub fn mode(&self) -> &'static str {
+        match self.route {
+            Route::None => "None",
+            Route::Ingress { .. } => "Ingress",
+            Route::Gateway { .. } => "Gateway",
+        }
+    }
 }
 
 impl names::Instance for ValidInstance {
@@ -292,9 +357,12 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         .image
         .clone()
         .unwrap_or_else(|| format!("{}:{}", names::DEFAULT_IMAGE_REPOSITORY, spec.version));
+    let exposure = exposure(spec, replicas)?;
+    let service_url = format!("http://{name}.{namespace}.svc");
     let url = match &spec.hostname {
+        Some(host) if exposure.route != Route::None && exposure.tls.is_none() => format!("http://{host}"),
         Some(host) => format!("https://{host}"),
-        None => format!("http://{name}.{namespace}.svc"),
+        None => service_url.clone(),
     };
     let probes = server.probes.unwrap_or_default();
 
@@ -310,6 +378,8 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         replicas,
         hostname: spec.hostname.clone(),
         url,
+        service_url,
+        exposure,
         suspend: spec.suspend.unwrap_or(false),
         resources: server.resources,
         scheduling: server.scheduling.unwrap_or_default(),
@@ -324,6 +394,112 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         auto_promote_first_user: auth.auto_promote_first_user.unwrap_or(false),
         jwt,
         jwt_generated,
+    })
+}
+
+/// The effective exposure; repeats the CRD's CEL rules on it.
+fn exposure(spec: &crate::crd::TmiInstanceSpec, replicas: i32) -> Result<Exposure, InvalidSpec> {
+    let Some(e) = &spec.exposure else {
+        return Ok(Exposure {
+            route: Route::None,
+            tls: None,
+            cookie_affinity: false,
+            idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
+        });
+    };
+    if e.type_ != ExposureType::None && spec.hostname.is_none() {
+        return Err(invalid(
+            "spec.exposure.type",
+            "Ingress or Gateway requires spec.hostname: routes and certificates are for that name",
+        ));
+    }
+    if e.type_ != ExposureType::Ingress && e.ingress.is_some() {
+        return Err(invalid(
+            "spec.exposure.ingress",
+            "only allowed with spec.exposure.type Ingress",
+        ));
+    }
+    if e.type_ == ExposureType::None
+        && (e.tls.is_some() || e.session_affinity.is_some() || e.websocket_idle_timeout_seconds.is_some())
+    {
+        return Err(invalid(
+            "spec.exposure.type",
+            "tls, sessionAffinity and websocketIdleTimeoutSeconds need type Ingress or Gateway",
+        ));
+    }
+    let route = match e.type_ {
+        ExposureType::None => Route::None,
+        ExposureType::Ingress => {
+            let ingress = e.ingress.clone().unwrap_or_default();
+            let annotations = ingress.annotations.unwrap_or_default();
+            if let Some(k) = annotations.keys().find(|k| k.contains("snippet")) {
+                return Err(invalid(
+                    "spec.exposure.ingress.annotations",
+                    format!(
+                        "{k:?} carries a configuration snippet, which is refused: it injects raw proxy configuration"
+                    ),
+                ));
+            }
+            let controller = ingress.controller.unwrap_or(IngressController::Auto);
+            if controller == IngressController::Alb && e.tls.is_some() {
+                return Err(invalid(
+                    "spec.exposure.tls",
+                    "cannot be used with controller ALB: the AWS load balancer terminates TLS with ACM certificates",
+                ));
+            }
+            Route::Ingress {
+                class_name: ingress.class_name,
+                controller,
+                annotations,
+            }
+        }
+        ExposureType::Gateway => match &e.gateway {
+            Some(g) if !g.parent_refs.is_empty() => Route::Gateway {
+                parent_refs: g.parent_refs.clone(),
+            },
+            _ => {
+                return Err(invalid(
+                    "spec.exposure.gateway.parentRefs",
+                    "at least one Gateway is required with spec.exposure.type Gateway",
+                ));
+            }
+        },
+    };
+    let tls = match &e.tls {
+        None => None,
+        Some(t) => match (&t.issuer_ref, &t.secret_name) {
+            (Some(issuer), None) => Some(Tls::Issuer(issuer.clone())),
+            (None, Some(secret)) => Some(Tls::Secret(secret.clone())),
+            _ => {
+                return Err(invalid(
+                    "spec.exposure.tls",
+                    "exactly one of issuerRef or secretName must be set",
+                ));
+            }
+        },
+    };
+    let idle_timeout_seconds = e
+        .websocket_idle_timeout_seconds
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECONDS);
+    if !(30..=86400).contains(&idle_timeout_seconds) {
+        return Err(invalid(
+            "spec.exposure.websocketIdleTimeoutSeconds",
+            "must be between 30 and 86400",
+        ));
+    }
+    // `Auto` adds cookie affinity where it is needed (more than one pod) and where the route can express it
+    // portably: on an Ingress. A Gateway's `sessionPersistence` is experimental and not implemented by every
+    // Gateway, so it is only rendered when asked for (`Cookie`).
+    let cookie_affinity = match e.session_affinity.unwrap_or(SessionAffinity::Auto) {
+        SessionAffinity::Cookie => route != Route::None,
+        SessionAffinity::None => false,
+        SessionAffinity::Auto => matches!(route, Route::Ingress { .. }) && replicas > 1,
+    };
+    Ok(Exposure {
+        route,
+        tls,
+        cookie_affinity,
+        idle_timeout_seconds,
     })
 }
 
@@ -359,6 +535,42 @@ spec:
         let mut i = instance_from_yaml(MINIMAL);
         i.spec.hostname = Some("tmi.example.com".into());
         assert_eq!(validate(&i).unwrap().url, "https://tmi.example.com");
+    }
+
+    /// Exposed without TLS, the server's URL is `http://`; a snippet annotation is refused naming the field.
+    #[test]
+    fn exposure_drives_the_scheme_and_refuses_snippets() {
+        use crate::controller::test_support::INGRESS;
+        let mut i = instance_from_yaml(INGRESS);
+        assert_eq!(validate(&i).unwrap().url, "https://tmi.example.com");
+        i.spec.exposure.as_mut().unwrap().tls = None;
+        assert_eq!(validate(&i).unwrap().url, "http://tmi.example.com");
+        let annotations = i
+            .spec
+            .exposure
+            .as_mut()
+            .unwrap()
+            .ingress
+            .as_mut()
+            .unwrap()
+            .annotations
+            .as_mut()
+            .unwrap();
+        annotations.insert("nginx.ingress.kubernetes.io/server-snippet".into(), "x".into());
+        let e = validate(&i).unwrap_err();
+        assert_eq!(e.field, "spec.exposure.ingress.annotations");
+        assert!(e.message.contains("server-snippet"));
+        i.spec.exposure = None;
+        i.spec.hostname = None;
+        i.spec.exposure = Some(crate::crd::ExposureSpec {
+            type_: ExposureType::Ingress,
+            ingress: None,
+            gateway: None,
+            tls: None,
+            session_affinity: None,
+            websocket_idle_timeout_seconds: None,
+        });
+        assert_eq!(validate(&i).unwrap_err().field, "spec.exposure.type");
     }
 
     fn err(yaml_spec_patch: impl FnOnce(&mut TmiInstance)) -> InvalidSpec {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::controller::{
     names,
-    validate::{Cache, Database, ValidInstance},
+    validate::{Cache, Database, Route, ValidInstance},
 };
 
 /// Renders the ConfigMap.
@@ -38,6 +38,15 @@ pub fn data(i: &ValidInstance) -> BTreeMap<String, String> {
     );
     if i.hostname.is_some() {
         set("TMI_CORS_ALLOWED_ORIGINS", i.url.clone());
+    }
+    if i.exposure.tls.is_some() {
+        // Browsers reach TMI over HTTPS only: its cookies must never travel in clear.
+        set("TMI_COOKIE_SECURE", "true".to_owned());
+    }
+    if i.exposure.route != Route::None {
+        // Keepalive pings well inside the proxy's idle timeout, so idle collaboration sockets survive it.
+        let ping = (i.exposure.idle_timeout_seconds / 2).clamp(5, 30);
+        set("TMI_WEBSOCKET_PING_INTERVAL_SECONDS", ping.to_string());
     }
     if let Database::Sqlite { .. } = i.database {
         set(

@@ -3,9 +3,12 @@
 //! One file per Kubernetes kind. The generated Secret is not part of [`Desired`]: it is created once with a
 //! random value (see `generated_secret.rs` and `apply::ensure_generated_secret`).
 
+pub mod certificate;
 pub mod config_map;
 pub mod deployment;
 pub mod generated_secret;
+pub mod http_route;
+pub mod ingress;
 pub mod persistent_volume_claim;
 pub mod pod_disruption_budget;
 pub mod service;
@@ -13,7 +16,11 @@ pub mod service_account;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use crate::crd::IngressController;
+use crate::external::{Certificate, HTTPRoute};
 use sha2::{Digest, Sha256};
 
 use crate::controller::{inputs::Inputs, validate::ValidInstance};
@@ -33,6 +40,12 @@ pub struct Desired {
     pub service: Service,
     /// PDB, for replicas > 1 only.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// The Ingress, for `exposure.type: Ingress`.
+    pub ingress: Option<Ingress>,
+    /// The HTTPRoute, for `exposure.type: Gateway`.
+    pub http_route: Option<HTTPRoute>,
+    /// The cert-manager Certificate, for `exposure.tls.issuerRef`.
+    pub certificate: Option<Certificate>,
 }
 
 /// The desired objects and the inputs hash their pod template carries (computed once, here; the
@@ -52,12 +65,16 @@ pub fn render(i: &ValidInstance, inputs: &Inputs) -> Desired {
 pub fn render_with_hash(i: &ValidInstance, inputs: &Inputs) -> Rendered {
     let config_map = config_map::render(i);
     let hash = inputs_hash(inputs, &config_map);
+    let controller = inputs.ingress_controller.unwrap_or(IngressController::Generic);
     let desired = Desired {
         service_account: service_account::render(i),
         data_volume_claim: persistent_volume_claim::render(i),
         deployment: deployment::render(i, &hash),
-        service: service::render(i),
+        service: service::render(i, ingress::service_annotations(controller, &i.exposure)),
         pod_disruption_budget: pod_disruption_budget::render(i),
+        ingress: ingress::render(i, controller),
+        http_route: http_route::render(i),
+        certificate: certificate::render(i),
         config_map,
     };
     Rendered {
@@ -117,7 +134,19 @@ mod tests {
                 deployment,
                 service,
                 pod_disruption_budget,
+                ingress,
+                http_route,
+                certificate,
             } = &d;
+            for route in ingress.iter() {
+                check(route, names::route(&i));
+            }
+            for route in http_route.iter() {
+                check(route, names::route(&i));
+            }
+            for cert in certificate.iter() {
+                check(cert, names::route(&i));
+            }
             check(service_account, names::service_account(&i));
             check(config_map, names::config_map(&i));
             check(deployment, names::deployment(&i));

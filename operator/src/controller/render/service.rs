@@ -1,14 +1,21 @@
 //! ClusterIP Service in front of the server pods. Pure.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::controller::{names, validate::ValidInstance};
 
-/// Renders the Service: port 80 (`http`) to the container's `http` port.
-pub fn render(i: &ValidInstance) -> Service {
+/// Renders the Service: port 80 (`http`) to the container's `http` port, with `annotations` (a proxy's
+/// per-Service settings, e.g. Traefik's sticky cookie).
+pub fn render(i: &ValidInstance, annotations: BTreeMap<String, String>) -> Service {
+    let mut metadata = names::child_meta(i, names::service(i));
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
+    }
     Service {
-        metadata: names::child_meta(i, names::service(i)),
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(names::selector_labels(i)),
