@@ -254,6 +254,9 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         "helm get manifest",
     );
     let granted = granted(&manifests);
+    // The optional APIs the operator writes to, so that their verbs are exercised (and checked) too.
+    cp.install_gateway_api_crds().expect("Gateway API CRDs");
+    cp.install_cert_manager_crds().expect("cert-manager CRDs");
 
     // The operator pods are fake (kwok); the operator itself runs here, as the chart's ServiceAccount.
     let sa = format!("{release}-tmi-operator");
@@ -319,6 +322,57 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         pdbs.list(&Default::default()).await.unwrap().items.is_empty(),
         "the PDB of two replicas is gone"
     );
+
+    // Exposure: an Ingress with a cert-manager Certificate, then a Gateway API HTTPRoute, then nothing. No
+    // ingress or Gateway controller runs in this cluster (their CRDs are installed): the objects and the
+    // conditions waiting for them are what this checks; e2e/tests/exposure.rs proves them with real ones.
+    let exposed = |exposure: Value| {
+        let mut v = instance(1);
+        v["spec"]["hostname"] = json!("tmi.chart.example");
+        v["spec"]["exposure"] = exposure;
+        v
+    };
+    let issuer = json!({ "issuerRef": { "name": "ca", "kind": "ClusterIssuer" } });
+    api.patch(
+        "acme",
+        &PatchParams::apply("chart-test"),
+        &Patch::Apply(exposed(json!({ "type": "Ingress", "tls": issuer }))),
+    )
+    .await
+    .unwrap();
+    wait_current(&api, "acme", "the Ingress waits for an address", |v| {
+        reason_of(v, "ExposureReady") == Some("AddressPending")
+    })
+    .await;
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(admin.clone(), &tenant.name);
+    assert!(ingresses.get_opt("acme").await.unwrap().is_some(), "the Ingress exists");
+    let certificates = dynamic_api(&admin, &tenant.name, "cert-manager.io", "v1", "Certificate", "certificates");
+    let routes = dynamic_api(&admin, &tenant.name, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
+    assert!(certificates.get_opt("acme").await.unwrap().is_some(), "the Certificate exists");
+    api.patch(
+        "acme",
+        &PatchParams::apply("chart-test"),
+        &Patch::Apply(exposed(json!({
+            "type": "Gateway", "tls": issuer, "gateway": { "parentRefs": [{ "name": "public" }] }
+        }))),
+    )
+    .await
+    .unwrap();
+    wait_current(&api, "acme", "the HTTPRoute waits for its Gateway", |v| {
+        reason_of(v, "ExposureReady") == Some("Pending")
+    })
+    .await;
+    assert!(routes.get_opt("acme").await.unwrap().is_some(), "the HTTPRoute exists");
+    wait_gone(&ingresses, "acme").await;
+    api.patch("acme", &PatchParams::apply("chart-test"), &Patch::Apply(instance(1)))
+        .await
+        .unwrap();
+    wait_current(&api, "acme", "Ready again without exposure", |v| {
+        cond_true(v, "Ready") && reason_of(v, "ExposureReady").is_none()
+    })
+    .await;
+    wait_gone(&routes, "acme").await;
+    wait_gone(&certificates, "acme").await;
 
     // The production-like sample, as shipped, reaches Ready under the chart's permissions.
     for file in [
@@ -424,6 +478,40 @@ fn kustomize_rbac_equals_chart_rbac() {
         granted(&chart),
         "config/rbac/role.yaml and the chart's rules differ"
     );
+}
+
+/// The `reason` of condition `type_` in a TmiInstance's status, if present.
+fn reason_of<'a>(v: &'a Value, type_: &str) -> Option<&'a str> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["reason"].as_str())
+}
+
+fn dynamic_api(
+    client: &Client,
+    namespace: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Waits until `name` is gone (deleted by the operator).
+async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let started = Instant::now();
+    while api.get_opt(name).await.unwrap().is_some() {
+        assert!(started.elapsed() < TIMEOUT, "{name} was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs the operator in this process as ServiceAccount `namespace/name` (its Lease has the same name and

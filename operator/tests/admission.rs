@@ -370,6 +370,14 @@ async fn valid_specs_are_accepted() {
             panic!("valid spec {n} rejected: {e}\n{yaml}");
         }
     }
+    // The shipped exposed sample is admitted as written.
+    let sample = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples/production-exposed.yaml"),
+    )
+    .unwrap();
+    if let Err(e) = apply_instance(&ns.client, &ns.name, &sample).await {
+        panic!("config/samples/production-exposed.yaml rejected: {e}");
+    }
     // A transition rule: switching the database kind is refused.
     let switched = base(
         "good-0",

@@ -47,6 +47,16 @@ every request the operator makes and fails when this list grants more or less).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "delete", "list", "patch", "watch"]
+{{- /* spec.exposure: the Ingress or HTTPRoute and the cert-manager Certificate; deleted when the exposure changes. */}}
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["create", "delete", "list", "patch", "watch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["create", "delete", "list", "patch", "watch"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["create", "delete", "list", "patch", "watch"]
 {{- /* Secrets: metadata is watched; referenced Secrets are read when they change; the JWT key is created once. */}}
 - apiGroups: [""]
   resources: ["secrets"]
