@@ -83,6 +83,11 @@ fn rbac_of(r: &Request) -> Vec<(String, String, String)> {
         ["apis", group, _version, rest @ ..] => ((*group).to_owned(), rest.to_vec()),
         _ => panic!("unexpected path {}", r.path),
     };
+    if rest.is_empty() {
+        // API discovery (`/apis/<group>/<version>`, whether an optional API is served): granted to every
+        // authenticated user by the built-in `system:discovery` role, not by the chart.
+        return Vec::new();
+    }
     let rest = match rest.as_slice() {
         ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest.to_vec(),
         other => other.to_vec(),

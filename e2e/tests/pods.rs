@@ -23,6 +23,8 @@ use tmi_operator::crd::TmiInstance;
 mod common;
 use common::tmi::{Next, Tmi, state_cell_ids};
 
+mod exposure;
+
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 fn cp() -> &'static ControlPlane {

@@ -207,11 +207,41 @@ impl Tmi {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Collab { ws, vector: 0 }
     }
+
+    /// Like [`Tmi::connect`], over `stream` (e.g. TLS to a proxy) instead of a connection of its own.
+    pub async fn connect_over<S>(&self, token: &str, session: &Value, stream: S) -> Collab<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let sid = session["session_id"].as_str().unwrap();
+        let ticket = self
+            .call(
+                Method::GET,
+                &format!("/ws/ticket?session_id={sid}"),
+                Some(token),
+                None,
+            )
+            .await
+            .expect(200)["ticket"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let url = format!(
+            "{}/threat_models/{}/diagrams/{}/ws?session_id={sid}&ticket={ticket}",
+            self.base
+                .replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1),
+            session["threat_model_id"].as_str().unwrap(),
+            session["diagram_id"].as_str().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        Collab { ws, vector: 0 }
+    }
 }
 
 /// One collaboration socket.
-pub struct Collab {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+pub struct Collab<S = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    ws: tokio_tungstenite::WebSocketStream<S>,
     /// The diagram's update vector as last seen (from `diagram_state` and operation events), sent as the
     /// `base_vector` of this client's operations, as tmi-ux does.
     vector: i64,
@@ -226,7 +256,7 @@ pub enum Next {
     TimedOut,
 }
 
-impl Collab {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Collab<S> {
     /// The next JSON message, close or timeout (pings and other control frames are skipped).
     pub async fn next(&mut self, within: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + within;
