@@ -138,7 +138,9 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     components: Mutex<Vec<Component>>,
-    node: Option<NodeLayout>,
+    pub(crate) node: Option<NodeLayout>,
+    /// cert-manager and Traefik, once a test asks for them (see [`crate::edge`]).
+    pub(crate) edge: crate::edge::EdgeState,
 }
 
 impl ControlPlane {
@@ -196,6 +198,7 @@ impl ControlPlane {
             server,
             components: Mutex::new(Vec::new()),
             node: isolation.map(|i| NodeLayout::new(&dir, i)),
+            edge: Default::default(),
             dir,
         };
 
@@ -542,7 +545,18 @@ impl ControlPlane {
         tail(&self.dir.join("logs").join(format!("{component}.log")), lines)
     }
 
-    fn spawn(&self, name: &'static str, args: &[String]) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&self, name: &'static str, args: &[String]) -> anyhow::Result<()> {
+        self.spawn_env(name, args, &[])
+    }
+
+    /// Starts `<bin_dir>/<name>` under the supervisor, with extra environment variables; its output goes to
+    /// `logs/<name>.log`.
+    pub(crate) fn spawn_env(
+        &self,
+        name: &'static str,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<()> {
         let log = self.dir.join("logs").join(format!("{name}.log"));
         let out = fs::File::create(&log)?;
         // The node's processes find their helpers on PATH: containerd its shim, the shim runc.
@@ -553,6 +567,7 @@ impl ControlPlane {
         );
         let mut supervisor = Command::new("bash")
             .env("PATH", path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg(self.dir.join("supervise.sh"))
             .arg(self.bin_dir.join(name))
             .args(args)
@@ -572,7 +587,11 @@ impl ControlPlane {
     }
 
     /// Polls `ready` every 100 ms until it returns true; fails early when the component has exited.
-    fn wait_for(&self, name: &str, mut ready: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    pub(crate) fn wait_for(
+        &self,
+        name: &str,
+        mut ready: impl FnMut() -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
             if ready().unwrap_or(false) {

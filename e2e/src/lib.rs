@@ -5,6 +5,7 @@
 //! other's objects.
 
 pub mod controlplane;
+pub mod edge;
 mod namespace;
 pub mod node;
 mod pki;
@@ -12,6 +13,7 @@ mod pki;
 use std::sync::OnceLock;
 
 pub use controlplane::{ControlPlane, NODE_NAME, Options};
+pub use edge::{Edge, GatewayApiChannel};
 pub use namespace::TestNamespace;
 pub use node::REAL_NODE_NAME;
 
