@@ -108,6 +108,7 @@ impl GatewayApiChannel {
 #[derive(Default)]
 pub(crate) struct EdgeState {
     cert_manager: OnceLock<Result<(), String>>,
+    cert_manager_crds: OnceLock<Result<(), String>>,
     gateway_api: OnceLock<Result<GatewayApiChannel, String>>,
     traefik: OnceLock<Result<Edge, String>>,
     /// ClusterIssuer name -> its CA certificate (PEM).
@@ -122,7 +123,7 @@ impl ControlPlane {
     pub fn install_cert_manager(&self) -> anyhow::Result<()> {
         let state = self.edge_state()?;
         once(&state.cert_manager, || {
-            self.apply_crds("cert-manager.yaml")?;
+            self.install_cert_manager_crds()?;
             self.apply_stdin(&format!(
                 "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {CERT_MANAGER_NAMESPACE} }}\n"
             ))?;
@@ -216,7 +217,8 @@ spec: {{ ca: {{ secretName: {name}-root }} }}
     /// Installs Gateway API's CRDs of one channel (server-side apply, waits until Established). A control
     /// plane holds one channel: asking for the other one afterwards is an error.
     pub fn install_gateway_api_crds_channel(&self, channel: GatewayApiChannel) -> anyhow::Result<()> {
-        let state = self.edge_state()?;
+        // CRDs alone need no node.
+        let state = &self.edge;
         let installed = state
             .gateway_api
             .get_or_init(|| {
@@ -266,7 +268,7 @@ spec: {{ ca: {{ secretName: {name}-root }} }}
         let dir = self.dir().join("traefik");
         fs::create_dir_all(&dir)?;
         let config = dir.join("traefik.yaml");
-        fs::write(&config, traefik_config(&edge, ping_port))?;
+        fs::write(&config, traefik_config(&edge, ping_port, &self.edge_access_log()))?;
 
         self.apply_stdin(&format!(
             r#"apiVersion: networking.k8s.io/v1
@@ -295,6 +297,22 @@ spec: {{ controllerName: {GATEWAY_CONTROLLER} }}
         self.kubectl_wait(&["gatewayclass", GATEWAY_CLASS], "Accepted")
             .context("Traefik did not accept its GatewayClass")?;
         Ok(edge)
+    }
+
+    /// Traefik's access log: one JSON object per request (`RequestPath`, `ServiceAddr` = the pod that served
+    /// it, `DownstreamStatus`, …).
+    pub fn edge_access_log(&self) -> std::path::PathBuf {
+        self.dir().join("traefik/access.log")
+    }
+
+    /// Applies cert-manager's CRDs only (no controller): for tests of objects that reference them, on any
+    /// control plane, with or without the real node.
+    pub fn install_cert_manager_crds(&self) -> anyhow::Result<()> {
+        self.edge
+            .cert_manager_crds
+            .get_or_init(|| self.apply_crds("cert-manager.yaml").map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)
     }
 
     fn edge_state(&self) -> anyhow::Result<&EdgeState> {
@@ -390,7 +408,7 @@ fn only_crds(yaml: &str) -> String {
 }
 
 /// Traefik's static configuration.
-fn traefik_config(edge: &Edge, ping_port: u16) -> String {
+fn traefik_config(edge: &Edge, ping_port: u16, access_log: &std::path::Path) -> String {
     let timeouts = format!(
         "respondingTimeouts: {{ readTimeout: {t}s, idleTimeout: {t}s }}",
         t = edge.idle_timeout.as_secs()
@@ -410,6 +428,8 @@ entryPoints:
   ping:
     address: "127.0.0.1:{ping_port}"
 ping: {{ entryPoint: ping }}
+# One JSON line per request, unbuffered: tests read which pod (ServiceAddr) served a request.
+accessLog: {{ filePath: "{access_log}", format: json, bufferingSize: 0 }}
 providers:
   kubernetesIngress:
     ingressEndpoint: {{ ip: "{ip}" }}
@@ -419,6 +439,7 @@ providers:
         http = edge.http,
         https = edge.https,
         ip = edge.address,
+        access_log = access_log.display(),
     )
 }
 

@@ -349,11 +349,32 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         reason_of(v, "ExposureReady") == Some("AddressPending")
     })
     .await;
-    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(admin.clone(), &tenant.name);
-    assert!(ingresses.get_opt("acme").await.unwrap().is_some(), "the Ingress exists");
-    let certificates = dynamic_api(&admin, &tenant.name, "cert-manager.io", "v1", "Certificate", "certificates");
-    let routes = dynamic_api(&admin, &tenant.name, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes");
-    assert!(certificates.get_opt("acme").await.unwrap().is_some(), "the Certificate exists");
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(admin.clone(), &tenant.name);
+    assert!(
+        ingresses.get_opt("acme").await.unwrap().is_some(),
+        "the Ingress exists"
+    );
+    let certificates = dynamic_api(
+        &admin,
+        &tenant.name,
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+        "certificates",
+    );
+    let routes = dynamic_api(
+        &admin,
+        &tenant.name,
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+    );
+    assert!(
+        certificates.get_opt("acme").await.unwrap().is_some(),
+        "the Certificate exists"
+    );
     api.patch(
         "acme",
         &PatchParams::apply("chart-test"),
@@ -367,11 +388,18 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         reason_of(v, "ExposureReady") == Some("Pending")
     })
     .await;
-    assert!(routes.get_opt("acme").await.unwrap().is_some(), "the HTTPRoute exists");
+    assert!(
+        routes.get_opt("acme").await.unwrap().is_some(),
+        "the HTTPRoute exists"
+    );
     wait_gone(&ingresses, "acme").await;
-    api.patch("acme", &PatchParams::apply("chart-test"), &Patch::Apply(instance(1)))
-        .await
-        .unwrap();
+    api.patch(
+        "acme",
+        &PatchParams::apply("chart-test"),
+        &Patch::Apply(instance(1)),
+    )
+    .await
+    .unwrap();
     wait_current(&api, "acme", "Ready again without exposure", |v| {
         cond_true(v, "Ready") && reason_of(v, "ExposureReady").is_none()
     })

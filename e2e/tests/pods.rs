@@ -23,6 +23,7 @@ use tmi_operator::crd::TmiInstance;
 mod common;
 use common::tmi::{Next, Tmi, state_cell_ids};
 
+#[path = "pods/exposure.rs"]
 mod exposure;
 
 const TIMEOUT: Duration = Duration::from_secs(180);

@@ -140,7 +140,11 @@ fn secret_fingerprint(ns: &str, name: &str) -> String {
 
 fn dynamic(client: &kube::Client, ns: &str, group: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(group, "v1", kind);
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, plural))
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
 }
 
 async fn wait_gone(api: &Api<DynamicObject>, name: &str, what: &str) {
@@ -187,14 +191,26 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
         "tls": { "issuerRef": { "name": "tmi-e2e-ca", "kind": "ClusterIssuer" } }
     });
     apply_exposed(&ns.name, "tmi", &host, &db, 2, ingress_exposure);
-    let obj = wait_instance(&api, "tmi", "Ready, exposed by Traefik with its certificate", |v| {
-        is_ready(v) && condition_is(v, "ExposureReady", "True") && condition_is(v, "CertificateReady", "True")
-    })
+    let obj = wait_instance(
+        &api,
+        "tmi",
+        "Ready, exposed by Traefik with its certificate",
+        |v| {
+            is_ready(v)
+                && condition_is(v, "ExposureReady", "True")
+                && condition_is(v, "CertificateReady", "True")
+        },
+    )
     .await;
     assert_eq!(obj["status"]["url"], format!("https://{host}"));
-    assert_eq!(obj["status"]["effective"]["ingressController"], "Traefik", "Auto found Traefik's class");
+    assert_eq!(
+        obj["status"]["effective"]["ingressController"], "Traefik",
+        "Auto found Traefik's class"
+    );
     assert_eq!(obj["status"]["effective"]["sessionAffinity"], "Cookie");
-    let message = super::condition(&obj, "CertificateReady").unwrap()["message"].as_str().unwrap();
+    let message = super::condition(&obj, "CertificateReady").unwrap()["message"]
+        .as_str()
+        .unwrap();
     assert!(message.contains("valid until"), "{message}");
 
     // HTTPS with the issued certificate, verified against the CA (the client trusts nothing else).
@@ -213,12 +229,17 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     let began = Instant::now();
     while began.elapsed() < quiet {
         if let Next::Closed(code) = collab.next(Duration::from_secs(1)).await {
-            panic!("the socket closed after {:.1?} of silence ({code:?})", began.elapsed());
+            panic!(
+                "the socket closed after {:.1?} of silence ({code:?})",
+                began.elapsed()
+            );
         }
     }
     collab.add_cell("after-idle").await;
     collab
-        .wait_for("diagram_operation_event", |m| m.to_string().contains("after-idle"))
+        .wait_for("diagram_operation_event", |m| {
+            m.to_string().contains("after-idle")
+        })
         .await;
     collab.close().await;
 
@@ -226,7 +247,12 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     // reaches the same pod, while requests without it reach both.
     let pods = server_pods(&ns.client, &ns.name, "tmi").await;
     assert_eq!(pods.len(), 2, "{pods:?}");
-    let first = tmi.http.get(format!("{}/readyz?probe=pin-0", tmi.base)).send().await.unwrap();
+    let first = tmi
+        .http
+        .get(format!("{}/readyz?probe=pin-0", tmi.base))
+        .send()
+        .await
+        .unwrap();
     let cookie = first
         .headers()
         .get_all("set-cookie")
@@ -246,7 +272,12 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let r = tmi.http.get(format!("{}/readyz?probe=free-{n}", tmi.base)).send().await.unwrap();
+        let r = tmi
+            .http
+            .get(format!("{}/readyz?probe=free-{n}", tmi.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     let started = Instant::now();
@@ -259,7 +290,11 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     };
     let distinct = |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
     assert_eq!(pinned.len(), 13, "access log: {pinned:?}");
-    assert_eq!(distinct(&pinned), 1, "one pod served every request with the cookie: {pinned:?}");
+    assert_eq!(
+        distinct(&pinned),
+        1,
+        "one pod served every request with the cookie: {pinned:?}"
+    );
     assert_eq!(distinct(&free), 2, "without the cookie both pods serve: {free:?}");
 
     // Renewal: cert-manager issues a new certificate (as `cmctl renew` asks it to); Traefik serves it without
@@ -276,7 +311,10 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
         if now != before && served_fingerprint(&host, edge.https) == now {
             break;
         }
-        assert!(started.elapsed() < TIMEOUT, "the renewed certificate never reached Traefik");
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the renewed certificate never reached Traefik"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(tmi.call(Method::GET, "/readyz", None, None).await.status, 200);
@@ -307,12 +345,15 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     })
     .await;
     assert_eq!(obj["status"]["url"], format!("https://{host}"));
-    let ingresses: Api<DynamicObject> = dynamic(&ns.client, &ns.name, "networking.k8s.io", "Ingress", "ingresses");
+    let ingresses: Api<DynamicObject> =
+        dynamic(&ns.client, &ns.name, "networking.k8s.io", "Ingress", "ingresses");
     wait_gone(&ingresses, "tmi", "the Ingress of the previous exposure").await;
     // Traefik drops the Ingress route and serves the HTTPRoute's: poll until a login works again.
     until_served(&tmi, "the HTTPRoute").await;
     let token = tmi.login("bob").await;
-    let r = tmi.call(Method::GET, &format!("/threat_models/{tm}"), Some(&token), None).await;
+    let r = tmi
+        .call(Method::GET, &format!("/threat_models/{tm}"), Some(&token), None)
+        .await;
     assert!(matches!(r.status, 200 | 403 | 404), "{} {}", r.status, r.body);
 
     // No exposure: the route and the Certificate go, and the URL is the in-cluster one.
@@ -322,8 +363,20 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     })
     .await;
     assert_eq!(obj["status"]["url"], format!("http://tmi.{}.svc", ns.name));
-    let routes = dynamic(&ns.client, &ns.name, "gateway.networking.k8s.io", "HTTPRoute", "httproutes");
-    let certificates = dynamic(&ns.client, &ns.name, "cert-manager.io", "Certificate", "certificates");
+    let routes = dynamic(
+        &ns.client,
+        &ns.name,
+        "gateway.networking.k8s.io",
+        "HTTPRoute",
+        "httproutes",
+    );
+    let certificates = dynamic(
+        &ns.client,
+        &ns.name,
+        "cert-manager.io",
+        "Certificate",
+        "certificates",
+    );
     wait_gone(&routes, "tmi", "the HTTPRoute").await;
     wait_gone(&certificates, "tmi", "the Certificate").await;
 
@@ -337,7 +390,8 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
         json!({ "type": "Ingress", "tls": { "issuerRef": { "name": "no-such-issuer", "kind": "ClusterIssuer" } } }),
     );
     let obj = wait_instance(&api, "lost", "CertificateReady=False from cert-manager", |v| {
-        condition_is(v, "CertificateReady", "False") && !reason(v, "CertificateReady").is_empty()
+        condition_is(v, "CertificateReady", "False")
+            && !reason(v, "CertificateReady").is_empty()
             && reason(v, "CertificateReady") != "Pending"
     })
     .await;
