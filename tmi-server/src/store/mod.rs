@@ -13,6 +13,8 @@ use uuid::Uuid;
 #[macro_use]
 mod sql;
 #[cfg(test)]
+mod json_roundtrip;
+#[cfg(test)]
 #[path = "../../tests/common/pgdb.rs"]
 pub(crate) mod pgdb;
 pub mod postgres;

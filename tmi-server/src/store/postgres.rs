@@ -58,6 +58,48 @@ mod tests {
         store.pool.close().await;
     }
 
+    /// Arbitrary JSON documents read back as written from every JSON column.
+    #[test]
+    fn json_documents_round_trip() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = rt.block_on(TestDatabase::create("tmi_test"));
+        crate::store::json_roundtrip::run(&rt, async {
+            let store = Postgres::connect(&db.url, 2).await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        });
+    }
+
+    /// Documents written as `jsonb` before migration 0005, with a number near the largest double
+    /// (which jsonb renders as a 309-digit integer literal), read back as that double afterwards.
+    #[tokio::test]
+    async fn jsonb_rows_with_huge_numbers_are_readable_after_migration() {
+        use crate::store::testsuite::{LEGACY_THREAT_MODEL, legacy_doc};
+        let db = TestDatabase::create("tmi_test").await;
+        let store = Postgres::connect(&db.url, 2).await.unwrap();
+        let before = Migrator::with_migrations(MIGRATOR.iter().filter(|m| m.version < 5).cloned().collect());
+        before.run(&store.pool).await.unwrap();
+        let (mut doc, at) = legacy_doc();
+        doc["huge"] = serde_json::json!(f64::MAX);
+        doc["tiny"] = serde_json::json!(5e-324);
+        let id = uuid::Uuid::new_v4();
+        sqlx::query(LEGACY_THREAT_MODEL)
+            .bind(id)
+            .bind(at)
+            .bind(sqlx::types::Json(&doc))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let read = crate::store::Store::get_threat_model(&store, id).await.unwrap();
+        assert_eq!(read.doc["huge"], serde_json::json!(f64::MAX));
+        assert_eq!(read.doc["tiny"], serde_json::json!(5e-324));
+        store.pool.close().await;
+    }
+
     #[tokio::test]
     async fn migrations_backfill_existing_rows() {
         use crate::store::testsuite::{

@@ -6,10 +6,51 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
+use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo};
 use sqlx::types::Json;
+use sqlx::{Encode, Postgres, Sqlite, Type};
 use uuid::Uuid;
 
 use super::{AccessRecord, ChildRecord, GroupMemberRecord, ThreatModelRecord, UserRecord};
+
+/// A JSON document bound as its serialized text: PostgreSQL `json` (migration 0005), SQLite
+/// `TEXT`. Both keep the text as written, so every number reads back exactly as serde_json wrote
+/// it. (sqlx's `Json` binds PostgreSQL `jsonb`, whose `numeric` turns `1e16` into an integer and
+/// `-0.0` into `0.0` and renders `1.7976931348623157e308` as a 309-digit integer literal.)
+pub(super) struct JsonDoc<'a>(pub &'a Value);
+
+/// PostgreSQL's `json` type (a fixed OID, so no lookup by name).
+const PG_JSON: Oid = Oid(114);
+
+impl Type<Postgres> for JsonDoc<'_> {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(PG_JSON)
+    }
+}
+
+impl Encode<'_, Postgres> for JsonDoc<'_> {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        // `json`'s binary form is its text.
+        serde_json::to_writer(&mut **buf, self.0)?;
+        Ok(IsNull::No)
+    }
+}
+
+impl Type<Sqlite> for JsonDoc<'_> {
+    fn type_info() -> SqliteTypeInfo {
+        <str as Type<Sqlite>>::type_info()
+    }
+}
+
+impl Encode<'_, Sqlite> for JsonDoc<'_> {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        Encode::<Sqlite>::encode(serde_json::to_string(self.0)?, buf)
+    }
+}
 
 /// Columns of `threat_models`, in `ThreatModelRow` order.
 pub(super) const TM_COLUMNS: &str = "t.id, t.alias, t.name, t.owner_provider, t.owner_provider_id, \
@@ -152,8 +193,8 @@ pub(super) struct EntityMetadataRow {
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
         use $crate::store::sql::{
-            CHILD_COLUMNS, COUNT_COLUMNS, ChildRow, CountsRow, EntityMetadataRow, GroupMemberRow, TM_COLUMNS,
-            ThreatModelRow,
+            CHILD_COLUMNS, COUNT_COLUMNS, ChildRow, CountsRow, EntityMetadataRow, GroupMemberRow, JsonDoc,
+            TM_COLUMNS, ThreatModelRow,
         };
         use $crate::store::{
             AccessRecord, ChildRecord, ChildWrite, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError, StoreResult,
@@ -247,7 +288,7 @@ macro_rules! sql_store {
                 .bind(child.created_at)
                 .bind(child.modified_at)
                 .bind(child.deleted_at)
-                .bind(Json(&child.doc))
+                .bind(JsonDoc(&child.doc))
                 .execute(&mut **tx)
                 .await?;
                 Self::write_metadata(tx, &child.kind, child.id, metadata, false).await?;
@@ -269,7 +310,7 @@ macro_rules! sql_store {
                 .bind(child.version)
                 .bind(child.modified_at)
                 .bind(child.deleted_at)
-                .bind(Json(&child.doc))
+                .bind(JsonDoc(&child.doc))
                 .bind(child.id)
                 .bind(child.threat_model_id)
                 .bind(&child.kind)
@@ -508,7 +549,7 @@ macro_rules! sql_store {
             async fn insert_preferences(&self, user: ::uuid::Uuid, doc: &::serde_json::Value) -> StoreResult<()> {
                 ::sqlx::query("INSERT INTO user_preferences (user_uuid, doc) VALUES ($1, $2)")
                     .bind(user)
-                    .bind(Json(doc))
+                    .bind(JsonDoc(doc))
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -520,7 +561,7 @@ macro_rules! sql_store {
                      ON CONFLICT (user_uuid) DO UPDATE SET doc = excluded.doc",
                 )
                 .bind(user)
-                .bind(Json(doc))
+                .bind(JsonDoc(doc))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -553,7 +594,7 @@ macro_rules! sql_store {
                 .bind(tm.created_at)
                 .bind(tm.modified_at)
                 .bind(tm.deleted_at)
-                .bind(Json(&tm.doc))
+                .bind(JsonDoc(&tm.doc))
                 .bind(&search.name)
                 .bind(&search.description)
                 .bind(&search.issue_uri)
@@ -593,7 +634,7 @@ macro_rules! sql_store {
                 .bind(tm.version)
                 .bind(tm.modified_at)
                 .bind(tm.deleted_at)
-                .bind(Json(&tm.doc))
+                .bind(JsonDoc(&tm.doc))
                 .bind(tm.id)
                 .bind(expected_version)
                 .bind(&search.name)

@@ -67,6 +67,22 @@ mod tests {
         crate::store::testsuite::run_all(&store).await;
     }
 
+    /// Arbitrary JSON documents read back as written from every JSON column.
+    #[test]
+    fn json_documents_round_trip() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/tmi.db", dir.path().display());
+        crate::store::json_roundtrip::run(&rt, async {
+            let store = Sqlite::connect(&url, 2).await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        });
+    }
+
     #[tokio::test]
     async fn migrations_backfill_existing_rows() {
         use crate::store::testsuite::{

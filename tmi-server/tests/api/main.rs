@@ -36,6 +36,7 @@ mod children;
 mod compat;
 mod gate;
 mod health;
+mod json_numbers;
 mod list_filters;
 mod me_groups;
 mod rules;
