@@ -1,5 +1,5 @@
 //! The caller's own resources, `/me/*` (tmi-compat.md Part B §3.2): profile, logout, TMI-managed
-//! groups and their members, preferences. (`/me/sessions` belongs to collaboration.) Thin HTTP
+//! groups and their members, preferences, linked content tokens and identities. (`/me/sessions` belongs to collaboration.) Thin HTTP
 //! handlers; IO through the store and the token store.
 
 use axum::Json;
@@ -26,6 +26,8 @@ pub fn router() -> Routes {
         .get("/me/preferences", get_preferences)
         .post("/me/preferences", put_preferences)
         .put("/me/preferences", put_preferences)
+        .get("/me/content_tokens", content_tokens)
+        .get("/me/identities", identities)
 }
 
 /// `GET /me`.
@@ -166,4 +168,24 @@ pub async fn put_preferences(
         StatusCode::OK
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// `GET /me/content_tokens` (`ContentTokenList`): the caller's linked content-provider tokens. No
+/// content provider (Confluence, Google Drive, …) can be linked yet, so the list is empty; the web
+/// client's document dialog calls this and treats a 404 as an error.
+pub async fn content_tokens(_user: AuthUser) -> Json<Value> {
+    Json(json!({"content_tokens": []}))
+}
+
+/// `GET /me/identities` (`MyIdentitiesResponse`): the identity the caller signs in with, and the
+/// identities linked to their account, none until account linking exists.
+pub async fn identities(user: AuthUser) -> Json<Value> {
+    Json(json!({
+        "primary": {
+            "provider": user.user.provider,
+            "email": user.user.email,
+            "name": user.user.name,
+        },
+        "linked": [],
+    }))
 }

@@ -39,5 +39,6 @@ mod health;
 mod json_numbers;
 mod list_filters;
 mod me_groups;
+mod me_links;
 mod rules;
 mod threat_models;
