@@ -48,7 +48,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use support::{Env, Replica, node};
+use support::{Env, Replica, cid, node};
 
 /// Writers in each session (participants 0..WRITERS; participant 0 is the host).
 const WRITERS: usize = 5;
@@ -180,7 +180,7 @@ fn operation(seq: usize) -> String {
     let kind = if j < CELLS_PER_WRITER { "add" } else { "update" };
     let op_id = Uuid::from_u128(((TAG as u128) << 64) | seq as u128);
     json!({"message_type": "diagram_operation_request", "operation_id": op_id, "base_vector": 0,
-        "operation": {"type": "patch", "cells": [{"id": id, "operation": kind, "data": node(&id, seq as i64)}]}})
+        "operation": {"type": "patch", "cells": [{"id": cid(&id), "operation": kind, "data": node(&id, seq as i64)}]}})
     .to_string()
 }
 

@@ -96,6 +96,30 @@ pub fn convert(v: &mut Value) {
     }
 }
 
+/// What the server accepts beyond the letter of the contract, because the real web client sends
+/// it (docs/server.md, "Differences from the contract"): tmi-ux 1.13 gives every new edge label
+/// `attrs.text.textAnchor` and `textVerticalAnchor`, which `EdgeLabel` (with
+/// `additionalProperties: false`) does not list although `NodeAttrs.text` does and upstream's enum
+/// normalizer rewrites them (tmi-compat.md §8). Edge labels accept them with `NodeAttrs`'
+/// definitions, so requests, stored cells and responses all validate.
+fn extend(components: &mut Value) {
+    let node_text = components
+        .pointer("/schemas/NodeAttrs/properties/text/properties")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let Some(label_text) = components
+        .pointer_mut("/schemas/EdgeLabel/properties/attrs/properties/text/properties")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for field in ["textAnchor", "textVerticalAnchor"] {
+        if let Some(schema) = node_text.get(field) {
+            label_text.entry(field).or_insert_with(|| schema.clone());
+        }
+    }
+}
+
 fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str) {
         Some(r) => r
@@ -216,6 +240,7 @@ impl Spec {
         }
         let mut components = doc.get("components").cloned().unwrap_or(Value::Null);
         convert(&mut components);
+        extend(&mut components);
         Ok(Self {
             components,
             operations,
@@ -404,6 +429,24 @@ mod tests {
             "{:?}",
             spec.validate_component("ThreatModelInput", &input)
         );
+    }
+
+    #[test]
+    fn edge_labels_take_the_text_anchors_the_web_client_sends() {
+        let spec = Spec::embedded().unwrap();
+        let label = |text: Value| json!({"attrs": {"text": text}, "position": 0.5});
+        let ok = label(json!({"text": "flow", "textAnchor": "middle", "textVerticalAnchor": "middle"}));
+        assert!(spec.validate_component("EdgeLabel", &ok).is_ok());
+        for bad in [
+            json!({"text": "flow", "textAnchor": "diagonal"}),
+            json!({"text": "flow", "textVerticalAnchor": "Middle"}),
+            json!({"text": "flow", "fontStyle": "italic"}),
+        ] {
+            assert!(
+                spec.validate_component("EdgeLabel", &label(bad.clone())).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     /// The vendored contract (`api/`) equals the workspace's upstream checkout (`../shared/tmi-api/`)

@@ -142,9 +142,11 @@ pub async fn build_state_with(
         config: config.clone(),
     });
     let metrics = Arc::new(Metrics::default());
+    let spec = Arc::new(Spec::embedded()?);
     let collab = Hub::start(
         collab::backend(&config).await?,
         store.clone(),
+        spec.clone(),
         collab::settings(&config),
         metrics.collab.clone(),
     );
@@ -154,7 +156,7 @@ pub async fn build_state_with(
         kv,
         tokens,
         config,
-        spec: Arc::new(Spec::embedded()?),
+        spec,
         providers: Arc::new(providers),
         metrics,
         redis_enabled,

@@ -12,10 +12,8 @@ use serde_json::Value;
 use super::protocol::{
     Cell, CellOperation, CellOperationKind, CellPatchOperation, PatchKind, RejectionReason,
 };
-use crate::domain::diagrams::normalize_cell;
-
-/// Most cells one diagram may hold (the REST limit).
-pub const MAX_CELLS: usize = 10_000;
+use crate::domain::diagrams::{self, MAX_CELLS};
+use crate::openapi::Spec;
 
 /// Why an operation was not applied; becomes `operation_rejected`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +63,9 @@ fn patch(cells: Vec<CellOperation>) -> CellPatchOperation {
     }
 }
 
-/// Checks a cell's payload and gives it the operation's id.
-fn prepare_data(op: &CellOperation, code: &'static str) -> Result<Cell, Rejection> {
+/// Checks a cell's payload with the REST rules (`diagrams::check_cell`) and gives it the
+/// operation's id.
+fn prepare_data(spec: &Spec, op: &CellOperation, code: &'static str) -> Result<Cell, Rejection> {
     let Some(data) = op.data.clone() else {
         return Err(Rejection::new(
             RejectionReason::ValidationFailed,
@@ -92,17 +91,26 @@ fn prepare_data(op: &CellOperation, code: &'static str) -> Result<Cell, Rejectio
         }
     }
     let mut value = Value::Object(data);
-    normalize_cell(&mut value);
-    let Value::Object(mut cell) = value else {
+    if let Value::Object(m) = &mut value {
+        m.insert("id".into(), Value::String(op.id.clone()));
+    }
+    if let Err(message) = diagrams::check_cell(spec, &mut value) {
         return Err(Rejection::new(
+            RejectionReason::ValidationFailed,
+            "invalid_cell",
+            message,
+            Some(&op.id),
+        ));
+    }
+    match value {
+        Value::Object(cell) => Ok(cell),
+        _ => Err(Rejection::new(
             RejectionReason::ValidationFailed,
             code,
             "cell data must be an object",
             Some(&op.id),
-        ));
-    };
-    cell.insert("id".into(), Value::String(op.id.clone()));
-    Ok(cell)
+        )),
+    }
 }
 
 fn kind_name(kind: &CellOperationKind) -> &str {
@@ -119,8 +127,9 @@ fn cell_id(cell: &Cell) -> Option<&str> {
 }
 
 /// Applies `operation` to `cells` (taken by value: the diagram's cells are changed in place, not
-/// copied; on a rejection the caller keeps nothing).
-pub fn apply(cells: Vec<Cell>, operation: &CellPatchOperation) -> Result<Applied, Rejection> {
+/// copied; on a rejection the caller keeps nothing). Every added or updated cell passes the same
+/// check as a REST save (`diagrams::check_cell` against `spec`).
+pub fn apply(spec: &Spec, cells: Vec<Cell>, operation: &CellPatchOperation) -> Result<Applied, Rejection> {
     if let PatchKind::Other(t) = &operation.kind {
         return Err(Rejection::new(
             RejectionReason::InvalidOperationType,
@@ -167,7 +176,7 @@ pub fn apply(cells: Vec<Cell>, operation: &CellPatchOperation) -> Result<Applied
         let op = last[id];
         match &op.operation {
             CellOperationKind::Add => {
-                let cell = prepare_data(op, "add_requires_cell_data")?;
+                let cell = prepare_data(spec, op, "add_requires_cell_data")?;
                 if index.contains_key(id) {
                     return Err(Rejection::new(
                         RejectionReason::ConflictDetected,
@@ -190,7 +199,7 @@ pub fn apply(cells: Vec<Cell>, operation: &CellPatchOperation) -> Result<Applied
                 });
             }
             CellOperationKind::Update => {
-                let cell = prepare_data(op, "update_requires_cell_data")?;
+                let cell = prepare_data(spec, op, "update_requires_cell_data")?;
                 let Some(&i) = index.get(id) else {
                     return Err(Rejection::new(
                         RejectionReason::ConflictDetected,
@@ -279,6 +288,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A cell id (the contract's UUID form) named by one letter.
+    fn id(name: char) -> String {
+        format!("00000000-0000-4000-8000-{:0>12}", u32::from(name))
+    }
+
     fn cell(v: Value) -> Cell {
         v.as_object().cloned().unwrap()
     }
@@ -287,45 +301,55 @@ mod tests {
         serde_json::from_value(json!({"type": "patch", "cells": v})).unwrap()
     }
 
+    fn spec() -> Spec {
+        Spec::embedded().unwrap()
+    }
+
     #[test]
     fn add_update_remove_and_undo_restores() {
-        let start = vec![cell(json!({"id": "a", "shape": "process"}))];
+        let spec = spec();
+        let (a, b) = (id('a'), id('b'));
+        let start = vec![cell(json!({"id": a, "shape": "process"}))];
         let o = op(json!([
-            {"id": "b", "operation": "add", "data": {"shape": "actor", "x": 1, "y": 2, "width": 3, "height": 4}},
-            {"id": "a", "operation": "update", "data": {"id": "a", "shape": "store"}},
+            {"id": b, "operation": "add", "data": {"shape": "actor", "x": 1, "y": 2, "width": 40, "height": 30}},
+            {"id": a, "operation": "update", "data": {"id": a, "shape": "store"}},
         ]));
-        let applied = apply(start.clone(), &o).unwrap();
+        let applied = apply(&spec, start.clone(), &o).unwrap();
         assert_eq!(applied.cells.len(), 2);
         assert_eq!(
             applied.cells[1]["position"],
             json!({"x": 1, "y": 2}),
             "normalized"
         );
-        assert_eq!(applied.cells[1]["id"], "b", "id filled in");
+        assert_eq!(applied.cells[1]["id"], b, "id filled in");
         assert_eq!(applied.cells[0]["shape"], "store");
-        let undone = apply(applied.cells.clone(), &applied.inverse).unwrap();
+        let undone = apply(&spec, applied.cells.clone(), &applied.inverse).unwrap();
         assert_eq!(undone.cells, start);
         let removed = apply(
+            &spec,
             applied.cells.clone(),
-            &op(json!([{"id": "a", "operation": "remove"}])),
+            &op(json!([{"id": a, "operation": "remove"}])),
         )
         .unwrap();
         assert_eq!(removed.cells.len(), 1);
-        let restored = apply(removed.cells.clone(), &removed.inverse).unwrap();
+        let restored = apply(&spec, removed.cells.clone(), &removed.inverse).unwrap();
         assert!(
             restored
                 .cells
                 .iter()
-                .any(|c| c["id"] == "a" && c["shape"] == "store")
+                .any(|c| c["id"] == a.as_str() && c["shape"] == "store")
         );
     }
 
     #[test]
     fn conflicts_and_validation() {
-        let start = vec![cell(json!({"id": "a", "shape": "process"}))];
+        let spec = spec();
+        let (a, z, q) = (id('a'), id('z'), id('q'));
+        let start = vec![cell(json!({"id": a, "shape": "process"}))];
         let r = apply(
+            &spec,
             start.clone(),
-            &op(json!([{"id": "a", "operation": "add", "data": {"shape": "x"}}])),
+            &op(json!([{"id": a, "operation": "add", "data": {"shape": "actor"}}])),
         )
         .unwrap_err();
         assert_eq!(
@@ -333,51 +357,115 @@ mod tests {
             (RejectionReason::ConflictDetected, "cell_already_exists", true)
         );
         let r = apply(
+            &spec,
             start.clone(),
-            &op(json!([{"id": "z", "operation": "update", "data": {"shape": "x"}}])),
+            &op(json!([{"id": z, "operation": "update", "data": {"shape": "actor"}}])),
         )
         .unwrap_err();
         assert_eq!(r.code, "update_nonexistent_cell");
-        let r = apply(start.clone(), &op(json!([{"id": "z", "operation": "add"}]))).unwrap_err();
+        let r = apply(&spec, start.clone(), &op(json!([{"id": z, "operation": "add"}]))).unwrap_err();
         assert_eq!(
             (r.reason, r.requires_resync),
             (RejectionReason::ValidationFailed, false)
         );
-        let r = apply(start.clone(), &op(json!([{"id": "z", "operation": "remove"}]))).unwrap_err();
+        let r = apply(
+            &spec,
+            start.clone(),
+            &op(json!([{"id": z, "operation": "remove"}])),
+        )
+        .unwrap_err();
         assert_eq!(r.reason, RejectionReason::NoStateChange);
-        let r = apply(start.clone(), &op(json!([]))).unwrap_err();
+        let r = apply(&spec, start.clone(), &op(json!([]))).unwrap_err();
         assert_eq!(r.reason, RejectionReason::EmptyOperation);
-        let r = apply(start.clone(), &op(json!([{"id": "a", "operation": "explode"}]))).unwrap_err();
+        let r = apply(
+            &spec,
+            start.clone(),
+            &op(json!([{"id": a, "operation": "explode"}])),
+        )
+        .unwrap_err();
         assert_eq!(r.reason, RejectionReason::InvalidOperationType);
         let r = apply(
+            &spec,
             start.clone(),
-            &op(json!([{"id": "q", "operation": "add", "data": {"id": "other"}}])),
+            &op(json!([{"id": q, "operation": "add", "data": {"id": "other"}}])),
         )
         .unwrap_err();
         assert_eq!(r.reason, RejectionReason::ValidationFailed);
     }
 
+    /// A cell REST would refuse is refused here too, with the same reasons.
+    #[test]
+    fn cells_pass_the_rest_checks() {
+        let spec = spec();
+        let start = vec![cell(json!({"id": id('a'), "shape": "process"}))];
+        for bad in [
+            json!({"shape": "hexagon"}),
+            json!({"shape": "process", "size": {"width": 1, "height": 1}}),
+            json!({"shape": "flow", "source": {"cell": id('a')}}),
+            json!({"shape": "flow", "source": {"cell": id('a')}, "target": {"cell": id('a')},
+                "labels": [{"attrs": {"text": {"text": "x", "bogus": 1}}}]}),
+        ] {
+            let r = apply(
+                &spec,
+                start.clone(),
+                &op(json!([{"id": id('n'), "operation": "add", "data": bad.clone()}])),
+            )
+            .unwrap_err();
+            assert_eq!(
+                (r.reason, r.code),
+                (RejectionReason::ValidationFailed, "invalid_cell"),
+                "{bad}"
+            );
+        }
+        let r = apply(
+            &spec,
+            start.clone(),
+            &op(json!([{"id": "n1", "operation": "add", "data": {"shape": "process"}}])),
+        )
+        .unwrap_err();
+        assert_eq!(r.code, "invalid_cell", "ids are UUIDs, as in REST");
+        // Enum values are normalized before they are checked.
+        let ok = apply(
+            &spec,
+            start,
+            &op(json!([{"id": id('e'), "operation": "add", "data": {"shape": " Flow ",
+                "source": {"cell": id('a')}, "target": {"cell": id('a')},
+                "labels": [{"attrs": {"text": {"text": "x", "textAnchor": "Middle", "textVerticalAnchor": "BOTTOM"}}}]}}])),
+        )
+        .unwrap();
+        assert_eq!(ok.cells[1]["shape"], "flow");
+        assert_eq!(
+            ok.cells[1]["labels"][0]["attrs"]["text"],
+            json!({"text": "x", "textAnchor": "middle", "textVerticalAnchor": "bottom"})
+        );
+    }
+
     #[test]
     fn batch_is_atomic_and_deduplicated() {
-        let start = vec![cell(json!({"id": "a"}))];
+        let spec = spec();
+        let (a, n) = (id('a'), id('n'));
+        let start = vec![cell(json!({"id": a, "shape": "process"}))];
         // The second change conflicts: nothing of the batch applies.
         let r = apply(
+            &spec,
             start.clone(),
-            &op(
-                json!([{"id": "n", "operation": "add", "data": {}}, {"id": "a", "operation": "add", "data": {}}]),
-            ),
+            &op(json!([
+                {"id": n, "operation": "add", "data": {"shape": "actor"}},
+                {"id": a, "operation": "add", "data": {"shape": "actor"}}
+            ])),
         );
         assert!(r.is_err());
         // Two changes of one cell: the last wins.
         let applied = apply(
+            &spec,
             start.clone(),
             &op(json!([
-                {"id": "a", "operation": "update", "data": {"label": 1}},
-                {"id": "a", "operation": "update", "data": {"label": 2}},
+                {"id": a, "operation": "update", "data": {"shape": "process", "data": {"label": 1}}},
+                {"id": a, "operation": "update", "data": {"shape": "process", "data": {"label": 2}}},
             ])),
         )
         .unwrap();
-        assert_eq!(applied.cells[0]["label"], 2);
+        assert_eq!(applied.cells[0]["data"]["label"], 2);
         assert_eq!(applied.forward.cells.len(), 1);
     }
 }

@@ -128,6 +128,11 @@ fn prepare(spec: &Spec, kind: &Kind, schema: &str, body: Value) -> Result<Map<St
     if m.get("name").and_then(Value::as_str).is_some_and(str::is_empty) {
         return Err(ApiError::invalid("name must not be empty"));
     }
+    if kind.kind == "diagram"
+        && let Some(Value::Array(cells)) = m.get_mut("cells")
+    {
+        diagrams::check_cells(spec, cells)?;
+    }
     Ok(m)
 }
 
@@ -250,16 +255,12 @@ pub async fn patched(
             }
         }
     }
-    if kind.kind == "diagram" {
-        for c in input
-            .get_mut("cells")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            diagrams::normalize_cell(c);
-        }
-    }
+    // Cells are checked one by one in `prepare` (`diagrams::check_cells`, as WebSocket operations
+    // are); the rest of the document here, with an empty cell list standing in for them.
+    let cells = match input.get_mut("cells") {
+        Some(c) if kind.kind == "diagram" => Some(std::mem::replace(c, json!([]))),
+        _ => None,
+    };
     let mut input_value = Value::Object(input);
     input::normalize_enums(&mut input_value);
     if let Err(errors) = spec.validate_component(kind.update_schema, &input_value) {
@@ -273,6 +274,9 @@ pub async fn patched(
         return Err(ApiError::invalid(format!(
             "Potentially unsafe content in field {at}"
         )));
+    }
+    if let (Some(cells), Value::Object(m)) = (cells, &mut input_value) {
+        m.insert("cells".into(), cells);
     }
     let mut m = prepare(spec, kind, kind.update_schema, input_value)?;
     let metadata_value = m.remove("metadata");

@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use super::diagrams;
+
 /// Operations whose threat bodies may omit `threat_type`: the contract requires it, upstream
 /// defaults it to `[]` (its own workflow tests create threats without it).
 const THREAT_BODIES: &[&str] = &[
@@ -13,9 +15,17 @@ const THREAT_BODIES: &[&str] = &[
     "bulkUpdateThreatModelThreats",
 ];
 
-/// Fills in what upstream defaults before the request is checked against the contract: a threat
-/// without `threat_type` gets `[]` (single bodies and each item of a bulk array).
+/// Fills in what upstream defaults or normalizes before the request is checked against the
+/// contract: a threat without `threat_type` gets `[]` (single bodies and each item of a bulk
+/// array); the cells of a diagram PUT are normalized as every cell write is
+/// (`diagrams::normalize_cell`: enum values, flat geometry), so `"shape": "Process"` passes.
 pub fn fill_request_defaults(operation_id: &str, body: &mut Value) {
+    if operation_id == "updateThreatModelDiagram" {
+        if let Some(Value::Array(cells)) = body.get_mut("cells") {
+            cells.iter_mut().for_each(diagrams::normalize_cell);
+        }
+        return;
+    }
     if !THREAT_BODIES.contains(&operation_id) {
         return;
     }
@@ -47,6 +57,14 @@ mod tests {
         assert_eq!(
             bulk,
             json!([{"name": "A", "threat_type": []}, {"name": "B", "threat_type": ["x"]}])
+        );
+        let mut put = json!({"name": "D", "cells": [{"id": "c", "shape": "Process", "x": 1, "y": 2,
+            "width": 40, "height": 30}]});
+        fill_request_defaults("updateThreatModelDiagram", &mut put);
+        assert_eq!(
+            put["cells"][0],
+            json!({"id": "c", "shape": "process", "position": {"x": 1, "y": 2}, "size": {"width": 40, "height": 30}}),
+            "diagram cells are normalized before the contract is checked"
         );
         let mut asset = json!({"name": "A"});
         fill_request_defaults("createThreatModelAsset", &mut asset);

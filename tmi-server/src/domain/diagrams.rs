@@ -1,13 +1,45 @@
-//! Diagram rules (tmi-compat.md §1.5): cells normalized to nested geometry, `update_vector`
-//! bumped when cells change, image `update_vector` defaulting to the diagram's, palette colours
-//! lower-cased. Pure.
+//! Diagram rules (tmi-compat.md §1.5): the one check every cell passes however it arrives (REST
+//! PUT and PATCH, WebSocket operations), `update_vector` bumped when cells change, image
+//! `update_vector` defaulting to the diagram's, palette colours lower-cased. Pure.
 
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
+use crate::input;
+use crate::openapi::Spec;
 
-/// Flat `x, y, width, height` on a node become `position {x, y}` and `size {width, height}`.
+/// Fields whose string values are X6 enums, at any depth of a cell: upstream's enum normalizer
+/// (tmi-compat.md §8) rewrites these with the rest of its list (`input::normalize_enums`), so
+/// `"Middle"` becomes `middle` and a port group's `"Left"` becomes `left`. (`jump`, `textAnchor`
+/// and `textVerticalAnchor` are on `input`'s list too; `shape` and `position` are normalized only
+/// inside cells, where they are X6's.) Non-string values (`position {x, y}`, a label's numeric
+/// `position`) are left alone.
+const X6_ENUM_FIELDS: &[&str] = &["shape", "position", "textAnchor", "textVerticalAnchor", "jump"];
+
+fn normalize_x6_enums(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if X6_ENUM_FIELDS.contains(&k.as_str())
+                    && let Value::String(s) = child
+                {
+                    *s = input::normalize_enum(s);
+                } else {
+                    normalize_x6_enums(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_x6_enums),
+        _ => {}
+    }
+}
+
+/// Normalizes a cell as upstream does before validating it: enum values (`input::normalize_enums`
+/// and the X6 fields above) in snake_case, and a node's flat `x, y, width, height` as
+/// `position {x, y}` and `size {width, height}`. Idempotent.
 pub fn normalize_cell(cell: &mut Value) {
+    input::normalize_enums(cell);
+    normalize_x6_enums(cell);
     let Value::Object(m) = cell else { return };
     if m.get("shape").and_then(Value::as_str) == Some("flow") {
         return;
@@ -25,12 +57,53 @@ pub fn normalize_cell(cell: &mut Value) {
     }
 }
 
+/// Most cells one diagram holds (`DfdDiagramInput.cells.maxItems`).
+pub const MAX_CELLS: usize = 10_000;
+
+/// The one validation and normalization of a diagram cell, for REST and WebSocket writes alike:
+/// normalizes it (`normalize_cell`), then checks it against the contract's `Edge` (shape `flow`)
+/// or `Node` schema, with the X6 attributes the server accepts beyond the contract
+/// (`openapi::extend`). A cell that passes here is accepted by every later REST save. The error is
+/// a readable message.
+pub fn check_cell(spec: &Spec, cell: &mut Value) -> Result<(), String> {
+    if !cell.is_object() {
+        return Err("a cell must be an object".into());
+    }
+    normalize_cell(cell);
+    if input::contains_nul(cell) {
+        return Err("cell strings must not contain NUL characters".into());
+    }
+    let schema = match cell.get("shape").and_then(Value::as_str) {
+        Some("flow") => "Edge",
+        _ => "Node",
+    };
+    spec.validate_component(schema, cell).map_err(|errors| {
+        let id = cell.get("id").and_then(Value::as_str).unwrap_or("?");
+        format!("cell {id} is not a valid {schema}: {}", errors.join("; "))
+    })
+}
+
+/// `check_cell` for every cell of a REST write, as a 400.
+pub fn check_cells(spec: &Spec, cells: &mut [Value]) -> Result<(), ApiError> {
+    if cells.len() > MAX_CELLS {
+        return Err(ApiError::invalid(format!(
+            "A diagram holds at most {MAX_CELLS} cells"
+        )));
+    }
+    for c in cells.iter_mut() {
+        check_cell(spec, c).map_err(ApiError::invalid)?;
+    }
+    Ok(())
+}
+
 /// Applies the diagram rules to a new document, given the stored one.
 pub fn finish(doc: &mut Map<String, Value>, previous: &Map<String, Value>) -> Result<(), ApiError> {
     let mut cells = doc.get("cells").cloned().unwrap_or_else(|| json!([]));
     if let Value::Array(items) = &mut cells {
-        if items.len() > 10_000 {
-            return Err(ApiError::invalid("A diagram holds at most 10000 cells"));
+        if items.len() > MAX_CELLS {
+            return Err(ApiError::invalid(format!(
+                "A diagram holds at most {MAX_CELLS} cells"
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for c in items.iter_mut() {
@@ -90,6 +163,52 @@ mod tests {
             c,
             json!({"id": "a", "shape": "process", "position": {"x": 1, "y": 2}, "size": {"width": 80, "height": 40}})
         );
+    }
+
+    #[test]
+    fn cells_are_normalized_then_checked_against_the_contract() {
+        let spec = Spec::embedded().unwrap();
+        let node = "6f1c3a0e-0000-4000-8000-000000000001";
+        let mut edge = json!({"id": "6f1c3a0e-0000-4000-8000-000000000002", "shape": "Flow",
+            "source": {"cell": node}, "target": {"cell": node},
+            "connector": {"name": "jumpover", "args": {"jump": "Arc"}},
+            "labels": [{"attrs": {"text": {"text": "x", "textAnchor": " Middle", "textVerticalAnchor": "Top"}},
+                "position": 0.5}]});
+        check_cell(&spec, &mut edge).unwrap();
+        assert_eq!(edge["shape"], "flow");
+        assert_eq!(edge["connector"]["args"]["jump"], "arc");
+        assert_eq!(
+            edge["labels"][0],
+            json!({"attrs": {"text": {"text": "x", "textAnchor": "middle", "textVerticalAnchor": "top"}},
+                "position": 0.5}),
+            "a numeric position is left alone"
+        );
+        let mut actor = json!({"id": node, "shape": "Actor", "x": 1, "y": 2, "width": 40, "height": 30,
+            "ports": {"groups": {"in": {"position": "Left"}}, "items": [{"id": "p", "group": "in"}]},
+            "data": {"status": "In Review"}});
+        check_cell(&spec, &mut actor).unwrap();
+        assert_eq!(actor["shape"], "actor");
+        assert_eq!(actor["position"], json!({"x": 1, "y": 2}));
+        assert_eq!(actor["ports"]["groups"]["in"]["position"], "left");
+        assert_eq!(
+            actor["data"]["status"], "in_review",
+            "upstream normalizes at any depth"
+        );
+        let again = actor.clone();
+        check_cell(&spec, &mut actor).unwrap();
+        assert_eq!(actor, again, "idempotent");
+
+        for mut bad in [
+            json!({"id": node, "shape": "cloud"}),
+            json!({"id": "n1", "shape": "process"}),
+            json!({"id": node, "shape": "process", "width": 10, "height": 10, "x": 0, "y": 0}),
+            json!({"id": node, "shape": "flow", "source": {"cell": node}, "target": {"cell": node},
+                "labels": [{"attrs": {"text": {"textAnchor": "left"}}}]}),
+            json!({"id": node, "shape": "process", "data": {"note": "a\u{0}b"}}),
+            json!([node]),
+        ] {
+            assert!(check_cell(&spec, &mut bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

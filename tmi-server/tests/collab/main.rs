@@ -2,6 +2,7 @@
 //! on SQLite with the in-process bus, and replicas sharing PostgreSQL and Redis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cells;
 #[path = "../common/pgdb.rs"]
 mod pgdb;
 mod replicas;

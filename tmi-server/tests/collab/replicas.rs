@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{Client, Env, Frame, Replica, node, stored_cells};
+use crate::support::{Client, Env, Frame, Replica, cid, node, stored_cells};
 
 async fn joined(r: &Replica, token: &str, session: &serde_json::Value) -> Client {
     let mut c = r.connect(token, session).await;
@@ -202,7 +202,7 @@ async fn a_killed_replica_loses_nothing_acknowledged() {
             .await;
         assert_eq!(
             a.expect("diagram_operation_event").await["operation"]["cells"][0]["id"],
-            id.as_str()
+            cid(&id).as_str()
         );
     }
     // A graceful stop (rolling update) closes sockets with 1012 so clients move elsewhere.
@@ -353,7 +353,8 @@ async fn a_redis_restart_resyncs_the_session() {
             .await;
         let got = b.drain(Duration::from_millis(300)).await;
         if got.iter().any(|m| {
-            m["message_type"] == "diagram_operation_event" && m["operation"]["cells"][0]["id"] == id.as_str()
+            m["message_type"] == "diagram_operation_event"
+                && m["operation"]["cells"][0]["id"] == cid(&id).as_str()
         }) {
             break;
         }

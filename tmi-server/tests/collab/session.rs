@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Client, Env, Replica, node, stored_cells};
+use crate::support::{Client, Env, Replica, cid, node, stored_cells};
 
 struct Setup {
     _env: Env,
@@ -366,7 +366,7 @@ async fn bad_input_leaves_the_session_and_others_unaffected() {
     // An operation that claims to come from someone else is attributed to its real sender.
     b.send(json!({"message_type": "diagram_operation_request", "operation_id": uuid::Uuid::new_v4(), "base_vector": 0,
         "initiating_user": {"principal_type": "user", "provider": "tmi", "provider_id": "alice", "email": "alice@tmi.local", "display_name": "alice"},
-        "operation": {"type": "patch", "cells": [{"id": "b1", "operation": "add", "data": node("b1", 1)}]}}))
+        "operation": {"type": "patch", "cells": [{"id": cid("b1"), "operation": "add", "data": node("b1", 1)}]}}))
         .await;
     assert_eq!(
         a.expect("diagram_operation_event").await["initiating_user"]["provider_id"],

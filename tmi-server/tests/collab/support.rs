@@ -370,8 +370,13 @@ impl Client {
         let _ = self.ws.send(Message::Text(text.into())).await;
     }
 
-    /// Sends an operation; returns its id.
-    pub async fn op(&mut self, cells: Value) -> String {
+    /// Sends an operation; returns its id. Cell ids may be short names (`cid`).
+    pub async fn op(&mut self, mut cells: Value) -> String {
+        for c in cells.as_array_mut().into_iter().flatten() {
+            if let Some(name) = c["id"].as_str() {
+                c["id"] = json!(cid(name));
+            }
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let base = self.vector;
         self.send(
@@ -454,7 +459,7 @@ impl Client {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|c| (c["id"].as_str().unwrap_or_default().to_owned(), c.clone()))
+                    .map(|c| (cname(c["id"].as_str().unwrap_or_default()), c.clone()))
                     .collect();
                 self.vector = v["update_vector"].as_i64().unwrap_or(0);
             }
@@ -469,13 +474,14 @@ impl Client {
     }
 
     /// Applies an operation to the local copy (what a client does optimistically for its own).
+    /// The copy is keyed by cell name (`cname`).
     pub fn apply_local(&mut self, cells: &Value) {
         for c in cells.as_array().into_iter().flatten() {
-            let id = c["id"].as_str().unwrap_or_default().to_owned();
+            let id = cname(c["id"].as_str().unwrap_or_default());
             match c["operation"].as_str() {
                 Some("add") | Some("update") => {
                     let mut data = c["data"].clone();
-                    data["id"] = json!(id);
+                    data["id"] = json!(cid(&id));
                     self.cells.insert(id, data);
                 }
                 Some("remove") => {
@@ -509,13 +515,48 @@ impl Client {
     }
 }
 
-/// A node cell as the web client sends it.
-pub fn node(id: &str, x: i64) -> Value {
-    json!({"id": id, "shape": "process", "position": {"x": x, "y": 10}, "size": {"width": 80, "height": 40},
-        "attrs": {"text": {"text": id}}, "zIndex": 1})
+/// The cell id (a UUID, as the contract and the server require) for a readable cell name of at
+/// most 16 bytes: the name's bytes in hex, padded with zeros. `cname` reverses it; an id that is
+/// already a UUID is kept.
+pub fn cid(name: &str) -> String {
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return name.to_owned();
+    }
+    assert!(name.len() <= 16 && !name.is_empty(), "cell name {name:?}");
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    let hex = format!("{hex:0<32}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
-/// The stored cells of a diagram, by id.
+/// The name a `cid` id was made from (other ids unchanged).
+pub fn cname(id: &str) -> String {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    let bytes: Option<Vec<u8>> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    let name = bytes
+        .map(|b| b.into_iter().take_while(|b| *b != 0).collect::<Vec<u8>>())
+        .and_then(|b| String::from_utf8(b).ok());
+    match name {
+        Some(n) if !n.is_empty() && cid(&n) == id => n,
+        _ => id.to_owned(),
+    }
+}
+
+/// A node cell as the web client sends it, named `name` (its id is `cid(name)`).
+pub fn node(name: &str, x: i64) -> Value {
+    json!({"id": cid(name), "shape": "process", "position": {"x": x, "y": 10}, "size": {"width": 80, "height": 40},
+        "attrs": {"text": {"text": name}}, "zIndex": 1})
+}
+
+/// The stored cells of a diagram, by cell name (`cname`).
 pub async fn stored_cells(r: &Replica, token: &str, tm: &str, d: &str) -> (BTreeMap<String, Value>, i64) {
     let res = r
         .call(
@@ -530,7 +571,7 @@ pub async fn stored_cells(r: &Replica, token: &str, tm: &str, d: &str) -> (BTree
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| (c["id"].as_str().unwrap_or_default().to_owned(), c.clone()))
+        .map(|c| (cname(c["id"].as_str().unwrap_or_default()), c.clone()))
         .collect();
     (cells, body["update_vector"].as_i64().unwrap_or(0))
 }

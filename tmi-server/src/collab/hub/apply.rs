@@ -20,6 +20,7 @@ use crate::collab::protocol::{
     RejectionReason, ServerMessage, User,
 };
 use crate::collab::registry::{HistoryEntry, SessionRecord};
+use crate::openapi::Spec;
 use crate::store::{ChildRecord, StoreError};
 
 /// What applying an operation gave: the applied change and the new vector, or the rejection with
@@ -63,6 +64,7 @@ fn save_failed(message: &str) -> Rejection {
 /// Applies `operation` to a diagram row in place: the cells move out of the row and back in (no
 /// copy of the diagram), `update_vector` and the version go up. `None` leaves the row unwritten.
 fn apply_to_row(
+    spec: &Spec,
     mut next: ChildRecord,
     operation: &CellPatchOperation,
     now: DateTime<Utc>,
@@ -83,7 +85,7 @@ fn apply_to_row(
             .collect(),
         _ => Vec::new(),
     };
-    match cells::apply(cells_now, operation) {
+    match cells::apply(spec, cells_now, operation) {
         Err(r) => {
             *outcome = Some(Err((vector, r)));
             None
@@ -197,7 +199,7 @@ impl Hub {
                 record.threat_model_id,
                 "diagram",
                 record.diagram_id,
-                &mut |next: ChildRecord| apply_to_row(next, operation, now, &mut outcome),
+                &mut |next: ChildRecord| apply_to_row(&self.spec, next, operation, now, &mut outcome),
             )
             .await;
         let (applied, new_vector) = match (written, outcome) {
@@ -306,7 +308,9 @@ mod tests {
         let f = Fixture::new().await;
         let (alice_id, local, mut alice, _) = f.join("alice").await;
         let (_, _, mut bob, _) = f.join("bob").await;
-        let add = op(json!([{"id": "a", "operation": "add", "data": {"shape": "process"}}]));
+        let add = op(
+            json!([{"id": "6f1c3a0e-0000-4000-8000-00000000000a", "operation": "add", "data": {"shape": "process"}}]),
+        );
         let reply = f
             .hub
             .operation(&local, alice_id, &user("alice"), &request(add))

@@ -112,7 +112,12 @@ mod tests {
                 ..
             }))
         ));
-        assert!(f.hub.operation(&local, id, &alice, &add("a")).await.is_none());
+        assert!(
+            f.hub
+                .operation(&local, id, &alice, &add("6f1c3a0e-0000-4000-8000-00000000000a"))
+                .await
+                .is_none()
+        );
         assert_eq!(f.cells().await.len(), 1);
         received(&mut rx);
 

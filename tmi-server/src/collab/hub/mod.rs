@@ -35,6 +35,7 @@ use super::backend::Backend;
 use super::registry::Registry;
 use crate::domain::sessions::OpenSessions;
 use crate::metrics::CollabMetrics;
+use crate::openapi::Spec;
 use crate::store::Store;
 
 pub use local::{LocalSession, Outbound, SOCKET_QUEUE};
@@ -72,6 +73,8 @@ pub struct Hub {
     pub registry: Registry,
     pub settings: Settings,
     store: Arc<dyn Store>,
+    /// The contract cells are checked against (`domain::diagrams::check_cell`, as REST does).
+    spec: Arc<Spec>,
     pub metrics: CollabMetrics,
     local: Mutex<HashMap<Uuid, Arc<LocalSession>>>,
     shutting_down: AtomicBool,
@@ -84,6 +87,7 @@ impl Hub {
     pub fn start(
         backend: Arc<dyn Backend>,
         store: Arc<dyn Store>,
+        spec: Arc<Spec>,
         settings: Settings,
         metrics: CollabMetrics,
     ) -> Arc<Self> {
@@ -94,6 +98,7 @@ impl Hub {
             registry: Registry::new(backend.clone()),
             settings,
             store,
+            spec,
             metrics,
             local: Mutex::default(),
             shutting_down: AtomicBool::new(false),
@@ -269,6 +274,7 @@ pub(super) mod testing {
             let hub = Hub::start(
                 Arc::new(MemoryBackend::default()),
                 store.clone(),
+                Arc::new(crate::openapi::Spec::embedded().unwrap()),
                 settings,
                 CollabMetrics::default(),
             );

@@ -156,6 +156,7 @@ mod tests {
         let hub = Hub::start(
             backend,
             Arc::new(store),
+            Arc::new(crate::openapi::Spec::embedded().unwrap()),
             Settings::default(),
             CollabMetrics::default(),
         );
