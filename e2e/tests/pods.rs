@@ -21,7 +21,7 @@ use tmi_e2e::{ControlPlane, TestNamespace};
 use tmi_operator::crd::TmiInstance;
 
 mod common;
-use common::tmi::{Next, Tmi, state_cell_ids};
+use common::tmi::{Next, Tmi, cell_id, state_cell_ids};
 
 #[path = "pods/exposure.rs"]
 mod exposure;
@@ -480,12 +480,7 @@ async fn a_pod_killed_mid_session_loses_nothing_acknowledged() {
         )
         .await;
     // The session is still open, so REST reads the stored cells as they are.
-    let stored: Vec<String> = stored.body["cells"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["id"].as_str().map(str::to_owned))
-        .collect();
+    let stored = state_cell_ids(&stored.body);
     for id in &acknowledged {
         assert!(
             stored.contains(id),
@@ -628,7 +623,7 @@ async fn a_rolling_update_under_traffic_fails_no_request() {
             )
             .await
             .expect(200);
-        if d["cells"].as_array().into_iter().flatten().any(|c| c["id"] == id) {
+        if d["cells"].as_array().into_iter().flatten().any(|c| c["id"] == cell_id(id).as_str()) {
             break;
         }
         assert!(

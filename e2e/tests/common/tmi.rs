@@ -291,10 +291,12 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Collab<S> {
     }
 
     /// Sends an operation adding one node cell with `id`; returns its operation id.
-    pub async fn add_cell(&mut self, id: &str) -> String {
+    /// Adds a process node named `name` (its id is [`cell_id`]`(name)`); returns the operation id.
+    pub async fn add_cell(&mut self, name: &str) -> String {
         let op_id = uuid::Uuid::new_v4().to_string();
+        let id = cell_id(name);
         let cell = json!({"id": id, "shape": "process", "position": {"x": 10, "y": 10},
-            "size": {"width": 80, "height": 40}, "attrs": {"text": {"text": id}}, "zIndex": 1});
+            "size": {"width": 80, "height": 40}, "attrs": {"text": {"text": name}}, "zIndex": 1});
         let msg = json!({"message_type": "diagram_operation_request", "operation_id": op_id,
             "base_vector": self.vector, "operation": {"type": "patch", "cells": [{"id": id, "operation": "add", "data": cell}]}});
         self.ws.send(Message::Text(msg.to_string().into())).await.unwrap();
@@ -308,13 +310,23 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Collab<S> {
 }
 
 /// The cell ids of a `diagram_state` message.
+/// The cell id (a UUID, as TMI requires) of the node [`Collab::add_cell`] adds under `name`: derived from the
+/// name, so tests can name cells readably.
+pub fn cell_id(name: &str) -> String {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// The names (node text, as [`Collab::add_cell`] sets it) of the cells in a diagram or a `diagram_state`.
 pub fn state_cell_ids(state: &Value) -> Vec<String> {
     state["cells"]
         .as_array()
         .map(|cells| {
             cells
                 .iter()
-                .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                .filter_map(|c| c["attrs"]["text"]["text"].as_str().map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default()
