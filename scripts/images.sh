@@ -81,8 +81,11 @@ build_image() {
   echo "$out/$name.tar  $ref" >&2
 }
 
+# The server listens on loopback unless told otherwise (its zero-configuration run has the dev login);
+# in a container it must listen on every interface.
 build_image tmi-server "$CARGO_TARGET_DIR/$target/release/tmi-server" "tmi-server" data \
-  --config.entrypoint /usr/local/bin/tmi-server --config.exposedports 8080/tcp
+  --config.entrypoint /usr/local/bin/tmi-server --config.exposedports 8080/tcp \
+  --config.env TMI_SERVER_INTERFACE=0.0.0.0
 build_image tmi-operator "$CARGO_TARGET_DIR/$target/release/tmi-operator" "tmi-operator" "" \
   --config.entrypoint /usr/local/bin/tmi-operator --config.cmd run
 

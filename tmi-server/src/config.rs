@@ -22,6 +22,9 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The listen address without `TMI_SERVER_INTERFACE`.
+pub const DEFAULT_INTERFACE: &str = "127.0.0.1";
+
 /// `TMI_BUILD_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildMode {
@@ -143,6 +146,130 @@ pub struct Config {
     pub websocket_max_connections_per_user: usize,
     /// `TMI_WEBSOCKET_MAX_PARTICIPANTS_PER_SESSION` (50).
     pub websocket_max_participants_per_session: usize,
+    /// `TMI_WEBSOCKET_MAX_MESSAGES_PER_SECOND` (50): messages one socket may send per second on
+    /// average (bursts of twice as many); a socket above it is closed with 1008.
+    pub websocket_max_messages_per_second: u32,
+    /// Request and connection limits (`TMI_SERVER_*`, `TMI_RATELIMIT_*`).
+    pub limits: Limits,
+}
+
+/// Limits that keep one client from starving the others (docs/server.md, "Limits").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// `TMI_DISABLE_RATE_LIMITING` (false): no 429s from the request rate limits.
+    pub rate_limiting_disabled: bool,
+    /// `TMI_RATELIMIT_PUBLIC_RPM` (600): requests per minute from one client address without a
+    /// valid token (public endpoints, bad tokens).
+    pub public_rpm: u32,
+    /// `TMI_RATELIMIT_USER_RPM` (1000, upstream's per-user default): requests per minute with one
+    /// user's tokens.
+    pub user_rpm: u32,
+    /// `TMI_TRUSTED_PROXIES`: addresses (CIDRs) of proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+    /// `TMI_SERVER_READ_TIMEOUT` (10 s): how long a connection may take to send a request head,
+    /// counted from when it opened or its previous response went out (so also its idle limit).
+    pub read_timeout: std::time::Duration,
+    /// `TMI_SERVER_BODY_TIMEOUT` (30 s): how long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// `TMI_SERVER_MAX_CONNECTIONS` (4096): open connections (WebSockets included); further
+    /// clients wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rate_limiting_disabled: false,
+            public_rpm: 600,
+            user_rpm: 1000,
+            trusted_proxies: Vec::new(),
+            read_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// A duration as upstream writes them (`5s`, `500ms`, `2m`, `1h`) or plain seconds.
+fn parse_duration(
+    vars: &HashMap<String, String>,
+    var: &'static str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    use std::time::Duration;
+    let Some(s) = non_empty(vars, var) else {
+        return Ok(default);
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| invalid(var, "expected a duration such as 10s or 2m"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(invalid(var, "expected a duration such as 10s or 2m")),
+    };
+    if d < Duration::from_millis(100) {
+        return Err(invalid(var, "must be at least 100ms"));
+    }
+    Ok(d)
+}
+
+/// `TMI_TRUSTED_PROXIES`: comma-separated addresses or CIDRs.
+fn parse_cidrs(
+    vars: &HashMap<String, String>,
+    var: &'static str,
+) -> Result<Vec<(std::net::IpAddr, u8)>, ConfigError> {
+    list(vars, var)
+        .iter()
+        .map(|item| {
+            let (addr, len) = match item.split_once('/') {
+                Some((a, l)) => (a, Some(l)),
+                None => (item.as_str(), None),
+            };
+            let addr: std::net::IpAddr = addr
+                .parse()
+                .map_err(|_| invalid(var, "expected addresses or CIDRs, comma-separated"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let len = match len {
+                None => max,
+                Some(l) => l
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .ok_or_else(|| invalid(var, "invalid prefix length"))?,
+            };
+            Ok((addr, len))
+        })
+        .collect()
+}
+
+fn parse_limits(vars: &HashMap<String, String>) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let public_rpm: u32 = parse_num(vars, "TMI_RATELIMIT_PUBLIC_RPM", d.public_rpm)?;
+    if public_rpm == 0 {
+        return Err(invalid("TMI_RATELIMIT_PUBLIC_RPM", "must be at least 1"));
+    }
+    let user_rpm: u32 = parse_num(vars, "TMI_RATELIMIT_USER_RPM", d.user_rpm)?;
+    if user_rpm == 0 {
+        return Err(invalid("TMI_RATELIMIT_USER_RPM", "must be at least 1"));
+    }
+    let max_connections: usize = parse_num(vars, "TMI_SERVER_MAX_CONNECTIONS", d.max_connections)?;
+    if max_connections == 0 {
+        return Err(invalid("TMI_SERVER_MAX_CONNECTIONS", "must be at least 1"));
+    }
+    Ok(Limits {
+        rate_limiting_disabled: parse_bool(vars, "TMI_DISABLE_RATE_LIMITING", false)?,
+        public_rpm,
+        user_rpm,
+        trusted_proxies: parse_cidrs(vars, "TMI_TRUSTED_PROXIES")?,
+        read_timeout: parse_duration(vars, "TMI_SERVER_READ_TIMEOUT", d.read_timeout)?,
+        body_timeout: parse_duration(vars, "TMI_SERVER_BODY_TIMEOUT", d.body_timeout)?,
+        max_connections,
+    })
 }
 
 impl fmt::Debug for Config {
@@ -155,6 +282,7 @@ impl fmt::Debug for Config {
             .field("port", &self.port)
             .field("interface", &self.interface)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -387,6 +515,14 @@ impl Config {
                 "must be at least 5",
             ));
         }
+        let websocket_max_messages_per_second: u32 =
+            parse_num(vars, "TMI_WEBSOCKET_MAX_MESSAGES_PER_SECOND", 50)?;
+        if websocket_max_messages_per_second == 0 {
+            return Err(invalid(
+                "TMI_WEBSOCKET_MAX_MESSAGES_PER_SECOND",
+                "must be at least 1",
+            ));
+        }
         Ok(Config {
             database_url: database_url.map(SecretString::from),
             db_max_connections: parse_num(vars, "TMI_DB_MAX_OPEN_CONNS", 10)?,
@@ -397,7 +533,10 @@ impl Config {
             session_lifetime_days,
             build_mode,
             port,
-            interface: non_empty(vars, "TMI_SERVER_INTERFACE").unwrap_or_else(|| "0.0.0.0".into()),
+            // Loopback unless configured: the zero-configuration run enables the password-less dev
+            // login, which must not be reachable from the network by default. Containers and the
+            // operator set 0.0.0.0 explicitly.
+            interface: non_empty(vars, "TMI_SERVER_INTERFACE").unwrap_or_else(|| DEFAULT_INTERFACE.into()),
             base_url,
             cors_allowed_origins,
             oauth_callback_url,
@@ -426,6 +565,8 @@ impl Config {
                 "TMI_WEBSOCKET_MAX_PARTICIPANTS_PER_SESSION",
                 50,
             )?,
+            websocket_max_messages_per_second,
+            limits: parse_limits(vars)?,
         })
     }
 
@@ -457,6 +598,11 @@ mod tests {
         assert_eq!(c.build_mode, BuildMode::Dev);
         assert!(c.tmi_provider_enabled);
         assert_eq!(c.port, 8080);
+        assert_eq!(
+            c.interface, "127.0.0.1",
+            "the dev login is not on the network by default"
+        );
+        assert_eq!(c.limits, Limits::default());
         assert!(c.database_url.is_none() && c.jwt_secret.is_none() && c.redis.is_none());
         assert_eq!(c.issuer(), "http://localhost:8080");
     }
@@ -472,6 +618,11 @@ mod tests {
             ("TMI_REDIS_URL", "http://x"),
             ("TMI_LOG_LEVEL", "loud"),
             ("TMI_REQUIRE_IF_MATCH", "maybe"),
+            ("TMI_SERVER_READ_TIMEOUT", "soon"),
+            ("TMI_SERVER_BODY_TIMEOUT", "5 fortnights"),
+            ("TMI_RATELIMIT_PUBLIC_RPM", "0"),
+            ("TMI_TRUSTED_PROXIES", "10.0.0.0/99"),
+            ("TMI_SERVER_MAX_CONNECTIONS", "0"),
         ] {
             let err = Config::from_vars(&vars(&[(k, v)])).err().unwrap();
             assert_eq!(err.var, k);
@@ -488,6 +639,29 @@ mod tests {
         assert_eq!(r.url(), "redis://:s3cret@cache:6380/2");
         let c = Config::from_vars(&vars(&[("TMI_REDIS_HOST", "h"), ("TMI_REDIS_PORT", "1")])).unwrap();
         assert_eq!(c.redis.unwrap().url(), "redis://h:1/0");
+    }
+
+    #[test]
+    fn limits_parse_upstream_durations() {
+        let c = Config::from_vars(&vars(&[
+            ("TMI_SERVER_INTERFACE", "0.0.0.0"),
+            ("TMI_SERVER_READ_TIMEOUT", "5s"),
+            ("TMI_SERVER_BODY_TIMEOUT", "2m"),
+            ("TMI_RATELIMIT_PUBLIC_RPM", "10"),
+            ("TMI_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+            ("TMI_DISABLE_RATE_LIMITING", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(c.interface, "0.0.0.0");
+        let l = c.limits;
+        assert_eq!(l.read_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(l.body_timeout, std::time::Duration::from_secs(120));
+        assert_eq!(l.public_rpm, 10);
+        assert!(l.rate_limiting_disabled);
+        assert_eq!(
+            l.trusted_proxies,
+            vec![("10.0.0.0".parse().unwrap(), 8), ("::1".parse().unwrap(), 128)]
+        );
     }
 
     #[test]

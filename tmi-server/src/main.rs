@@ -51,6 +51,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let zero_config = config.database_url.is_none();
     let dev_login = config.tmi_provider_enabled && config.build_mode.is_dev_or_test();
     let port = config.port;
+    let loopback = config
+        .interface
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+        || config.interface == "localhost";
     let state = tmi_server::build_state(config).await?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -58,6 +63,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "tmi-server ready");
     if zero_config {
         println!("tmi-server: serving on http://localhost:{port} with SQLite under ./data (dev mode)");
+    }
+    if loopback {
+        println!(
+            "tmi-server: listening on {addr} only: other machines cannot connect \
+             (set TMI_SERVER_INTERFACE=0.0.0.0 to listen on every interface)"
+        );
+    } else {
+        println!("tmi-server: listening on {addr}");
+        if dev_login {
+            tracing::warn!(%addr, "the password-less dev login is reachable from the network");
+        }
     }
     if dev_login {
         println!(
