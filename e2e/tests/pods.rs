@@ -171,6 +171,10 @@ fn redis_url() -> String {
     std::env::var("TMI_TEST_POD_REDIS_URL").expect("TMI_TEST_POD_REDIS_URL: run `make test`")
 }
 
+/// The per-user rate limit of these instances: the rolling-update test sends one user's requests from
+/// four workers without pause (far above the default 1000/min), to prove that none fails.
+const LOAD_TEST_USER_RPM: &str = "1000000";
+
 /// Applies the Secrets and a TmiInstance running `replicas` servers on PostgreSQL and Redis.
 fn apply_instance(ns: &str, name: &str, db_url: &str, replicas: u32) {
     let yaml = format!(
@@ -192,6 +196,7 @@ spec:
   buildMode: Development
   server:
     replicas: {replicas}
+    env: [{{ name: TMI_RATELIMIT_USER_RPM, value: "{user_rpm}" }}]
   database:
     external: {{ urlSecretRef: {{ name: {name}-db, key: url }} }}
   cache:
@@ -201,6 +206,7 @@ spec:
 "#,
         redis = redis_url(),
         version = env!("CARGO_PKG_VERSION"),
+        user_rpm = LOAD_TEST_USER_RPM,
     );
     let out = cp()
         .kubectl_stdin(&["apply", "-n", ns, "--server-side", "-f", "-"], &yaml)
@@ -555,7 +561,10 @@ async fn a_rolling_update_under_traffic_fails_no_request() {
     api.patch(
         "tmi",
         &PatchParams::apply("e2e-roll"),
-        &Patch::Merge(json!({"spec": {"server": {"env": [{"name": "TMI_LOG_LEVEL", "value": "debug"}]}}})),
+        &Patch::Merge(json!({"spec": {"server": {"env": [
+            {"name": "TMI_LOG_LEVEL", "value": "debug"},
+            {"name": "TMI_RATELIMIT_USER_RPM", "value": LOAD_TEST_USER_RPM},
+        ]}}})),
     )
     .await
     .unwrap();

@@ -44,6 +44,12 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 429 `too_many_requests`, with `Retry-After` in seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
+    /// 408: the request body did not arrive in time (`TMI_SERVER_BODY_TIMEOUT`).
+    #[error("The request body did not arrive in time")]
+    RequestTimeout,
     /// An OAuth-style error with a custom code (e.g. `invalid_grant`).
     #[error("{2}")]
     OAuth(StatusCode, &'static str, String),
@@ -90,6 +96,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
             Self::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            Self::TooManyRequests(..) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::OAuth(status, code, _) => (*status, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
@@ -139,6 +147,14 @@ impl IntoResponse for ApiError {
             Self::Unauthorized | Self::UnauthorizedWith(_) => {
                 res.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyRequests(_, retry_after) => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            Self::RequestTimeout => {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -2,7 +2,9 @@
 //! (tmi-compat.md §8): 406 → path UUIDs 400 → 415 → malformed/duplicate-key JSON 400 → JWT 401 →
 //! schema validation 400 → parent threat model 404 / role 403. It fails closed: an operation the
 //! embedded contract does not define answers 404, and only `OPERATIONAL` routes bypass it. What it
-//! establishes reaches handlers through the extractors in `extract`. IO: reads the token store and
+//! establishes reaches handlers through the extractors in `extract`. The token is checked before the
+//! body is read: without valid credentials at most 64 KiB of a protected operation's body is read
+//! (to keep that precedence), never the 16 MiB an authenticated caller may send. IO: reads the token store and
 //! the threat model through `AppState`.
 
 use axum::body::{Body, to_bytes};
@@ -24,6 +26,10 @@ use crate::state::AppState;
 
 /// Bodies above this size are refused before parsing (the schema limits are far smaller).
 const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// What is read of the body of a protected operation called without valid credentials: enough to
+/// answer a malformed body with 400/415 as TMI does, before the 401.
+const UNAUTHENTICATED_BODY: usize = 64 * 1024;
 
 /// An Authorization header that is not `Bearer <token>`.
 #[derive(Debug, PartialEq, Eq)]
@@ -229,13 +235,41 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
         }
     }
 
-    // Content type and body.
-    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::OAuth(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Request body too large".into(),
-        )
+    // Authentication, before the body is read: an unauthenticated caller of a protected operation
+    // gets at most `UNAUTHENTICATED_BODY` read (enough to keep TMI's precedence of a malformed body's
+    // 400/415 over the 401), never the full `MAX_BODY`.
+    let public = op.public;
+    let user = match presented_token(&parts.headers) {
+        Ok(Some(t)) => state.tokens.authenticate(&t).await?,
+        _ => None,
+    };
+    let refused = user.is_none() && !public;
+    let limit = if refused { UNAUTHENTICATED_BODY } else { MAX_BODY };
+    let too_large = || {
+        if refused {
+            ApiError::Unauthorized
+        } else {
+            ApiError::OAuth(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request body too large".into(),
+            )
+        }
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|e| {
+        if crate::server::is_body_timeout(&e) {
+            ApiError::RequestTimeout
+        } else {
+            too_large()
+        }
     })?;
     let mut json = None;
     let mut content_type = None;
@@ -278,14 +312,7 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
         }
     }
 
-    // Authentication.
-    let public = op.public;
-    let token = presented_token(&parts.headers);
-    let user = match token {
-        Ok(Some(t)) => state.tokens.authenticate(&t).await?,
-        _ => None,
-    };
-    if user.is_none() && !public {
+    if refused {
         return Err(ApiError::Unauthorized);
     }
 

@@ -18,6 +18,7 @@ pub mod gate;
 pub mod health;
 pub mod input;
 pub mod layers;
+pub mod limits;
 pub mod me;
 pub mod metadata;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub mod patch;
 pub mod public_url;
 pub mod resources;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;
@@ -67,6 +69,7 @@ pub fn router_from(routes: Routes, state: AppState) -> Router {
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)
         .layer(middleware::from_fn(layers::log_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             layers::record_request,

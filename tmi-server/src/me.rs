@@ -114,15 +114,17 @@ pub async fn my_group_members(
     ))
 }
 
-/// `POST /me/logout`: revokes the presented access token and the refresh cookie, clears cookies.
+/// `POST /me/logout`: ends the login: the presented access token, every token of its family
+/// (earlier access tokens and the refresh token that would mint the next), and the refresh cookie's
+/// token; clears cookies.
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     user: AuthUser,
 ) -> Result<Response, ApiError> {
-    state.tokens.revoke_access(&user.token, user.claims.exp).await?;
+    state.tokens.end_login(&user.token, &user.claims).await?;
     if let Some(r) = cookie_value(&headers, REFRESH_COOKIE) {
-        state.tokens.revoke_refresh(&r).await?;
+        state.tokens.revoke_refresh(&r, &user.user).await?;
     }
     Ok(with_cookies(
         StatusCode::NO_CONTENT.into_response(),

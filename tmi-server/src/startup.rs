@@ -13,9 +13,12 @@ use secrecy::ExposeSecret;
 
 use crate::auth::kv::{MemoryKv, RedisKv, TokenKv};
 use crate::auth::provider::{IdentityProvider, TmiProvider};
+use crate::auth::revocations::Revocations;
 use crate::auth::tokens::{JwtKeys, Tokens};
+use crate::collab::backend::{Backend, MemoryBackend, RedisBackend};
 use crate::collab::{self, hub::Hub};
 use crate::config::Config;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::openapi::Spec;
 use crate::state::AppState;
@@ -100,6 +103,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     build_state_with(config, store, kv, redis_enabled).await
 }
 
+/// The channel on which replicas announce revocations: Redis when configured, else in-process.
+async fn revocation_channel(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match &config.redis {
+        Some(r) => Arc::new(
+            RedisBackend::connect_in(&r.url(), &r.key_prefix, "revocations:")
+                .await
+                .context("TMI_REDIS_URL")?,
+        ),
+        None => Arc::new(MemoryBackend::default()),
+    })
+}
+
 /// Like `build_state`, with storage supplied (tests).
 pub async fn build_state_with(
     config: Config,
@@ -135,11 +150,15 @@ pub async fn build_state_with(
                 .await?;
         }
     }
+    let revocations = Revocations::start(store.clone(), revocation_channel(&config).await?)
+        .await
+        .context("cannot read token revocations from the database")?;
     let tokens = Arc::new(Tokens {
         keys,
         kv: kv.clone(),
         store: store.clone(),
         config: config.clone(),
+        revocations,
     });
     let metrics = Arc::new(Metrics::default());
     let spec = Arc::new(Spec::embedded()?);
@@ -150,8 +169,11 @@ pub async fn build_state_with(
         collab::settings(&config),
         metrics.collab.clone(),
     );
+    let rate_limits = Arc::new(RateLimits::new(&config.limits));
+    crate::limits::spawn_pruner(Arc::downgrade(&rate_limits));
     Ok(AppState {
         collab,
+        rate_limits,
         store,
         kv,
         tokens,
@@ -163,7 +185,7 @@ pub async fn build_state_with(
     })
 }
 
-/// Serves until `shutdown` resolves, then drains: collaboration sockets are closed with 1012 (service
+/// Serves (through `server::run`: connection cap and timeouts) until `shutdown` resolves, then drains: collaboration sockets are closed with 1012 (service
 /// restart), and for `TMI_SHUTDOWN_DRAIN_SECONDS` every response carries `Connection: close`, so that
 /// keep-alive clients finish their exchange and open their next connection elsewhere; then in-flight
 /// requests complete and the remaining idle connections close.
@@ -173,6 +195,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = state.collab.clone();
+    let limits = state.config.limits.clone();
     let drain = std::time::Duration::from_secs(state.config.shutdown_drain_seconds);
     let draining = Arc::new(AtomicBool::new(false));
     let flag = draining.clone();
@@ -193,10 +216,5 @@ pub async fn serve(
             res
         }
     }));
-    // Small WebSocket frames must not wait for delayed ACKs (Nagle): measured by bench-collab
-    // as a ~30 ms fan-out tail from 50 ops/s up.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    crate::server::run(listener, app, &limits, shutdown).await
 }

@@ -7,6 +7,7 @@ use crate::auth::provider::IdentityProvider;
 use crate::auth::tokens::Tokens;
 use crate::collab::hub::Hub;
 use crate::config::Config;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::openapi::Spec;
 use crate::store::Store;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub redis_enabled: bool,
     /// This replica's collaboration hub; diagram writes consult it to answer 409 during a session.
     pub collab: Arc<Hub>,
+    /// Request rate limits of this replica.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {

@@ -341,41 +341,57 @@ struct RevokeRequest {
     token: Option<String>,
 }
 
-/// `POST /oauth2/revoke` (RFC 7009): needs a valid bearer token.
+fn invalid_client() -> ApiError {
+    ApiError::OAuth(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "Client authentication required".into(),
+    )
+}
+
+/// `POST /oauth2/revoke` (RFC 7009). The caller authenticates with a bearer token (this server has
+/// no registered clients), and only their own tokens are revoked: an access token of theirs until
+/// it expires, a refresh token of theirs together with every token of its login. Any other token
+/// is left alone with the same 200, so the answer tells nothing about it.
 pub async fn revoke(
     State(state): State<AppState>,
     MaybeAuthUser(user): MaybeAuthUser,
     json: MaybeJsonBody,
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    if user.is_none() {
-        return Err(ApiError::OAuth(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client authentication required".into(),
-        ));
-    }
+    let caller = user.ok_or_else(invalid_client)?;
     let req: RevokeRequest = form_or_json(json, &raw)?;
     let token = req
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| bad_request("token is required"))?;
     if let Some(claims) = state.tokens.keys.verify(&token) {
-        state.tokens.revoke_access(&token, claims.exp).await?;
+        if owns(&caller, &claims) {
+            state.tokens.revoke_access(&token, claims.exp).await?;
+        }
     } else {
-        state.tokens.revoke_refresh(&token).await?;
+        state.tokens.revoke_refresh(&token, &caller.user).await?;
     }
     Ok(Json(json!({})))
 }
 
-/// `POST /oauth2/introspect`.
+/// Whether `claims` were issued to `caller`.
+fn owns(caller: &AuthUser, claims: &super::tokens::Claims) -> bool {
+    claims.idp == caller.user.provider && claims.sub == caller.user.provider_user_id
+}
+
+/// `POST /oauth2/introspect` (RFC 7662). Client authentication is a bearer token of this server
+/// (it has no registered clients; see docs/server.md): without one, 401 `invalid_client`. A caller
+/// learns about their own tokens; administrators about anyone's; any other token is reported
+/// `{"active": false}`, as RFC 7662 §2.2 allows, so that a token cannot be probed for its owner.
 pub async fn introspect(
     State(state): State<AppState>,
+    MaybeAuthUser(caller): MaybeAuthUser,
     json: MaybeJsonBody,
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let req: RevokeRequest = form_or_json(json, &raw)?;
-    // RFC 7662 makes `token` required; upstream answers 400 without it.
+    // RFC 7662 makes `token` required; upstream answers 400 without it (before anything else).
     let Some(token) = req.token.filter(|t| !t.trim().is_empty()) else {
         return Err(ApiError::OAuth(
             axum::http::StatusCode::BAD_REQUEST,
@@ -383,8 +399,10 @@ pub async fn introspect(
             "token is required".into(),
         ));
     };
+    let caller = caller.ok_or_else(invalid_client)?;
+    let visible = |u: &AuthUser| owns(&caller, &u.claims) || caller.claims.tmi_is_administrator;
     Ok(Json(match state.tokens.authenticate(&token).await? {
-        Some(u) => json!({
+        Some(u) if visible(&u) => json!({
             "active": true,
             "sub": u.claims.sub,
             "email": u.claims.email,
@@ -394,7 +412,7 @@ pub async fn introspect(
             "iss": u.claims.iss,
             "token_type": "Bearer",
         }),
-        None => json!({"active": false}),
+        _ => json!({"active": false}),
     }))
 }
 

@@ -1,12 +1,13 @@
 //! Authentication (tmi-compat.md §4): `tokens` (HS256 JWTs with TMI's claim set, the
-//! authenticated caller, refresh rotation, revocation, cookies), `kv` (the token store: Redis or
-//! process memory), `provider` (identity providers: the `tmi` dev provider) and `handlers` (the
+//! authenticated caller, refresh rotation, revocation, cookies), `revocations` (revoked tokens and
+//! families: in the database, cached per replica), `kv` (the token store: Redis or process memory), `provider` (identity providers: the `tmi` dev provider) and `handlers` (the
 //! OAuth 2.0 endpoints and discovery documents, routed here). The application state holds the
 //! first three; only `handlers` depends on the state.
 
 pub mod handlers;
 pub mod kv;
 pub mod provider;
+pub mod revocations;
 pub mod tokens;
 
 use crate::routes::Routes;

@@ -1,6 +1,7 @@
 //! Authentication: HS256 JWTs with TMI's claim set, the authenticated caller (`AuthUser`), token
-//! issuance with single-use refresh rotation and reuse detection, revocation, and cookies.
-//! IO: talks to the `Store` (users, groups) and the `TokenKv` (refresh tokens, revocations).
+//! issuance with single-use refresh rotation and reuse detection, revocation (of tokens and of token
+//! families, through `revocations`), and cookies. IO: talks to the `Store` (users, groups,
+//! revocations) and the `TokenKv` (refresh tokens).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::kv::TokenKv;
 use super::provider::Identity;
+use super::revocations::{Revocations, family_key, token_key};
 use crate::authz::Subject;
 use crate::config::Config;
 use crate::domain::admin;
@@ -45,6 +47,10 @@ pub struct Claims {
     #[serde(default)]
     pub tmi_is_security_reviewer: bool,
     pub auth_time: i64,
+    /// The token family (every token of one login, OIDC's session id): logout and refresh-token
+    /// reuse revoke it. Absent in tokens minted before families were carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Signing and verification keys.
@@ -184,6 +190,7 @@ pub struct Tokens {
     pub kv: Arc<dyn TokenKv>,
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    pub revocations: Arc<Revocations>,
 }
 
 fn kv_err(e: anyhow::Error) -> ApiError {
@@ -315,6 +322,7 @@ impl Tokens {
             tmi_is_security_reviewer: names.iter().any(|n| n == "security-reviewers"),
             groups: names,
             auth_time: data.auth_time,
+            sid: Some(data.family.clone()),
         };
         let access_token = self.keys.sign(&claims)?;
         let refresh_token = Uuid::new_v4().to_string();
@@ -351,22 +359,15 @@ impl Tokens {
                 .map_err(kv_err)?
             {
                 tracing::warn!("refresh token reuse detected; revoking the session");
-                let ttl = Duration::from_secs(self.config.session_lifetime_days as u64 * 86_400);
-                self.kv
-                    .set(&format!("refresh_family_revoked:{family}"), "1", ttl)
-                    .await
-                    .map_err(kv_err)?;
+                let until = Utc::now().timestamp() + self.family_lifetime();
+                self.revocations.revoke(family_key(&family), until).await?;
             }
             return Err(invalid_grant("Invalid or expired refresh token"));
         };
         let data: RefreshData = serde_json::from_str(&raw).map_err(ApiError::internal)?;
-        if self
-            .kv
-            .get(&format!("refresh_family_revoked:{}", data.family))
-            .await
-            .map_err(kv_err)?
-            .is_some()
-        {
+        // The database, not the cache: a logout on another replica a moment ago counts.
+        let now = Utc::now().timestamp();
+        if self.store.is_revoked(&family_key(&data.family), now).await? {
             return Err(invalid_grant("Invalid or expired refresh token"));
         }
         self.kv
@@ -374,7 +375,7 @@ impl Tokens {
             .await
             .map_err(kv_err)?;
         let lifetime = self.config.session_lifetime_days * 86_400;
-        if Utc::now().timestamp() >= data.session_created + lifetime {
+        if now >= data.session_created + lifetime {
             return Err(invalid_grant("Session lifetime exceeded; sign in again"));
         }
         let user = self
@@ -385,25 +386,54 @@ impl Tokens {
         self.issue(&user, &[], &data).await
     }
 
-    /// Deletes a refresh token.
-    pub async fn revoke_refresh(&self, token: &str) -> Result<(), ApiError> {
-        self.kv
-            .delete(&format!("refresh_token:{token}"))
-            .await
-            .map_err(kv_err)
+    /// How long a family revocation must last: the absolute session lifetime plus the life of the
+    /// last access token a refresh at its very end could mint.
+    fn family_lifetime(&self) -> i64 {
+        self.config.session_lifetime_days * 86_400 + self.config.jwt_expiration_seconds
     }
 
-    /// Blacklists an access token until it expires.
+    /// Revokes a refresh token if `owner` holds it (RFC 7009: only its owner may), and with it
+    /// every token of its login. Someone else's token is left alone, without saying so.
+    pub async fn revoke_refresh(&self, token: &str, owner: &UserRecord) -> Result<(), ApiError> {
+        let key = format!("refresh_token:{token}");
+        let Some(raw) = self.kv.get(&key).await.map_err(kv_err)? else {
+            return Ok(());
+        };
+        let Ok(data) = serde_json::from_str::<RefreshData>(&raw) else {
+            return Ok(());
+        };
+        if data.provider != owner.provider || data.provider_user_id != owner.provider_user_id {
+            return Ok(());
+        }
+        self.kv.delete(&key).await.map_err(kv_err)?;
+        let until = data.auth_time + self.family_lifetime();
+        self.revocations.revoke(family_key(&data.family), until).await?;
+        Ok(())
+    }
+
+    /// Revokes an access token until it expires.
     pub async fn revoke_access(&self, token: &str, exp: i64) -> Result<(), ApiError> {
-        let ttl = (exp - Utc::now().timestamp()).max(1) as u64;
-        self.kv
-            .set(
-                &format!("blacklist:token:{}", token_hash(token)),
-                "1",
-                Duration::from_secs(ttl),
-            )
-            .await
-            .map_err(kv_err)
+        self.revocations
+            .revoke(token_key(&token_hash(token)), exp)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the login a token belongs to: the token, and every access and refresh token of its
+    /// family (logout).
+    pub async fn end_login(&self, token: &str, claims: &Claims) -> Result<(), ApiError> {
+        self.revoke_access(token, claims.exp).await?;
+        if let Some(family) = &claims.sid {
+            let until = claims.auth_time + self.family_lifetime();
+            self.revocations.revoke(family_key(family), until).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether an access token (its hash and its family) is revoked. No IO.
+    pub fn is_revoked(&self, token_hash: &str, family: Option<&str>) -> bool {
+        self.revocations.is_revoked(&token_key(token_hash))
+            || family.is_some_and(|f| self.revocations.is_revoked(&family_key(f)))
     }
 
     /// Verifies an access token and loads its user; `None` when invalid, revoked or unknown.
@@ -411,16 +441,7 @@ impl Tokens {
         let Some(claims) = self.keys.verify(token) else {
             return Ok(None);
         };
-        if self
-            .kv
-            .get(&format!("blacklist:token:{}", token_hash(token)))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "revocation list unavailable");
-                ApiError::ServiceUnavailable("Token revocation check unavailable".into())
-            })?
-            .is_some()
-        {
+        if self.is_revoked(&token_hash(token), claims.sid.as_deref()) {
             return Ok(None);
         }
         let Some(user) = self.store.find_user(&claims.idp, &claims.sub).await? else {
@@ -510,6 +531,7 @@ mod tests {
             tmi_is_administrator: false,
             tmi_is_security_reviewer: false,
             auth_time: now,
+            sid: None,
         }
     }
 

@@ -34,6 +34,9 @@ pub trait Backend: Send + Sync {
     async fn incr(&self, key: &str) -> anyhow::Result<i64>;
     async fn hset(&self, key: &str, field: &str, value: &str) -> anyhow::Result<()>;
     async fn hdel(&self, key: &str, field: &str) -> anyhow::Result<()>;
+    /// `HSET` only while the hash has fewer than `cap` fields, in one atomic step (a Lua script on
+    /// Redis): whether the field was set. Concurrent callers cannot together exceed `cap`.
+    async fn hset_capped(&self, key: &str, field: &str, value: &str, cap: usize) -> anyhow::Result<bool>;
     async fn hgetall(&self, key: &str) -> anyhow::Result<Vec<(String, String)>>;
     async fn sadd(&self, key: &str, member: &str) -> anyhow::Result<()>;
     async fn srem(&self, key: &str, member: &str) -> anyhow::Result<()>;
@@ -154,6 +157,16 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn hset_capped(&self, key: &str, field: &str, value: &str, cap: usize) -> anyhow::Result<bool> {
+        let mut mem = self.lock()?;
+        let hash = mem.hashes.entry(key.to_owned()).or_default();
+        if hash.len() >= cap && !hash.contains_key(field) {
+            return Ok(false);
+        }
+        hash.insert(field.to_owned(), value.to_owned());
+        Ok(true)
+    }
+
     async fn hgetall(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
         Ok(self
             .lock()?
@@ -248,11 +261,17 @@ impl RedisBackend {
     /// Connects (lazily when Redis does not answer yet, see `auth::kv::connection_manager`);
     /// `url` holds the password, so errors never include it.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        Self::connect_in(url, prefix, "collab:").await
+    }
+
+    /// Like `connect`, for another user of these primitives: keys and the channel go under
+    /// `<prefix><namespace>`.
+    pub async fn connect_in(url: &str, prefix: &str, namespace: &str) -> anyhow::Result<Self> {
         let (client, conn) = crate::auth::kv::connection_manager(url).await?;
         Ok(Self {
             client,
             conn,
-            prefix: format!("{prefix}collab:"),
+            prefix: format!("{prefix}{namespace}"),
         })
     }
 
@@ -316,6 +335,24 @@ impl Backend for RedisBackend {
         self.query::<i64>(redis::cmd("HDEL").arg(self.key(key)).arg(field))
             .await
             .map(drop)
+    }
+
+    async fn hset_capped(&self, key: &str, field: &str, value: &str, cap: usize) -> anyhow::Result<bool> {
+        const SCRIPT: &str = "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 \
+            or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then \
+            redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 else return 0 end";
+        let set: i64 = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(SCRIPT)
+                    .arg(1)
+                    .arg(self.key(key))
+                    .arg(field)
+                    .arg(value)
+                    .arg(cap),
+            )
+            .await?;
+        Ok(set == 1)
     }
 
     async fn hgetall(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -457,6 +494,13 @@ mod tests {
         assert_eq!(b.get("t").await.unwrap(), None, "expired");
         assert_eq!(b.incr("n").await.unwrap(), 1);
         assert_eq!(b.incr("n").await.unwrap(), 2);
+        assert!(b.hset_capped("capped", "a", "1", 2).await.unwrap());
+        assert!(b.hset_capped("capped", "b", "1", 2).await.unwrap());
+        assert!(!b.hset_capped("capped", "c", "1", 2).await.unwrap(), "at the cap");
+        assert!(
+            b.hset_capped("capped", "a", "2", 2).await.unwrap(),
+            "an existing field may change"
+        );
         b.hset("h", "a", "1").await.unwrap();
         b.hset("h", "b", "2").await.unwrap();
         b.hdel("h", "a").await.unwrap();

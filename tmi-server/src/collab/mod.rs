@@ -42,6 +42,7 @@ pub fn settings(config: &Config) -> hub::Settings {
         empty_session_grace: Duration::from_secs(config.websocket_empty_session_seconds),
         max_connections_per_user: config.websocket_max_connections_per_user,
         max_participants_per_session: config.websocket_max_participants_per_session,
+        max_messages_per_second: config.websocket_max_messages_per_second,
         ..hub::Settings::default()
     }
 }

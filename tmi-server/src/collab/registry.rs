@@ -251,6 +251,34 @@ impl Registry {
         Ok(out)
     }
 
+    /// Reserves one of the user's `cap` sockets for `conn_id` on `replica`, atomically (entries of
+    /// dead replicas are dropped first): `false` when the user is at the cap. `join` later fills in
+    /// the same entry; `leave` (or `release`) frees it.
+    pub async fn reserve_connection(
+        &self,
+        user: &User,
+        conn_id: Uuid,
+        replica: &str,
+        cap: usize,
+    ) -> anyhow::Result<bool> {
+        let key = format!("user:{}", user_key(user));
+        for (conn, r) in self.backend.hgetall(&key).await? {
+            if !self.replica_alive(&r).await? {
+                self.backend.hdel(&key, &conn).await?;
+            }
+        }
+        self.backend
+            .hset_capped(&key, &conn_id.to_string(), replica, cap)
+            .await
+    }
+
+    /// Frees a reservation that never became a connection.
+    pub async fn release(&self, user: &User, conn_id: Uuid) -> anyhow::Result<()> {
+        self.backend
+            .hdel(&format!("user:{}", user_key(user)), &conn_id.to_string())
+            .await
+    }
+
     /// Open sockets of one user, over all sessions and live replicas.
     pub async fn user_connections(&self, user: &User) -> anyhow::Result<usize> {
         let mut n = 0;

@@ -41,6 +41,9 @@ pub struct Ticket {
     pub groups: Vec<String>,
     /// SHA-256 of that access token: revoking it (logout) closes the socket with 4401.
     pub token_hash: String,
+    /// The token's family: ending the login (logout elsewhere, refresh-token reuse) also closes it.
+    #[serde(default)]
+    pub family: Option<String>,
     /// When the login behind the token ends for good (its `auth_time` plus the absolute session
     /// lifetime): no refresh can extend it, so the socket closes with 4401 then. A token's own
     /// short expiry does not close the socket: the web client refreshes it in the background and
@@ -230,6 +233,7 @@ pub async fn ticket(
         session_id: sid,
         groups: user.groups().to_vec(),
         token_hash: token_hash(&user.token),
+        family: user.claims.sid.clone(),
         login_expires_at: user.claims.auth_time + state.config.session_lifetime_days * 86_400,
     };
     let value = serde_json::to_string(&data).map_err(ApiError::internal)?;
@@ -295,6 +299,7 @@ mod tests {
             session_id: Uuid::nil(),
             groups: vec![],
             token_hash: String::new(),
+            family: None,
             login_expires_at: 1_000,
         };
         assert!(!ticket.login_expired(999));

@@ -286,6 +286,17 @@ pub enum ChildWrite {
     },
 }
 
+/// A revoked token or token family.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevocationRecord {
+    /// `token:<sha256 hex>` or `family:<id>`.
+    pub key: String,
+    /// Unix seconds after which nothing the key names is valid anyway.
+    pub expires_at: i64,
+    /// Unix milliseconds of the revocation.
+    pub revoked_at: i64,
+}
+
 /// One metadata entry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct MetadataEntry {
@@ -324,6 +335,17 @@ pub trait Store: Send + Sync {
     /// Stores a user's first preferences; `Conflict` (and nothing written) when they have some.
     async fn insert_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
     async fn put_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
+
+    // Token revocations (migration 0010).
+    /// Records a revocation; when `key` is already revoked the later expiry wins.
+    async fn insert_revocation(&self, revocation: &RevocationRecord) -> StoreResult<()>;
+    /// Revocations recorded at or after `since_ms` (unix milliseconds) that are still in force at
+    /// `now` (unix seconds).
+    async fn revocations_since(&self, since_ms: i64, now: i64) -> StoreResult<Vec<RevocationRecord>>;
+    /// Whether `key` is revoked at `now` (unix seconds).
+    async fn is_revoked(&self, key: &str, now: i64) -> StoreResult<bool>;
+    /// Deletes revocations that expired before `now` (unix seconds); returns how many.
+    async fn purge_revocations(&self, now: i64) -> StoreResult<u64>;
 
     // Threat models.
     /// Inserts a threat model with its ACL and metadata; allocates and returns its alias.

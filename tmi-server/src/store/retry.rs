@@ -14,8 +14,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    ChildRecord, ChildWrite, GroupMemberRecord, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError,
-    StoreResult, ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord, Viewer,
+    ChildRecord, ChildWrite, GroupMemberRecord, GroupRecord, MetadataEntry, MetadataMap, RevocationRecord,
+    Store, StoreError, StoreResult, ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord,
+    Viewer,
 };
 
 /// Attempts after the first one. Generous: 32 writers bumping one counter row lose to each other
@@ -128,6 +129,10 @@ retried! {
     fn get_preferences(&self, user: Uuid) -> StoreResult<Option<Value>>;
     fn insert_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
     fn put_preferences(&self, user: Uuid, doc: &Value) -> StoreResult<()>;
+    fn insert_revocation(&self, revocation: &RevocationRecord) -> StoreResult<()>;
+    fn revocations_since(&self, since_ms: i64, now: i64) -> StoreResult<Vec<RevocationRecord>>;
+    fn is_revoked(&self, key: &str, now: i64) -> StoreResult<bool>;
+    fn purge_revocations(&self, now: i64) -> StoreResult<u64>;
     fn insert_threat_model(&self, tm: &ThreatModelRecord, metadata: &[MetadataEntry]) -> StoreResult<i64>;
     fn update_threat_model(
         &self,

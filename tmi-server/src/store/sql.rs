@@ -567,6 +567,54 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn insert_revocation(&self, r: &$crate::store::RevocationRecord) -> StoreResult<()> {
+                ::sqlx::query(
+                    "INSERT INTO token_revocations (key, expires_at, revoked_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET revoked_at = excluded.revoked_at, expires_at = \
+                     CASE WHEN excluded.expires_at > token_revocations.expires_at \
+                     THEN excluded.expires_at ELSE token_revocations.expires_at END",
+                )
+                .bind(&r.key)
+                .bind(r.expires_at)
+                .bind(r.revoked_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn revocations_since(
+                &self,
+                since_ms: i64,
+                now: i64,
+            ) -> StoreResult<Vec<$crate::store::RevocationRecord>> {
+                Ok(::sqlx::query_as(
+                    "SELECT key, expires_at, revoked_at FROM token_revocations \
+                     WHERE revoked_at >= $1 AND expires_at > $2 ORDER BY revoked_at",
+                )
+                .bind(since_ms)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn is_revoked(&self, key: &str, now: i64) -> StoreResult<bool> {
+                let row: Option<(i64,)> =
+                    ::sqlx::query_as("SELECT expires_at FROM token_revocations WHERE key = $1 AND expires_at > $2")
+                        .bind(key)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.is_some())
+            }
+
+            async fn purge_revocations(&self, now: i64) -> StoreResult<u64> {
+                let done = ::sqlx::query("DELETE FROM token_revocations WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             #[::tracing::instrument(skip_all, fields(threat_model.id = %tm.id))]
             async fn insert_threat_model(
                 &self,

@@ -56,6 +56,38 @@ pub async fn run_all(store: &dyn Store) {
     threat_models(store).await;
     children_and_metadata(store).await;
     bulk_child_writes(store).await;
+    token_revocations(store).await;
+}
+
+async fn token_revocations(store: &dyn Store) {
+    use crate::store::RevocationRecord;
+    let r = |key: &str, expires_at: i64, revoked_at: i64| RevocationRecord {
+        key: key.into(),
+        expires_at,
+        revoked_at,
+    };
+    store.insert_revocation(&r("token:a", 1_000, 10)).await.unwrap();
+    store.insert_revocation(&r("family:f", 5_000, 20)).await.unwrap();
+    // Revoking again never shortens a revocation.
+    store.insert_revocation(&r("family:f", 3_000, 30)).await.unwrap();
+    assert!(store.is_revoked("token:a", 999).await.unwrap());
+    assert!(!store.is_revoked("token:a", 1_000).await.unwrap(), "expired");
+    assert!(store.is_revoked("family:f", 4_000).await.unwrap());
+    assert!(!store.is_revoked("token:other", 0).await.unwrap());
+    assert_eq!(
+        store.revocations_since(0, 500).await.unwrap(),
+        vec![r("token:a", 1_000, 10), r("family:f", 5_000, 30)]
+    );
+    assert_eq!(
+        store.revocations_since(25, 500).await.unwrap(),
+        vec![r("family:f", 5_000, 30)],
+        "only what is new since a given time"
+    );
+    assert_eq!(store.purge_revocations(2_000).await.unwrap(), 1);
+    assert_eq!(
+        store.revocations_since(0, 0).await.unwrap(),
+        vec![r("family:f", 5_000, 30)]
+    );
 }
 
 async fn users_and_groups(store: &dyn Store) {

@@ -263,12 +263,17 @@ async fn revoke_and_logout(b: Backend) {
         app.post("/oauth2/refresh", None, json!({"refresh_token": other.refresh}))
             .await
             .expect_error(400, "invalid_grant");
+        // ... and with it every token of that login (RFC 7009 §2.1).
+        app.get("/me", Some(&other.access))
+            .await
+            .expect_error(401, "unauthorized");
+        let other = app.login("dave").await;
         // Introspection.
         let active = app
             .send(
                 reqwest::Method::POST,
                 "/oauth2/introspect",
-                None,
+                Some(&other.access),
                 Some((
                     "application/x-www-form-urlencoded",
                     format!("token={}", other.access).into_bytes(),
@@ -281,7 +286,7 @@ async fn revoke_and_logout(b: Backend) {
             .send(
                 reqwest::Method::POST,
                 "/oauth2/introspect",
-                None,
+                Some(&other.access),
                 Some((
                     "application/x-www-form-urlencoded",
                     format!("token={}", s.access).into_bytes(),
@@ -410,6 +415,167 @@ async fn admin_bootstrap(b: Backend) {
         .expect_error(403, "forbidden");
 }
 
+/// Refreshes `refresh`; the new pair's (access, refresh).
+async fn refreshed(app: &TestApp, refresh: &str) -> (String, String) {
+    let r = app
+        .post("/oauth2/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    let body = r.expect(200);
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `POST /oauth2/introspect` of `token` (form body), authenticated as `caller`.
+async fn introspect(app: &TestApp, caller: Option<&str>, token: &str) -> crate::helpers::Res {
+    app.send(
+        reqwest::Method::POST,
+        "/oauth2/introspect",
+        caller,
+        Some((
+            "application/x-www-form-urlencoded",
+            format!("token={token}").into_bytes(),
+        )),
+        &[],
+    )
+    .await
+}
+
+/// Logging out with a bearer token ends the whole login: the refresh token that would mint the next
+/// pair, and the login's earlier access tokens, are refused too; another login of the same user is
+/// not affected.
+async fn logout_ends_the_token_family(b: Backend) {
+    for redis in [false, true] {
+        let app = TestApp::spawn_with(
+            b,
+            Options {
+                redis,
+                ..Default::default()
+            },
+        )
+        .await;
+        let s = app.login("frank").await;
+        let elsewhere = app.login("frank").await;
+        let (access, refresh) = refreshed(&app, &s.refresh).await;
+        app.send(reqwest::Method::POST, "/me/logout", Some(&access), None, &[])
+            .await
+            .expect(204);
+        app.post("/oauth2/refresh", None, json!({"refresh_token": refresh}))
+            .await
+            .expect_error(400, "invalid_grant");
+        app.get("/me", Some(&s.access))
+            .await
+            .expect_error(401, "unauthorized");
+        app.get("/me", Some(&elsewhere.access)).await.expect(200);
+        refreshed(&app, &elsewhere.refresh).await;
+    }
+}
+
+/// RFC 7009: a caller revokes only their own tokens; someone else's stays valid (and the answer is
+/// the same 200, so it reveals nothing).
+async fn only_the_owner_revokes(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.login("alice").await;
+    let mallory = app.login("mallory").await;
+    app.post(
+        "/oauth2/revoke",
+        Some(&mallory.access),
+        json!({"token": alice.access}),
+    )
+    .await
+    .expect(200);
+    app.get("/me", Some(&alice.access)).await.expect(200);
+    app.post(
+        "/oauth2/revoke",
+        Some(&mallory.access),
+        json!({"token": alice.refresh}),
+    )
+    .await
+    .expect(200);
+    let (access, refresh) = refreshed(&app, &alice.refresh).await;
+    // Alice may revoke her own: the refresh token ends her login.
+    app.post("/oauth2/revoke", Some(&access), json!({"token": refresh}))
+        .await
+        .expect(200);
+    app.post("/oauth2/refresh", None, json!({"refresh_token": refresh}))
+        .await
+        .expect_error(400, "invalid_grant");
+    app.get("/me", Some(&access))
+        .await
+        .expect_error(401, "unauthorized");
+    app.get("/me", Some(&mallory.access)).await.expect(200);
+}
+
+/// RFC 7662: introspection needs client authentication (here a bearer token of this server), and a
+/// caller learns only about their own tokens unless they are an administrator.
+async fn introspection_needs_client_authentication(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let anonymous = introspect(&app, None, &alice.access).await;
+    anonymous.expect_error(401, "invalid_client");
+    assert!(
+        !anonymous.body.to_string().contains("alice@"),
+        "nothing about the token: {}",
+        anonymous.body
+    );
+    let other = introspect(&app, Some(&bob.access), &alice.access).await;
+    assert_eq!(other.expect(200), &json!({"active": false}));
+    let own = introspect(&app, Some(&alice.access), &alice.access).await;
+    let own = own.expect(200);
+    assert_eq!(own["active"], true);
+    assert_eq!(own["email"], "alice@tmi.local");
+    // An administrator may introspect anyone's token.
+    app.add_to_group("bob", tmi_server::store::groups::ADMINISTRATORS)
+        .await;
+    let admin = app.login("bob").await;
+    let seen = introspect(&app, Some(&admin.access), &alice.access).await;
+    assert_eq!(seen.expect(200)["sub"], "alice");
+}
+
+/// Revocations are kept in the database: after Redis restarts empty (no persistence), a logged-out
+/// token stays refused, on the running server and on a server started afterwards, and the login's
+/// refresh token stays unusable.
+async fn revocations_survive_a_redis_restart(b: Backend) {
+    let mut redis = crate::helpers::PrivateRedis::start();
+    let url = redis.url();
+    let opts = |database: Option<String>| Options {
+        redis: true,
+        vars: vec![("TMI_REDIS_URL", url.clone())],
+        database,
+    };
+    let app = TestApp::spawn_with(b, opts(None)).await;
+    let s = app.login("grace").await;
+    let (access, refresh) = refreshed(&app, &s.refresh).await;
+    app.send(reqwest::Method::POST, "/me/logout", Some(&access), None, &[])
+        .await
+        .expect(204);
+    app.get("/me", Some(&access))
+        .await
+        .expect_error(401, "unauthorized");
+
+    redis.restart();
+    app.get("/me", Some(&access))
+        .await
+        .expect_error(401, "unauthorized");
+    app.get("/me", Some(&s.access))
+        .await
+        .expect_error(401, "unauthorized");
+    let later = TestApp::spawn_with(b, opts(Some(app.database_url.clone()))).await;
+    later
+        .get("/me", Some(&access))
+        .await
+        .expect_error(401, "unauthorized");
+    later
+        .post("/oauth2/refresh", None, json!({"refresh_token": refresh}))
+        .await
+        .expect_error(400, "invalid_grant");
+    // The servers work on: a new login is accepted by both.
+    let again = later.login("grace").await;
+    app.get("/me", Some(&again.access)).await.expect(200);
+}
+
 both_backends!(
     dev_login_with_pkce,
     authorize_validation,
@@ -419,4 +585,8 @@ both_backends!(
     bad_tokens_are_401,
     first_user_is_promoted,
     admin_bootstrap,
+    logout_ends_the_token_family,
+    only_the_owner_revokes,
+    introspection_needs_client_authentication,
+    revocations_survive_a_redis_restart,
 );

@@ -449,6 +449,7 @@ async fn serialization_failures_are_retried() {
         Options {
             redis: false,
             vars: vec![("TMI_DATABASE_URL", url), ("TMI_DB_MAX_OPEN_CONNS", "16".into())],
+            ..Default::default()
         },
     )
     .await;

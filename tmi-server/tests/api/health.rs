@@ -187,6 +187,7 @@ async fn readiness_follows_redis(b: Backend) {
                     format!("test:{}:", uuid::Uuid::new_v4().simple()),
                 ),
             ],
+            ..Default::default()
         },
     )
     .await;

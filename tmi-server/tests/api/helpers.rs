@@ -40,11 +40,15 @@ pub fn redis_url() -> String {
 pub struct Options {
     pub redis: bool,
     pub vars: Vec<(&'static str, String)>,
+    /// Another server's database (`TestApp::database_url`): a second replica, or the same server
+    /// after a restart. That server must outlive this one (it owns the database).
+    pub database: Option<String>,
 }
 
 /// A running server.
 pub struct TestApp {
     pub base: String,
+    pub database_url: String,
     pub client: reqwest::Client,
     pub state: tmi_server::state::AppState,
     _dir: tempfile::TempDir,
@@ -119,15 +123,16 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (url, pg) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}/tmi.db", dir.path().display()), None),
-            Backend::Postgres => {
+        let (url, pg) = match (backend, &opts.database) {
+            (_, Some(url)) => (url.clone(), None),
+            (Backend::Sqlite, None) => (format!("sqlite://{}/tmi.db", dir.path().display()), None),
+            (Backend::Postgres, None) => {
                 let db = TestDatabase::create("tmi_api").await;
                 (db.url.clone(), Some(db))
             }
         };
         let mut vars: HashMap<String, String> = HashMap::new();
-        vars.insert("TMI_DATABASE_URL".into(), url);
+        vars.insert("TMI_DATABASE_URL".into(), url.clone());
         vars.insert("TMI_BUILD_MODE".into(), "test".into());
         vars.insert(
             "TMI_JWT_SECRET".into(),
@@ -140,6 +145,9 @@ impl TestApp {
         vars.insert("TMI_CORS_ALLOWED_ORIGINS".into(), "http://localhost:4200".into());
         vars.insert("TMI_DB_MAX_OPEN_CONNS".into(), "5".into());
         vars.insert("TMI_DATA_DIR".into(), dir.path().display().to_string());
+        // The scenarios send bursts of requests as one user from one address; `limits.rs` tests the
+        // rate limits with this turned back on.
+        vars.insert("TMI_DISABLE_RATE_LIMITING".into(), "true".into());
         for (k, v) in &opts.vars {
             vars.insert((*k).into(), v.clone());
         }
@@ -172,6 +180,7 @@ impl TestApp {
             .expect("client");
         TestApp {
             base: format!("http://{addr}"),
+            database_url: url,
             client,
             state,
             _dir: dir,
@@ -349,5 +358,68 @@ fn validate(method: &Method, path: &str, res: &Res) {
             "{m} {path} -> {status}: response does not match the contract: {errors:?}\nbody: {}",
             res.body
         );
+    }
+}
+
+/// A Redis of one test's own on a fixed port, which the test may stop and start again (empty: no
+/// persistence), to play a Redis restart.
+pub struct PrivateRedis {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by `make test`)");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Self { child, port }
+    }
+
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it and starts it again on the same port, with nothing in it.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Self::start_on(self.port);
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

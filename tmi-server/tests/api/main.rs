@@ -37,6 +37,7 @@ mod compat;
 mod gate;
 mod health;
 mod json_numbers;
+mod limits;
 mod list_filters;
 mod me_groups;
 mod me_links;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cells;
+mod limits;
 #[path = "../common/pgdb.rs"]
 mod pgdb;
 mod replicas;

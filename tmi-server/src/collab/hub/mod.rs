@@ -51,6 +51,8 @@ pub struct Settings {
     pub empty_session_grace: Duration,
     pub max_connections_per_user: usize,
     pub max_participants_per_session: usize,
+    /// Messages one socket may send per second on average (bursts of twice as many).
+    pub max_messages_per_second: u32,
     /// Replica heartbeat period; the heartbeat expires after three periods.
     pub heartbeat: Duration,
 }
@@ -62,6 +64,7 @@ impl Default for Settings {
             empty_session_grace: Duration::from_secs(30),
             max_connections_per_user: 5,
             max_participants_per_session: 50,
+            max_messages_per_second: 50,
             heartbeat: Duration::from_secs(2),
         }
     }

@@ -82,7 +82,7 @@ impl Conn<'_> {
     /// and the login has not ended (4401), and that the user can still read the threat model
     /// (4403); a changed role is announced. `true` when it closed the socket.
     pub(super) async fn recheck(&mut self) -> bool {
-        if let Some(reason) = self.login_ended().await {
+        if let Some(reason) = self.login_ended() {
             self.send(error_message("unauthorized", "Your session has ended"));
             self.close(4401, reason);
             return true;
@@ -111,15 +111,11 @@ impl Conn<'_> {
     }
 
     /// Why the login behind the ticket is over (revoked token or absolute lifetime), if it is.
-    async fn login_ended(&self) -> Option<&'static str> {
+    fn login_ended(&self) -> Option<&'static str> {
         let revoked = self
             .state
-            .kv
-            .get(&format!("blacklist:token:{}", self.ticket.token_hash))
-            .await
-            .ok()
-            .flatten()
-            .is_some();
+            .tokens
+            .is_revoked(&self.ticket.token_hash, self.ticket.family.as_deref());
         if revoked {
             Some("Token revoked")
         } else if self.ticket.login_expired(chrono::Utc::now().timestamp()) {

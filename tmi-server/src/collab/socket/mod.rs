@@ -108,6 +108,35 @@ struct Ctx {
     ticket: Ticket,
     user: User,
     permissions: ParticipantPermissions,
+    conn_id: Uuid,
+    /// The socket's place under the user's cap, taken before the upgrade.
+    reservation: Reservation,
+}
+
+/// One of a user's sockets under `TMI_WEBSOCKET_MAX_CONNECTIONS_PER_USER`, reserved atomically
+/// before the upgrade; given back when dropped unless the socket left the session normally (which
+/// frees it). An upgrade that never completes thus frees its place too.
+struct Reservation {
+    registry: super::registry::Registry,
+    user: User,
+    conn_id: Uuid,
+    armed: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (registry, user, conn_id) = (self.registry.clone(), self.user.clone(), self.conn_id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = registry.release(&user, conn_id).await {
+                    tracing::warn!(error = %e, "collaboration: freeing a connection reservation failed");
+                }
+            });
+        }
+    }
 }
 
 enum Prepared {
@@ -139,13 +168,17 @@ async fn prepare(
         .filter(|r| r.threat_model_id == tm && r.diagram_id == d)
         .ok_or_else(|| ApiError::NotFound("Collaboration session not found".into()))?;
     let (who, role) = ticket_holder_access(state, &ticket, tm).await?;
-    if let Some(refused) = admission(&state.collab, &record, &who).await? {
-        return Ok(Prepared::Refused(refused));
-    }
+    let conn_id = Uuid::new_v4();
+    let reservation = match admission(&state.collab, &record, &who, conn_id).await? {
+        Ok(r) => r,
+        Err(refused) => return Ok(Prepared::Refused(refused)),
+    };
     Ok(Prepared::Ready(Box::new(Ctx {
         ticket,
         user: who,
         permissions: permissions_of(role),
+        conn_id,
+        reservation,
     })))
 }
 
@@ -198,9 +231,15 @@ async fn ticket_holder_access(state: &AppState, ticket: &Ticket, tm: Uuid) -> Re
     Ok((protocol_user(&user), role))
 }
 
-/// 403 for a user the host removed; `Some(429)` when the session or the user's connections are
-/// at their cap.
-async fn admission(hub: &Hub, record: &SessionRecord, who: &User) -> Result<Option<Response>, ApiError> {
+/// 403 for a user the host removed; `Err(429)` when the session or the user's connections are at
+/// their cap; else the socket's reserved place under the user's cap. The place is taken in one
+/// atomic step, so parallel connects cannot together pass the cap.
+async fn admission(
+    hub: &Hub,
+    record: &SessionRecord,
+    who: &User,
+    conn_id: Uuid,
+) -> Result<Result<Reservation, Response>, ApiError> {
     let sid = record.session_id;
     if hub
         .registry
@@ -212,17 +251,22 @@ async fn admission(hub: &Hub, record: &SessionRecord, who: &User) -> Result<Opti
     }
     let participants = hub.registry.participants(sid).await.map_err(ApiError::internal)?;
     if participants.len() >= hub.settings.max_participants_per_session {
-        return Ok(Some(too_many("The session is full")));
+        return Ok(Err(too_many("The session is full")));
     }
-    let connections = hub
+    let reserved = hub
         .registry
-        .user_connections(who)
+        .reserve_connection(who, conn_id, &hub.replica, hub.settings.max_connections_per_user)
         .await
         .map_err(ApiError::internal)?;
-    if connections >= hub.settings.max_connections_per_user {
-        return Ok(Some(too_many("Too many open collaboration connections")));
+    if !reserved {
+        return Ok(Err(too_many("Too many open collaboration connections")));
     }
-    Ok(None)
+    Ok(Ok(Reservation {
+        registry: hub.registry.clone(),
+        user: who.clone(),
+        conn_id,
+        armed: true,
+    }))
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -234,9 +278,9 @@ fn close(code: u16, reason: &str) -> Message {
 
 /// One socket, from upgrade to close: the writer task, joining the session, the read loop, and
 /// leaving.
-async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
+async fn run(socket: WebSocket, state: AppState, mut ctx: Ctx) {
     let hub = state.collab.clone();
-    let conn_id = Uuid::new_v4();
+    let conn_id = ctx.conn_id;
     let (mut sink, stream) = socket.split();
     let (data_tx, data_rx) = mpsc::channel::<Outbound>(SOCKET_QUEUE);
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel::<Outbound>();
@@ -280,11 +324,14 @@ async fn run(socket: WebSocket, state: AppState, ctx: Ctx) {
         ticket: &ctx.ticket,
         out: ctl_tx.clone(),
     };
-    let (stream, end) = read(&mut conn, stream, writer, ping_every).await;
+    let rate = hub.settings.max_messages_per_second;
+    let (stream, end) = read(&mut conn, stream, writer, ping_every, rate).await;
     drop(conn);
     drop(ctl_tx);
     drop(data_tx);
     hub.detach(record.session_id, conn_id, &ctx.user).await;
+    // `detach` freed the place under the cap.
+    ctx.reservation.armed = false;
     hub.metrics.sockets.dec();
     finish(stream, end).await;
 }
@@ -330,6 +377,13 @@ enum Next {
     Stop,
 }
 
+/// A socket's message budget: `rate` per second, bursts of twice as many.
+fn message_limiter(rate: u32) -> governor::DefaultDirectRateLimiter {
+    let rate = std::num::NonZeroU32::new(rate).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+    governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+}
+
 /// How the read loop ended.
 enum End {
     /// The writer ended (it sent a close frame, or the socket broke).
@@ -339,19 +393,32 @@ enum End {
 }
 
 /// The read loop: client frames, and every keepalive period the access re-check and the
-/// silence check.
+/// silence check. A socket that sends more than `rate` messages per second (beyond a burst of
+/// twice that) is told so and closed with 1008, and nothing more it sends is handled: a flood
+/// cannot fill the other participants' queues or the session's apply section.
 async fn read(
     conn: &mut Conn<'_>,
     mut stream: SplitStream<WebSocket>,
     mut writer: JoinHandle<()>,
     ping_every: Duration,
+    rate: u32,
 ) -> (SplitStream<WebSocket>, End) {
     let mut check = tokio::time::interval(ping_every);
     check.tick().await;
     let mut last_seen = Instant::now();
+    let limiter = message_limiter(rate);
+    let mut flooding = false;
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
+                Some(Ok(Message::Text(_) | Message::Binary(_))) if flooding => last_seen = Instant::now(),
+                Some(Ok(Message::Text(_) | Message::Binary(_))) if limiter.check().is_err() => {
+                    last_seen = Instant::now();
+                    flooding = true;
+                    let reason = format!("Message rate limit exceeded ({rate} per second)");
+                    conn.send(error_message("rate_limit_exceeded", &reason));
+                    conn.close(1008, &reason);
+                }
                 Some(Ok(Message::Text(t))) => {
                     last_seen = Instant::now();
                     if t.len() > MAX_MESSAGE {
