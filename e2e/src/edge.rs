@@ -30,8 +30,9 @@ pub const INGRESS_CONTROLLER: &str = "traefik.io/ingress-controller";
 pub const GATEWAY_CLASS: &str = "traefik";
 /// The controllerName Traefik's Gateway provider accepts GatewayClasses by.
 pub const GATEWAY_CONTROLLER: &str = "traefik.io/gateway-controller";
-/// Traefik's entry points' `respondingTimeouts.readTimeout` and `idleTimeout` here. Traefik's defaults are
-/// 60 s (read) and 180 s (idle); a test that keeps a WebSocket open past the proxy's timeout waits this long.
+/// Traefik's entry points' `respondingTimeouts.readTimeout` and `idleTimeout` here (Traefik's defaults: 60 s
+/// and 180 s), short so that a test can outlast them quickly. They end idle keep-alive connections, not
+/// upgraded ones: a WebSocket through Traefik outlives them (`e2e/tests/edge.rs` shows both).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The namespace holding the cert-manager Secrets that ClusterIssuers refer to (`--cluster-resource-namespace`).
 pub const CERT_MANAGER_NAMESPACE: &str = "cert-manager";
@@ -290,7 +291,7 @@ spec: {{ controllerName: {GATEWAY_CONTROLLER} }}
         let ping = format!("http://127.0.0.1:{ping_port}/ping");
         self.wait_for("traefik", || {
             Ok(Command::new("curl")
-                .args(["-fsS", "-o", "/dev/null", "--max-time", "2", &ping])
+                .args(["-fs", "-o", "/dev/null", "--max-time", "2", &ping])
                 .status()?
                 .success())
         })?;

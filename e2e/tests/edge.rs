@@ -14,6 +14,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tmi_e2e::{ControlPlane, Edge};
 
+mod common;
+use common::tmi::Tmi;
+
 const TIMEOUT: Duration = Duration::from_secs(180);
 /// The CA ClusterIssuer every test here uses.
 const ISSUER: &str = "e2e-ca";
@@ -386,4 +389,176 @@ async fn a_gateway_and_httproute_serve_https_with_the_issued_certificate() {
     })
     .await;
     assert_eq!(gw["status"]["addresses"][0]["value"], edge.address.to_string());
+}
+
+/// The entry points' idle timeout is the one `Edge` reports: Traefik closes a keep-alive connection that stays
+/// idle after a response once `idle_timeout` has passed, and not before.
+#[tokio::test]
+async fn traefik_closes_an_idle_keep_alive_connection_after_the_reported_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let edge = edge();
+    let mut conn = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: idle.edge.test\r\n\r\n")
+        .await
+        .unwrap();
+    // One whole response (no router matches this host: Traefik's own 404, with a Content-Length).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let response_len = loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("Traefik answers within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "Traefik closed before answering: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or_else(|| panic!("no Content-Length in {text}"));
+            if buf.len() >= end + 4 + length {
+                break end + 4 + length;
+            }
+        }
+    };
+    assert_eq!(buf.len(), response_len, "{}", String::from_utf8_lossy(&buf));
+    let idle_since = Instant::now();
+    let n = tokio::time::timeout(edge.idle_timeout + Duration::from_secs(15), conn.read(&mut chunk))
+        .await
+        .expect("Traefik keeps an idle connection open well past its idle timeout")
+        .unwrap_or(0);
+    let idle = idle_since.elapsed();
+    assert_eq!(n, 0, "Traefik sent more on an idle connection");
+    assert!(
+        idle + Duration::from_secs(1) >= edge.idle_timeout,
+        "Traefik closed an idle connection after {idle:.1?}, before its idle timeout {:?}",
+        edge.idle_timeout
+    );
+    eprintln!("Traefik closed an idle keep-alive connection after {idle:.1?}");
+}
+
+/// A collaboration WebSocket through Traefik (an Ingress on the `web` entry point) stays open past the entry
+/// points' idle timeout, and still answers afterwards: Traefik's read and idle timeouts do not end an upgraded
+/// connection.
+#[tokio::test]
+async fn a_websocket_through_traefik_outlives_the_entry_points_idle_timeout() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+
+    let edge = edge();
+    let ns = cp().namespace("edge-ws").await;
+    let host = "tmi-ws.edge.test";
+    server(&ns.name, "tmi").await;
+    apply(
+        &ns.name,
+        &json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": { "name": "tmi" },
+            "spec": {
+                "ingressClassName": edge.ingress_class,
+                "rules": [{ "host": host, "http": { "paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": { "service": { "name": "tmi", "port": { "number": 80 } } },
+                }]}}],
+            },
+        }),
+    );
+    let authority = format!("{host}:{}", edge.http.port());
+    let tmi = Tmi {
+        base: format!("http://{authority}"),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, edge.http)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+    };
+    let started = Instant::now();
+    while tmi
+        .try_call(reqwest::Method::GET, "/readyz", None, None)
+        .await
+        .map(|r| r.status)
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the route never answered\n{}",
+            debug(&ns.name)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let token = tmi.login("alice").await;
+    let (tm, d) = tmi.threat_model_with_diagram(&token, "edge").await;
+    let session = tmi.session(&token, &tm, &d).await;
+    let sid = session["session_id"].as_str().unwrap();
+    let ticket = tmi
+        .call(
+            reqwest::Method::GET,
+            &format!("/ws/ticket?session_id={sid}"),
+            Some(&token),
+            None,
+        )
+        .await
+        .expect(200)["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // To the entry point's address, with the Ingress's host in the Host header.
+    let mut req = format!(
+        "ws://{}/threat_models/{tm}/diagrams/{d}/ws?session_id={sid}&ticket={ticket}",
+        edge.http
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut().insert("host", authority.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+
+    // Everything the server sends until well past the idle timeout; a close or an error fails.
+    let opened = Instant::now();
+    let window = edge.idle_timeout + Duration::from_secs(5);
+    let mut frames: Vec<String> = Vec::new();
+    while let Some(left) = window.checked_sub(opened.elapsed()) {
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Close(f)))) => panic!("closed after {:.1?}: {f:?}", opened.elapsed()),
+            Ok(None) | Ok(Some(Err(_))) => panic!("the connection ended after {:.1?}", opened.elapsed()),
+            Ok(Some(Ok(m))) => frames.push(format!(
+                "{:.1?} {}",
+                opened.elapsed(),
+                match m {
+                    Message::Text(t) => serde_json::from_str::<Value>(&t).map_or("text".into(), |v| {
+                        v["message_type"].as_str().unwrap_or("text").to_owned()
+                    }),
+                    Message::Ping(_) => "ping".into(),
+                    other => format!("{other:?}"),
+                }
+            )),
+        }
+    }
+    ws.send(Message::Ping(b"edge".to_vec().into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) if p.as_ref() == b"edge" => break,
+            Ok(Some(Ok(Message::Close(f)))) => panic!("closed instead of answering the ping: {f:?}"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no pong after {:.1?}: {other:?}", opened.elapsed()),
+        }
+    }
+    eprintln!(
+        "a WebSocket through Traefik answered after {:.1?} (idle timeout {:?}); frames from the server meanwhile: {frames:?}",
+        opened.elapsed(),
+        edge.idle_timeout
+    );
 }
