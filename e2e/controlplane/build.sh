@@ -82,6 +82,17 @@ pinned() { (cd "$here/$1" && GOTOOLCHAIN=${toolchains[$1]:-$GOTOOLCHAIN} go mod 
 # Traefik v3.7.13 (cmd/traefik) cannot be built from the module proxy as it is:
 prepare_traefik() {
   local src=$1 d
+  # The providers whose SDKs the proxy refuses, and those SDKs' modules.
+  local lego_refused_providers lego_refused_modules
+  lego_refused_providers=(alidns aliesa azion dnsimple edgedns edgeone huaweicloud oraclecloud regfish sakuracloud
+    tencentcloud ucloud yandexcloud)
+  lego_refused_modules=(github.com/akamai/AkamaiOPEN-edgegrid-golang/v13 github.com/aziontech/azionapi-go-sdk
+    github.com/dnsimple/dnsimple-go/v9 github.com/go-acme/alidns-20150109/v5 github.com/go-acme/esa-20240910/v3
+    github.com/go-acme/tencentclouddnspod github.com/go-acme/tencentedgdeone github.com/huaweicloud/huaweicloud-sdk-go-v3
+    github.com/nrdcg/oci-go-sdk/common/v1065 github.com/nrdcg/oci-go-sdk/dns/v1065 github.com/regfish/regfish-dnsapi-go
+    github.com/sacloud/sacloud-sdk-go github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common
+    github.com/ucloud/ucloud-sdk-go github.com/yandex-cloud/go-genproto github.com/yandex-cloud/go-sdk/services/dns
+    github.com/yandex-cloud/go-sdk/v2)
   mkdir -p "$src/patched"
   # 1. Traefik's go.mod replaces github.com/traefik/traefik/dynamic/ext with ./pkg/config/dynamic/ext, a nested
   #    module that Go leaves out of the module zip, and the proxy serves no module of that name. The package
@@ -206,15 +217,6 @@ lego_version() {
   local t; t="$(dep_dir traefik "github.com/traefik/traefik/v3@$(pinned traefik github.com/traefik/traefik/v3)")"
   awk '$1 == "github.com/go-acme/lego/v5" { print $2; exit }' "$t/go.mod"
 }
-lego_refused_providers=(alidns aliesa azion dnsimple edgedns edgeone huaweicloud oraclecloud regfish sakuracloud
-  tencentcloud ucloud yandexcloud)
-lego_refused_modules=(github.com/akamai/AkamaiOPEN-edgegrid-golang/v13 github.com/aziontech/azionapi-go-sdk
-  github.com/dnsimple/dnsimple-go/v9 github.com/go-acme/alidns-20150109/v5 github.com/go-acme/esa-20240910/v3
-  github.com/go-acme/tencentclouddnspod github.com/go-acme/tencentedgdeone github.com/huaweicloud/huaweicloud-sdk-go-v3
-  github.com/nrdcg/oci-go-sdk/common/v1065 github.com/nrdcg/oci-go-sdk/dns/v1065 github.com/regfish/regfish-dnsapi-go
-  github.com/sacloud/sacloud-sdk-go github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/common
-  github.com/ucloud/ucloud-sdk-go github.com/yandex-cloud/go-genproto github.com/yandex-cloud/go-sdk/services/dns
-  github.com/yandex-cloud/go-sdk/v2)
 
 
 # kwok simulates nothing without stages. Take the upstream "fast" node and pod stages and the lease heartbeat
