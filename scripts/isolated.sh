@@ -31,7 +31,8 @@ global_sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_o
 # Mount points the node needs at fixed paths (CNI's cache; the kubelet's container log links; the hostPath
 # volumes of config/samples/local-pv.yaml).
 mount_points=(/var/lib/cni /var/log/containers /var/log/pods /var/lib/tmi-local-pv)
-cluster_processes='kubelet|containerd|containerd-shim-runc-v2|kube-apiserver|kube-proxy|kube-controller-manager|kube-scheduler|coredns|etcd|kwok|pause'
+# (`ps -o comm` shows at most 15 characters: cert-manager-controller is `cert-manager-co`.)
+cluster_processes='kubelet|containerd|containerd-shim-runc-v2|kube-apiserver|kube-proxy|kube-controller-manager|kube-scheduler|coredns|etcd|kwok|pause|traefik|cert-manager-co'
 
 if [ "${1:-}" = "--inside" ]; then
   shift
