@@ -632,7 +632,12 @@ async fn a_rolling_update_under_traffic_fails_no_request() {
             )
             .await
             .expect(200);
-        if d["cells"].as_array().into_iter().flatten().any(|c| c["id"] == cell_id(id).as_str()) {
+        if d["cells"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["id"] == cell_id(id).as_str())
+        {
             break;
         }
         assert!(

@@ -225,6 +225,10 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
         .connect_over(&token, &session, tls_stream(&ca, &host, edge.https).await)
         .await;
     collab.wait_for("diagram_state", |_| true).await;
+    let mut watcher = tmi
+        .connect_over(&token, &session, tls_stream(&ca, &host, edge.https).await)
+        .await;
+    watcher.wait_for("diagram_state", |_| true).await;
     let quiet = edge.idle_timeout + Duration::from_secs(10);
     let began = Instant::now();
     while began.elapsed() < quiet {
@@ -235,13 +239,13 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
             );
         }
     }
-    collab.add_cell("after-idle").await;
-    collab
-        .wait_for("diagram_operation_event", |m| {
-            m.to_string().contains("after-idle")
-        })
+    // Both sockets still carry an edit, end to end through the proxy.
+    let op = collab.add_cell("after-idle").await;
+    watcher
+        .wait_for("diagram_operation_event", |m| m["operation_id"] == op.as_str())
         .await;
     collab.close().await;
+    watcher.close().await;
 
     // Cookie affinity: the first answer sets `tmi-affinity` (Secure, since TLS); every request carrying it
     // reaches the same pod, while requests without it reach both.
