@@ -1,6 +1,8 @@
 //! Request-body hygiene (tmi-compat.md §8): strict JSON parsing that rejects duplicate keys, enum
-//! normalization, HTML-injection rejection and tag stripping. Pure. Query strings are in `query`.
+//! normalization and HTML-injection rejection of the raw body. Pure. HTML sanitization of the text
+//! fields that are cleaned before they are stored is in `html`, query strings are in `query`.
 
+pub mod html;
 pub mod query;
 
 use std::fmt;
@@ -151,22 +153,13 @@ static INJECTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)<\s*/?\s*(script|iframe|object|embed|style|link|meta|svg|img|form|base)\b|javascript\s*:|vbscript\s*:|data\s*:\s*text/html|\bon[a-z]+\s*=")
         .expect("static regex")
 });
-static TAG: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
-    Regex::new(r"<[^<>]*>").expect("static regex")
-});
-static SCRIPT_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
-    Regex::new(
-        r"(?is)<\s*(script|iframe|object|embed|style)\b.*?(<\s*/\s*(script|iframe|object|embed|style)\s*>|$)",
-    )
-    .expect("static regex")
-});
 
 /// Keys whose values are not plain text: markdown (sanitized instead), base64 SVG, free-form cell data.
 const SKIP_KEYS: &[&str] = &["content", "svg", "cells", "data"];
 
-/// Rejects script-like content in plain-text fields; returns the offending field path.
+/// Rejects script-like content in the raw body's text (any depth, all but `SKIP_KEYS`); returns the
+/// offending field path. Fields that are cleaned before being stored (`html`) are checked again there,
+/// on the cleaned text, since cleaning can join fragments into new markup.
 pub fn find_injection(v: &Value, path: &str) -> Option<String> {
     match v {
         Value::String(s) if INJECTION.is_match(s) => Some(if path.is_empty() {
@@ -194,16 +187,6 @@ pub fn contains_nul(v: &Value) -> bool {
         Value::Object(map) => map.iter().any(|(k, c)| k.contains('\0') || contains_nul(c)),
         _ => false,
     }
-}
-
-/// Strips HTML tags from plain text (`SanitizePlainText`).
-pub fn strip_tags(s: &str) -> String {
-    TAG.replace_all(s, "").into_owned()
-}
-
-/// Removes dangerous blocks from markdown (`content` of notes).
-pub fn sanitize_markdown(s: &str) -> String {
-    SCRIPT_BLOCK.replace_all(s, "").into_owned()
 }
 
 #[cfg(test)]
@@ -248,9 +231,7 @@ mod tests {
         assert!(find_injection(&json!({"a": [{"description": "x onerror=y"}]}), "").is_some());
         assert!(find_injection(&json!({"name": "Payments & <b>API</b>"}), "").is_none());
         assert!(find_injection(&json!({"content": "<script>"}), "").is_none());
-        assert_eq!(strip_tags("a <b>b</b>"), "a b");
         assert!(contains_nul(&json!({"cells": [{"data": {"x": "a\0b"}}]})));
         assert!(!contains_nul(&json!({"a": "b"})));
-        assert_eq!(sanitize_markdown("# T\n<script>x</script>ok"), "# T\nok");
     }
 }

@@ -351,6 +351,43 @@ impl Spec {
         out
     }
 
+    /// The schema of property `prop` of a component schema, following `allOf`, `anyOf` and `$ref`.
+    pub fn property_schema(&self, name: &str, prop: &str) -> Option<Value> {
+        fn find(components: &Value, schema: &Value, prop: &str) -> Option<Value> {
+            if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+                let target = r
+                    .strip_prefix("#/components/")
+                    .and_then(|p| components.pointer(&format!("/{p}")))?;
+                return find(components, target, prop);
+            }
+            if let Some(s) = schema.pointer(&format!("/properties/{prop}")) {
+                return Some(s.clone());
+            }
+            ["allOf", "anyOf"]
+                .iter()
+                .filter_map(|k| schema.get(*k).and_then(Value::as_array))
+                .flatten()
+                .find_map(|p| find(components, p, prop))
+        }
+        let schema = self.components.pointer(&format!("/schemas/{name}"))?;
+        find(&self.components, schema, prop)
+    }
+
+    /// Validates each string member of `fields` that component `name` names against that property's schema
+    /// (pattern, length): a text a write stores must satisfy the response schema it is read back through.
+    pub fn validate_properties(&self, name: &str, fields: &Map<String, Value>) -> Result<(), SchemaErrors> {
+        let mut errors = Vec::new();
+        for (k, v) in fields.iter().filter(|(_, v)| v.is_string()) {
+            let Some(schema) = self.property_schema(name, k) else {
+                continue;
+            };
+            if let Err(e) = self.validate(&format!("property:{name}:{k}"), &schema, v) {
+                errors.extend(e.into_iter().map(|e| format!("{k}: {e}")));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
     fn validator(&self, key: &str, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
         let mut cache = self
             .validators

@@ -1,6 +1,7 @@
 //! Optimistic locking with `If-Match` (tmi-compat.md §8): `3`, `"3"`, `W/"3"` or `*`; a mismatch
 //! is 409 `version_mismatch`, a malformed value 400, a missing one is allowed with deprecation
-//! headers unless `TMI_REQUIRE_IF_MATCH`. Pure.
+//! headers unless `TMI_REQUIRE_IF_MATCH`. The same check guards PUT, PATCH and DELETE, and every
+//! single-resource GET sends the version as `ETag`. Pure.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -46,11 +47,16 @@ fn malformed() -> ApiError {
     )
 }
 
-/// Adds `ETag` after a versioned write, and TMI's deprecation headers when `If-Match` was missing.
-pub fn decorate(res: &mut Response, version: i64, pre: Precondition) {
+/// Adds the version as a strong `ETag` (single-resource GETs and versioned writes).
+pub fn tag(res: &mut Response, version: i64) {
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         res.headers_mut().insert(header::ETAG, v);
     }
+}
+
+/// Adds `ETag` after a versioned write, and TMI's deprecation headers when `If-Match` was missing.
+pub fn decorate(res: &mut Response, version: i64, pre: Precondition) {
+    tag(res, version);
     if pre == Precondition::Missing {
         res.headers_mut()
             .insert("deprecation", HeaderValue::from_static("true"));

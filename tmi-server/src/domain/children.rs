@@ -14,6 +14,7 @@ use super::uris;
 use super::wire::{now, rfc3339};
 use crate::error::ApiError;
 use crate::input;
+use crate::input::html;
 use crate::openapi::Spec;
 use crate::patch;
 use crate::store::{ChildRecord, MetadataEntry, Store};
@@ -91,6 +92,9 @@ pub const PROHIBITED: &[&str] = &[
     "auto_generated",
 ];
 
+/// The plain-text fields of a child (`input::html::plain_text`); note `content` is Markdown.
+const PLAIN_TEXT: &[&str] = &["name", "description", "mitigation"];
+
 /// Checks fields and cleans text; returns the input object. Server-owned fields are refused; other
 /// fields the schema does not name are dropped, as upstream does (where the schema forbids extra
 /// properties the gate has already refused them).
@@ -105,13 +109,19 @@ fn prepare(spec: &Spec, kind: &Kind, schema: &str, body: Value) -> Result<Map<St
     }
     let allowed = spec.property_names(schema);
     m.retain(|k, _| allowed.contains(k));
-    for k in ["name", "description", "mitigation"] {
-        if let Some(Value::String(s)) = m.get_mut(k) {
-            *s = input::strip_tags(s).trim().to_owned();
+    for k in PLAIN_TEXT {
+        if let Some(Value::String(s)) = m.get_mut(*k) {
+            *s = html::plain_text(k, s)?.trim().to_owned();
         }
     }
     if let Some(Value::String(s)) = m.get_mut("content") {
-        *s = input::sanitize_markdown(s);
+        let clean = html::markdown("content", s)?;
+        if clean.trim().is_empty() && !s.trim().is_empty() {
+            return Err(ApiError::invalid(
+                "content is empty after sanitization; it consisted entirely of markup that is not permitted",
+            ));
+        }
+        *s = clean;
     }
     if matches!(kind.kind, "document" | "repository")
         && let Some(Value::String(uri)) = m.get_mut("uri")
@@ -119,6 +129,11 @@ fn prepare(spec: &Spec, kind: &Kind, schema: &str, body: Value) -> Result<Map<St
         uris::check_http_url("uri", uri)?;
         *uri = uri.trim().to_owned();
     }
+    uris::optional_http_url(&mut m, "issue_uri")?;
+    // Stored text is read back through the response schema, whose patterns are stricter than the input's
+    // (names: no `<>"'&`; descriptions: no `<>`): hold the input to them.
+    spec.validate_properties(kind.response_schema, &m)
+        .map_err(|errors| ApiError::invalid(format!("Invalid {}: {}", kind.kind, errors.join("; "))))?;
     if kind.kind == "threat"
         && let Some(score) = m.get("score").and_then(Value::as_f64)
         && ((score * 10.0).round() - score * 10.0).abs() > 1e-9

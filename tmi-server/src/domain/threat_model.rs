@@ -9,9 +9,12 @@ use uuid::Uuid;
 
 use super::acl::{self, Duplicates};
 use super::metadata;
+use super::uris;
 use super::wire::{now, rfc3339, user_json};
 use crate::authz::Role;
 use crate::error::ApiError;
+use crate::input::html;
+use crate::openapi::Spec;
 use crate::store::{MetadataEntry, Store, ThreatModelRecord, ThreatModelSummary, UserRecord};
 
 /// The five recognised frameworks (`ValidThreatModelFrameworks`).
@@ -34,11 +37,25 @@ pub fn framework(v: Option<&Value>) -> Result<String, ApiError> {
     }
 }
 
-/// Strips HTML tags from a text member (`name`, `description`) of a body.
-pub fn clean_text(body: &mut Value, key: &str) {
-    if let Some(Value::String(s)) = body.get_mut(key) {
-        *s = crate::input::strip_tags(s);
+/// Cleans the text members of a `ThreatModelInput` body: `name` and `description` are plain text
+/// (`input::html::plain_text`), a blank `issue_uri` is dropped and any other must be an http(s) URL, and the
+/// results must satisfy the `ThreatModel` response schema they are read back through (names: no `<>"'&`).
+pub fn clean_input(spec: &Spec, body: &mut Value) -> Result<(), ApiError> {
+    let Value::Object(m) = body else {
+        return Ok(());
+    };
+    for key in ["name", "description"] {
+        if let Some(Value::String(s)) = m.get_mut(key) {
+            *s = html::plain_text(key, s)?;
+        }
     }
+    uris::optional_http_url(m, "issue_uri")?;
+    let mut stored = m.clone();
+    if let Some(Value::String(name)) = stored.get_mut("name") {
+        *name = name.trim().to_owned();
+    }
+    spec.validate_properties("ThreatModel", &stored)
+        .map_err(|errors| ApiError::invalid(format!("Invalid threat model: {}", errors.join("; "))))
 }
 
 /// The full response (children arrays are added by the caller when needed).
@@ -129,11 +146,11 @@ pub fn strip_nulls(mut v: Value) -> Value {
 /// creator owns it, the status is `not_started`, the ACL is `acl::for_new_model`.
 pub async fn new_model(
     store: &dyn Store,
+    spec: &Spec,
     creator: &UserRecord,
     mut body: Value,
 ) -> Result<(ThreatModelRecord, Vec<MetadataEntry>), ApiError> {
-    clean_text(&mut body, "name");
-    clean_text(&mut body, "description");
+    clean_input(spec, &mut body)?;
     let name = required_name(&body)?;
     let framework = framework(body.get("threat_model_framework"))?;
     let confidential = body
@@ -192,12 +209,12 @@ pub async fn new_model(
 /// sets it. `is_confidential` can only be repeated, never changed.
 pub async fn replaced(
     store: &dyn Store,
+    spec: &Spec,
     current: &ThreatModelRecord,
     role: Role,
     mut body: Value,
 ) -> Result<(ThreatModelRecord, Option<Vec<MetadataEntry>>), ApiError> {
-    clean_text(&mut body, "name");
-    clean_text(&mut body, "description");
+    clean_input(spec, &mut body)?;
     if let Some(c) = body.get("is_confidential").and_then(Value::as_bool)
         && c != current
             .doc
@@ -294,13 +311,23 @@ mod tests {
     #[tokio::test]
     async fn a_new_model_is_owned_by_its_creator_with_the_default_groups() {
         let (store, _dir) = store().await;
-        let e = new_model(&store, &alice(), json!({"name": "  "}))
-            .await
-            .unwrap_err();
+        let e = new_model(
+            &store,
+            &Spec::embedded().unwrap(),
+            &alice(),
+            json!({"name": "  "}),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.status_and_code().0.as_u16(), 400);
-        let (rec, metadata) = new_model(&store, &alice(), json!({"name": "<i>TM</i>"}))
-            .await
-            .unwrap();
+        let (rec, metadata) = new_model(
+            &store,
+            &Spec::embedded().unwrap(),
+            &alice(),
+            json!({"name": "<i>TM</i>"}),
+        )
+        .await
+        .unwrap();
         assert_eq!(rec.name, "TM");
         assert_eq!((rec.status.as_str(), rec.version), ("not_started", 1));
         assert_eq!(rec.doc["threat_model_framework"], "STRIDE");
@@ -309,9 +336,14 @@ mod tests {
         assert_eq!(role_of(&rec, "security-reviewers").as_deref(), Some("owner"));
         assert_eq!(role_of(&rec, "tmi-automation").as_deref(), Some("writer"));
         assert!(metadata.is_empty());
-        let (confidential, _) = new_model(&store, &alice(), json!({"name": "C", "is_confidential": true}))
-            .await
-            .unwrap();
+        let (confidential, _) = new_model(
+            &store,
+            &Spec::embedded().unwrap(),
+            &alice(),
+            json!({"name": "C", "is_confidential": true}),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             role_of(&confidential, "confidential-project-reviewers").as_deref(),
             Some("owner")
@@ -321,9 +353,17 @@ mod tests {
     #[tokio::test]
     async fn a_put_keeps_confidentiality_and_only_the_owner_changes_the_acl() {
         let (store, _dir) = store().await;
-        let (current, _) = new_model(&store, &alice(), json!({"name": "TM"})).await.unwrap();
+        let (current, _) = new_model(
+            &store,
+            &Spec::embedded().unwrap(),
+            &alice(),
+            json!({"name": "TM"}),
+        )
+        .await
+        .unwrap();
         let e = replaced(
             &store,
+            &Spec::embedded().unwrap(),
             &current,
             Role::Owner,
             json!({"name": "TM", "is_confidential": true}),
@@ -335,6 +375,7 @@ mod tests {
             json!([{"principal_type": "user", "provider": "tmi", "provider_id": "bob", "role": "reader"}]);
         let e = replaced(
             &store,
+            &Spec::embedded().unwrap(),
             &current,
             Role::Writer,
             json!({"name": "TM", "authorization": bob}),
@@ -344,6 +385,7 @@ mod tests {
         assert_eq!(e.status_and_code().0.as_u16(), 403);
         let (next, metadata) = replaced(
             &store,
+            &Spec::embedded().unwrap(),
             &current,
             Role::Owner,
             json!({"name": "TM 2", "authorization": bob}),

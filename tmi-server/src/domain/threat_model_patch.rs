@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::acl::{self, Duplicates};
 use super::metadata;
-use super::threat_model::{self, clean_text};
+use super::threat_model::{self, clean_input};
 use super::wire::{now, rfc3339};
 use crate::authz::Role;
 use crate::error::ApiError;
@@ -151,8 +151,6 @@ fn validated_input(spec: &Spec, after: &Value) -> Result<Value, ApiError> {
         }
     }
     let mut input = Value::Object(input);
-    clean_text(&mut input, "name");
-    clean_text(&mut input, "description");
     if let Err(errors) = spec.validate_component("ThreatModelInput", &input) {
         return Err(ApiError::invalid(format!(
             "Patched threat model is invalid: {}",
@@ -164,6 +162,7 @@ fn validated_input(spec: &Spec, after: &Value) -> Result<Value, ApiError> {
             "Potentially unsafe content in field {at}"
         )));
     }
+    clean_input(spec, &mut input)?;
     Ok(input)
 }
 

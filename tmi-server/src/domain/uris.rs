@@ -1,8 +1,17 @@
-//! Document and repository `uri`s: absolute `http`/`https` URLs with a host, so that every stored
-//! `uri` satisfies the contract's `format: uri`. Hosts are not resolved (upstream refuses a host
-//! that does not resolve; see `docs/server.md`, "Differences from the contract"). Pure.
+//! URI fields (document and repository `uri`, threat model and threat `issue_uri`): absolute `http`/`https`
+//! URLs with a host, written in RFC 3986 characters, so that every stored URI satisfies the contract's
+//! `format: uri` and its pattern. An empty or blank `issue_uri` means "none" (the web client sends `""` for
+//! a cleared field) and is not stored. Hosts are not resolved (upstream refuses a host that does not
+//! resolve; see `docs/server.md`, "Differences from the contract"). Pure.
+
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+
+/// Whether `c` may appear in a URI (RFC 3986 unreserved, reserved and `%`).
+fn uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
 
 /// Whether `host` is a DNS name, an IPv4 address, or a bracketed IPv6 address.
 fn valid_host(host: &str) -> bool {
@@ -23,7 +32,7 @@ fn valid_host(host: &str) -> bool {
 pub fn check_http_url(field: &str, uri: &str) -> Result<(), ApiError> {
     let refuse = || ApiError::invalid(format!("{field} must be an absolute http or https URL"));
     let uri = uri.trim();
-    if uri.chars().any(char::is_whitespace) {
+    if !uri.chars().all(uri_char) || url::Url::parse(uri).is_err() {
         return Err(refuse());
     }
     let (scheme, rest) = uri.split_once("://").ok_or_else(refuse)?;
@@ -44,6 +53,20 @@ pub fn check_http_url(field: &str, uri: &str) -> Result<(), ApiError> {
     {
         return Err(refuse());
     }
+    Ok(())
+}
+
+/// Checks and trims the optional URI member `field` of `m`; an empty or blank value is removed.
+pub fn optional_http_url(m: &mut Map<String, Value>, field: &str) -> Result<(), ApiError> {
+    let Some(Value::String(uri)) = m.get_mut(field) else {
+        return Ok(());
+    };
+    if uri.trim().is_empty() {
+        m.remove(field);
+        return Ok(());
+    }
+    check_http_url(field, uri)?;
+    *uri = uri.trim().to_owned();
     Ok(())
 }
 
@@ -77,8 +100,22 @@ mod tests {
             "https://host:port/",
             "https://a..b/",
             "file:///etc/passwd",
+            "w://¡",
+            "https://example.com/¡",
+            "https://example.com/a\"b",
+            "https://example.com/<x>",
         ] {
             assert!(check_http_url("uri", bad).is_err(), "{bad}");
         }
+        let mut m = serde_json::json!({"issue_uri": "  ", "uri": " https://x.example/a "})
+            .as_object()
+            .cloned()
+            .unwrap();
+        optional_http_url(&mut m, "issue_uri").unwrap();
+        optional_http_url(&mut m, "uri").unwrap();
+        assert_eq!(
+            Value::Object(m),
+            serde_json::json!({"uri": "https://x.example/a"})
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, TmAccess};
 use crate::input::query::Params;
 use crate::state::AppState;
-use crate::store::{ChildRecord, MetadataEntry};
+use crate::store::{ChildRecord, MetadataEntry, StoreError};
 use crate::versioning::{self, Precondition};
 
 fn child_id(kind: &Kind, params: &HashMap<String, String>) -> Result<Uuid, ApiError> {
@@ -105,7 +105,7 @@ pub async fn create(
     Ok(res)
 }
 
-/// `GET …/{kind}/{id}`.
+/// `GET …/{kind}/{id}`, with the version as `ETag` for a later `If-Match`.
 pub async fn get(
     kind: &'static Kind,
     State(state): State<AppState>,
@@ -113,7 +113,9 @@ pub async fn get(
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let c = live::child(state.store.as_ref(), access.tm.id, kind, child_id(kind, &p)?).await?;
-    respond(&state, kind, &c, StatusCode::OK).await
+    let mut res = respond(&state, kind, &c, StatusCode::OK).await?;
+    versioning::tag(&mut res, c.version);
+    Ok(res)
 }
 
 /// Writes a new document for `current`, keeping server-owned fields.
@@ -189,21 +191,35 @@ pub async fn patch(
     write(&state, kind, current, m, metadata, pre).await
 }
 
-/// `DELETE …/{kind}/{id}`: soft delete.
+/// `DELETE …/{kind}/{id}`: soft delete; a given `If-Match` must name the current version. A write that
+/// lands between the read and the tombstone is not a conflict the caller asked about: the child is read
+/// again (404 once another delete won; a given `If-Match` is then checked against the new version).
 pub async fn delete(
     kind: &'static Kind,
     State(state): State<AppState>,
+    headers: HeaderMap,
     access: TmAccess,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
-    let current = live::child(state.store.as_ref(), access.tm.id, kind, child_id(kind, &p)?).await?;
-    sessions::ensure_none_on_child(state.collab.as_ref(), kind, current.id).await?;
-    state
-        .store
-        .update_child(&children::tombstone(&current), current.version, None)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let id = child_id(kind, &p)?;
+    let mut attempt = 0;
+    loop {
+        let current = live::child(state.store.as_ref(), access.tm.id, kind, id).await?;
+        versioning::check(&headers, current.version, false)?;
+        sessions::ensure_none_on_child(state.collab.as_ref(), kind, current.id).await?;
+        match state
+            .store
+            .update_child(&children::tombstone(&current), current.version, None)
+            .await
+        {
+            Err(StoreError::VersionMismatch) if attempt < DELETE_ATTEMPTS => attempt += 1,
+            done => return done.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from),
+        }
+    }
 }
+
+/// How often a delete reads the record again after losing a race with another write.
+pub const DELETE_ATTEMPTS: u32 = 5;
 
 /// `POST …/{kind}/{id}/restore` (owner).
 pub async fn restore(

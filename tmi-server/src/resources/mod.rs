@@ -23,7 +23,7 @@ pub fn router() -> Routes {
             .get(&item, move |s, a, p| handlers::get(kind, s, a, p))
             .put(&item, move |s, h, a, p, b| handlers::update(kind, s, h, a, p, b))
             .patch(&item, move |s, h, a, p, b| handlers::patch(kind, s, h, a, p, b))
-            .delete(&item, move |s, a, p| handlers::delete(kind, s, a, p))
+            .delete(&item, move |s, h, a, p| handlers::delete(kind, s, h, a, p))
             .post(&format!("{item}/restore"), move |s, a, p| {
                 handlers::restore(kind, s, a, p)
             });

@@ -18,8 +18,9 @@ use crate::domain::{admin, children, sessions};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, TmAccess};
 use crate::input::query::Params;
+use crate::resources::handlers::DELETE_ATTEMPTS;
 use crate::state::AppState;
-use crate::store::{MetadataEntry, ReviewerFilter, ThreatModelFilter, ThreatModelRecord, Viewer};
+use crate::store::{MetadataEntry, ReviewerFilter, StoreError, ThreatModelFilter, ThreatModelRecord, Viewer};
 use crate::versioning;
 
 /// The `security_reviewer` filter: `is:null`, `is:notnull` (operators are case-insensitive) or a
@@ -92,7 +93,7 @@ pub async fn create(
     user: AuthUser,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let (mut rec, metadata) = model::new_model(state.store.as_ref(), &user.user, body).await?;
+    let (mut rec, metadata) = model::new_model(state.store.as_ref(), &state.spec, &user.user, body).await?;
     rec.alias = state.store.insert_threat_model(&rec, &metadata).await?;
     let mut body = model::response(&rec, &metadata);
     for key in [
@@ -134,9 +135,11 @@ pub async fn full(state: &AppState, rec: &ThreatModelRecord) -> Result<Value, Ap
     Ok(body)
 }
 
-/// `GET /threat_models/{id}`.
-pub async fn get(State(state): State<AppState>, access: TmAccess) -> Result<Json<Value>, ApiError> {
-    Ok(Json(full(&state, &access.tm).await?))
+/// `GET /threat_models/{id}`, with the version as `ETag` for a later `If-Match`.
+pub async fn get(State(state): State<AppState>, access: TmAccess) -> Result<Response, ApiError> {
+    let mut res = Json(full(&state, &access.tm).await?).into_response();
+    versioning::tag(&mut res, access.tm.version);
+    Ok(res)
 }
 
 async fn save(
@@ -165,7 +168,8 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let current = access.tm;
     let pre = versioning::check(&headers, current.version, state.config.require_if_match)?;
-    let (next, metadata) = model::replaced(state.store.as_ref(), &current, access.role, body).await?;
+    let (next, metadata) =
+        model::replaced(state.store.as_ref(), &state.spec, &current, access.role, body).await?;
     save(&state, next, &current, metadata, pre).await
 }
 
@@ -189,16 +193,35 @@ pub async fn patch(
     save(&state, next, &current, metadata, pre).await
 }
 
-/// `DELETE /threat_models/{id}`: soft delete (owner).
-pub async fn delete(State(state): State<AppState>, access: TmAccess) -> Result<StatusCode, ApiError> {
-    let current = access.tm;
-    sessions::ensure_none_on_threat_model(state.collab.as_ref(), current.id).await?;
-    let next = model::tombstone(&current);
-    state
-        .store
-        .update_threat_model(&next, current.version, None)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+/// `DELETE /threat_models/{id}`: soft delete (owner); a given `If-Match` must name the current version. A
+/// write between the read and the tombstone is retried as for children
+/// (`resources::handlers::delete`): 404 once another delete won.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    access: TmAccess,
+) -> Result<StatusCode, ApiError> {
+    let mut current = access.tm;
+    let mut attempt = 0;
+    loop {
+        versioning::check(&headers, current.version, false)?;
+        sessions::ensure_none_on_threat_model(state.collab.as_ref(), current.id).await?;
+        let next = model::tombstone(&current);
+        match state
+            .store
+            .update_threat_model(&next, current.version, None)
+            .await
+        {
+            Err(StoreError::VersionMismatch) if attempt < DELETE_ATTEMPTS => {
+                attempt += 1;
+                current = state.store.get_threat_model(current.id).await?;
+                if current.deleted_at.is_some() {
+                    return Err(ApiError::not_found("Threat model"));
+                }
+            }
+            done => return done.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from),
+        }
+    }
 }
 
 /// `POST /threat_models/{id}/restore` (owner).
