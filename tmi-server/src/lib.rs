@@ -23,6 +23,7 @@ pub mod me;
 pub mod metadata;
 pub mod metrics;
 pub mod openapi;
+pub mod parse_errors;
 pub mod patch;
 pub mod public_url;
 pub mod resources;

@@ -127,7 +127,11 @@ pub async fn run(
         // Small WebSocket frames must not wait for delayed ACKs (Nagle): measured by bench-collab
         // as a ~30 ms fan-out tail from 50 ops/s up.
         let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(Counted { tcp, _permit: permit });
+        // hyper's own 414 and 431 answers get TMI's error body too.
+        let io = TokioIo::new(crate::parse_errors::JsonErrorIo::new(Counted {
+            tcp,
+            _permit: permit,
+        }));
         let app = app.clone();
         let body_timeout = limits.body_timeout;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
