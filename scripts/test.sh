@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: every test of the project, none skipped.
 #
-# Outside any namespace (these need the package registries): the Debian packages, the local cluster's build
+# Outside any namespace (these need the package registries): the Debian packages, schemathesis (PyPI, for the
+# contract test tmi-server/tests/api/schemathesis.rs), the local cluster's build
 # (control plane and real node, cached by version), format and lint checks, the test binaries, and the images
 # (`make images`) that the real node runs. Then, inside the network, mount and PID namespaces of
 # scripts/isolated.sh: PostgreSQL, Redis (scripts/with-services.sh) and the whole test suite. isolated.sh
@@ -16,6 +17,11 @@ export TMI_STEP_BEGAN
 
 step "Debian packages"
 scripts/packages.sh
+
+step "schemathesis for the contract test (PyPI, pinned, cached)"
+TMI_SCHEMATHESIS=$(scripts/schemathesis.sh)
+export TMI_SCHEMATHESIS
+echo "schemathesis: $TMI_SCHEMATHESIS"
 
 step "building or reusing the local cluster (control plane and node)"
 TMI_CONTROLPLANE_BIN=$(e2e/controlplane/build.sh)

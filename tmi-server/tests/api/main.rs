@@ -43,5 +43,6 @@ mod list_filters;
 mod me_groups;
 mod me_links;
 mod rules;
+mod schemathesis;
 mod threat_models;
 mod xss;
