@@ -14,10 +14,18 @@ pub fn rfc3339(dt: &DateTime<Utc>) -> String {
     dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// A `User` principal: the display name falls back to the provider id, the email is left out when
+/// The longest `display_name` the `Principal` schema allows.
+const DISPLAY_NAME_MAX: usize = 256;
+
+/// A `User` principal: the display name falls back to the provider id (which may be up to 500
+/// characters: cut to the schema's 256, without control characters), the email is left out when
 /// unknown.
 pub fn user_json(provider: &str, provider_id: &str, name: &str, email: &str) -> Value {
-    let display = if name.is_empty() { provider_id } else { name };
+    let display: String = if name.is_empty() { provider_id } else { name }
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(DISPLAY_NAME_MAX)
+        .collect();
     let mut u = json!({
         "principal_type": "user",
         "provider": provider,
@@ -47,5 +55,11 @@ mod tests {
         assert_eq!(u["display_name"], "alice");
         assert!(u.get("email").is_none());
         assert_eq!(user_json("tmi", "alice", "Alice", "a@x")["email"], "a@x");
+        let long = "0".repeat(500);
+        assert_eq!(
+            user_json("tmi", &long, "", "")["display_name"].as_str().map(str::len),
+            Some(256),
+            "within the Principal schema's maxLength"
+        );
     }
 }

@@ -89,7 +89,7 @@ pub async fn the_served_contract_holds_under_schemathesis(backend: Backend) {
         .arg(&spec)
         .args(["--url", &app.base])
         .args(["--seed", "20261203", "--max-examples", "4"])
-        .args(["--phases", "examples,fuzzing,stateful"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--workers", "2", "--request-timeout", "30"])
         .output()
         .await
