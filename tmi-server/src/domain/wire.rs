@@ -57,7 +57,9 @@ mod tests {
         assert_eq!(user_json("tmi", "alice", "Alice", "a@x")["email"], "a@x");
         let long = "0".repeat(500);
         assert_eq!(
-            user_json("tmi", &long, "", "")["display_name"].as_str().map(str::len),
+            user_json("tmi", &long, "", "")["display_name"]
+                .as_str()
+                .map(str::len),
             Some(256),
             "within the Principal schema's maxLength"
         );

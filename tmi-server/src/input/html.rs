@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use ammonia::Builder;
+use ammonia::{Builder, UrlRelative};
 use pulldown_cmark::{Event, Options, Parser, Tag};
 
 use crate::error::ApiError;
@@ -158,6 +158,9 @@ static MARKDOWN: LazyLock<Builder<'static>> = LazyLock::new(|| {
         .tag_attribute_values(values)
         .generic_attributes(["class", "title"].into())
         .url_schemes(URL_SCHEMES.iter().copied().collect())
+        // A relative URL in raw HTML can hide a scheme from a parser (`` src="`javascript:…" ``);
+        // Markdown links may still be relative.
+        .url_relative(UrlRelative::Deny)
         .link_rel(Some("noopener noreferrer nofollow"))
         .strip_comments(true);
     b
@@ -471,7 +474,12 @@ mod tests {
     fn markdown_drops_active_content() {
         let cases = [
             ("<script>alert(1)</script>ok", "ok"),
-            ("<img src=x onerror=alert(1)>", "<img src=\"x\">"),
+            ("<img src=x onerror=alert(1)>", "<img>"),
+            (
+                "<img src=https://a.example/i.png onerror=alert(1)>",
+                "<img src=\"https://a.example/i.png\">",
+            ),
+            ("<img src=\"`javascript:alert(1)`\">", "<img>"),
             ("<svg onload=alert(1)></svg>x", "x"),
             (
                 "<a href=\"javascript:alert(1)\">x</a>",
