@@ -25,9 +25,10 @@ use tower_http::timeout::DeadlineBody;
 
 use crate::config::Limits;
 
-/// Largest buffer hyper keeps for one HTTP/1 connection. Request heads are far smaller (hyper's
-/// own limit on header bytes applies first); bodies stream through it.
-const MAX_BUF: usize = 64 * 1024;
+/// Largest buffer hyper keeps for one HTTP/1 connection (it starts at 8 KiB and grows only for a large
+/// head; bodies stream through it). Above hyper's 64 KiB request-target limit, so that an overlong URI is
+/// answered 414 rather than 431 (`parse_errors`), and still bounded.
+const MAX_BUF: usize = 96 * 1024;
 
 /// A connection and the permit it holds: the permit goes back when the socket closes, also when the
 /// connection was upgraded to a WebSocket (the upgraded stream owns this value).
