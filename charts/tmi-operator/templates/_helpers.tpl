@@ -57,6 +57,10 @@ every request the operator makes and fails when this list grants more or less).
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
   verbs: ["create", "delete", "list", "patch", "watch"]
+{{- /* CertificateRequests: listed (uncached) only while a Certificate is not Ready, to say why. */}}
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificaterequests"]
+  verbs: ["list"]
 {{- /* Secrets: metadata is watched; referenced Secrets are read when they change; the JWT key is created once. */}}
 - apiGroups: [""]
   resources: ["secrets"]

@@ -397,9 +397,23 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
         condition_is(v, "CertificateReady", "False")
             && !reason(v, "CertificateReady").is_empty()
             && reason(v, "CertificateReady") != "Pending"
+            && super::condition(v, "CertificateReady").is_some_and(|c| {
+                c["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("CertificateRequest")
+            })
     })
     .await;
     assert!(!is_ready(&obj));
+    let message = super::condition(&obj, "CertificateReady").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("no-such-issuer"),
+        "the message names the missing issuer: {message}"
+    );
     assert_eq!(obj["status"]["url"], format!("http://lost.{}.svc", ns.name));
     eprintln!(
         "missing issuer: CertificateReady reason {} message {}",

@@ -175,6 +175,58 @@ fn short_error(e: &kube::Error) -> String {
     }
 }
 
+/// Why cert-manager has not issued `cert` yet, from the newest CertificateRequest it made for it (its `Ready`
+/// reason and message, e.g. that the issuer does not exist; the Certificate's own condition does not say).
+/// Read (uncached, one list) only while the Certificate is not Ready; a failed list only loses the detail.
+pub async fn certificate_request_problem(
+    ctx: &Context,
+    cert: &crate::external::Certificate,
+) -> Option<String> {
+    let ready = cert
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if ready {
+        return None;
+    }
+    let uid = cert.uid()?;
+    let gvk =
+        kube::api::GroupVersionKind::gvk(CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, "CertificateRequest");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "certificaterequests");
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &cert.namespace()?, &resource);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            warn!(
+                error = &e as &dyn std::error::Error,
+                "listing CertificateRequests failed"
+            );
+            return None;
+        }
+    };
+    request_problem(&uid, &list)
+}
+
+/// Pure part of [`certificate_request_problem`].
+pub fn request_problem(certificate_uid: &str, requests: &[kube::api::DynamicObject]) -> Option<String> {
+    let newest = requests
+        .iter()
+        .filter(|r| r.owner_references().iter().any(|o| o.uid == certificate_uid))
+        .max_by_key(|r| r.metadata.creation_timestamp.clone())?;
+    let ready = newest.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready" && c["status"] == "False")?;
+    Some(format!(
+        "CertificateRequest {}: {}: {}",
+        newest.name_any(),
+        ready["reason"].as_str().unwrap_or("NotReady"),
+        ready["message"].as_str().unwrap_or("")
+    ))
+}
+
 /// Whether a Secret named `name` exists in the instance's namespace (from the metadata cache; no request).
 pub fn secret_exists(ctx: &Context, i: &ValidInstance, name: &str) -> bool {
     ctx.stores
@@ -202,6 +254,33 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn the_newest_owned_request_explains_the_certificate() {
+        let request = |name: &str, owner: &str, at: i64, message: &str| -> kube::api::DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                "metadata": {
+                    "name": name,
+                    "creationTimestamp": k8s_openapi::jiff::Timestamp::from_second(at).unwrap().to_string(),
+                    "ownerReferences": [{"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "name": "tmi", "uid": owner}]
+                },
+                "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Pending", "message": message}]}
+            }))
+            .unwrap()
+        };
+        let requests = [
+            request("tmi-1", "cert", 10, "old"),
+            request("tmi-2", "cert", 20, "Referenced \"ClusterIssuer\" not found"),
+            request("other-1", "other", 30, "not ours"),
+        ];
+        let problem = request_problem("cert", &requests).unwrap();
+        assert_eq!(
+            problem,
+            "CertificateRequest tmi-2: Pending: Referenced \"ClusterIssuer\" not found"
+        );
+        assert!(request_problem("none", &requests).is_none());
     }
 
     #[test]

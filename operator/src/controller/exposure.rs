@@ -39,6 +39,8 @@ pub struct Observed<'a> {
     pub note: Option<&'a str>,
     /// The Ingress preset in effect.
     pub ingress_controller: Option<crate::crd::IngressController>,
+    /// What the Certificate's newest CertificateRequest says, while it is not Ready.
+    pub certificate_request: Option<&'a str>,
 }
 
 /// One exposure condition.
@@ -275,8 +277,11 @@ fn certificate_check(o: &Observed<'_>) -> Check {
             false,
             c.reason.as_deref().unwrap_or("NotReady"),
             format!(
-                "cert-manager: {}",
-                c.message.as_deref().unwrap_or("the certificate is not ready")
+                "cert-manager: {}{}",
+                c.message.as_deref().unwrap_or("the certificate is not ready"),
+                o.certificate_request
+                    .map(|r| format!("; {r}"))
+                    .unwrap_or_default()
             ),
             false,
         ),

@@ -278,6 +278,10 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
         Some(validate::Tls::Secret(name)) => cluster::secret_exists(ctx, &valid, name),
         _ => false,
     };
+    let certificate_request = match &applied.certificate {
+        Some(cert) => cluster::certificate_request_problem(ctx, cert).await,
+        None => None,
+    };
     let outcome = status::Outcome::Applied {
         valid: &valid,
         deployment: &applied.deployment,
@@ -292,6 +296,7 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
             tls_secret_present,
             note: inputs.exposure_note.as_deref(),
             ingress_controller: inputs.ingress_controller,
+            certificate_request: certificate_request.as_deref(),
         },
     };
     let new_status = status::compute(obj, outcome, &now());
