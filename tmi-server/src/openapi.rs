@@ -485,28 +485,4 @@ mod tests {
             );
         }
     }
-
-    /// The vendored contract (`api/`) equals the workspace's upstream checkout (`../shared/tmi-api/`)
-    /// when that checkout exists, so an upstream update that was not vendored is noticed.
-    #[test]
-    fn vendored_contract_matches_shared_copy() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let upstream = root.join("../../shared/tmi-api");
-        if !upstream.is_dir() {
-            println!(
-                "note: {} does not exist; the vendored contract was not compared with upstream",
-                upstream.display()
-            );
-            return;
-        }
-        for file in ["tmi-openapi.json", "tmi-asyncapi.yml", "x-tmi-authz-schema.md"] {
-            let vendored = std::fs::read(root.join("api").join(file)).unwrap();
-            let theirs = std::fs::read(upstream.join(file)).unwrap();
-            assert!(
-                vendored == theirs,
-                "tmi-server/api/{file} differs from {}: vendor the update (tmi-server/api/README.md)",
-                upstream.join(file).display()
-            );
-        }
-    }
 }
