@@ -22,7 +22,7 @@ use tmi_operator::leader::LeaseConfig;
 use tmi_operator::metrics::Metrics;
 
 mod common;
-use common::{TIMEOUT, cond_true, ok, wait_current};
+use common::{TIMEOUT, cond_true, dynamic_api, ok, wait_current, wait_gone};
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tmi-operator")
@@ -359,7 +359,6 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         &admin,
         &tenant.name,
         "cert-manager.io",
-        "v1",
         "Certificate",
         "certificates",
     );
@@ -367,7 +366,6 @@ async fn installed_chart_grants_exactly_what_the_operator_uses() {
         &admin,
         &tenant.name,
         "gateway.networking.k8s.io",
-        "v1",
         "HTTPRoute",
         "httproutes",
     );
@@ -520,31 +518,6 @@ fn reason_of<'a>(v: &'a Value, type_: &str) -> Option<&'a str> {
         .iter()
         .find(|c| c["type"] == type_)
         .and_then(|c| c["reason"].as_str())
-}
-
-fn dynamic_api(
-    client: &Client,
-    namespace: &str,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-) -> Api<kube::api::DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
-    Api::namespaced_with(client.clone(), namespace, &resource)
-}
-
-/// Waits until `name` is gone (deleted by the operator).
-async fn wait_gone<K>(api: &Api<K>, name: &str)
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let started = Instant::now();
-    while api.get_opt(name).await.unwrap().is_some() {
-        assert!(started.elapsed() < TIMEOUT, "{name} was not deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Runs the operator in this process as ServiceAccount `namespace/name` (its Lease has the same name and

@@ -78,3 +78,28 @@ pub fn ok(out: Output, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// An API for objects of another project's kind (`group/v1`), untyped.
+pub fn dynamic_api(
+    client: &kube::Client,
+    namespace: &str,
+    group: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(group, "v1", kind);
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Waits until the object `name` is gone (deleted by the operator).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let started = Instant::now();
+    while api.get_opt(name).await.unwrap().is_some() {
+        assert!(started.elapsed() < TIMEOUT, "{name} was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

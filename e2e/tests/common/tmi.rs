@@ -185,26 +185,9 @@ impl Tmi {
 
     /// Opens a collaboration socket through this base URL, with a ticket issued by it.
     pub async fn connect(&self, token: &str, session: &Value) -> Collab {
-        let sid = session["session_id"].as_str().unwrap();
-        let ticket = self
-            .call(
-                Method::GET,
-                &format!("/ws/ticket?session_id={sid}"),
-                Some(token),
-                None,
-            )
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(token, session).await)
             .await
-            .expect(200)["ticket"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let url = format!(
-            "{}/threat_models/{}/diagrams/{}/ws?session_id={sid}&ticket={ticket}",
-            self.base.replacen("http://", "ws://", 1),
-            session["threat_model_id"].as_str().unwrap(),
-            session["diagram_id"].as_str().unwrap(),
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            .unwrap();
         Collab { ws, vector: 0 }
     }
 
@@ -213,6 +196,14 @@ impl Tmi {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        let (ws, _) = tokio_tungstenite::client_async(self.ws_url(token, session).await, stream)
+            .await
+            .unwrap();
+        Collab { ws, vector: 0 }
+    }
+
+    /// The session's socket URL on this base, with a fresh ticket issued by it.
+    async fn ws_url(&self, token: &str, session: &Value) -> String {
         let sid = session["session_id"].as_str().unwrap();
         let ticket = self
             .call(
@@ -226,16 +217,14 @@ impl Tmi {
             .as_str()
             .unwrap()
             .to_owned();
-        let url = format!(
+        format!(
             "{}/threat_models/{}/diagrams/{}/ws?session_id={sid}&ticket={ticket}",
             self.base
                 .replacen("https://", "wss://", 1)
                 .replacen("http://", "ws://", 1),
             session["threat_model_id"].as_str().unwrap(),
             session["diagram_id"].as_str().unwrap(),
-        );
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-        Collab { ws, vector: 0 }
+        )
     }
 }
 

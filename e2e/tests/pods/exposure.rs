@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject};
 use reqwest::Method;
 use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
 use tmi_operator::crd::TmiInstance;
 
 use super::{
-    TIMEOUT, common::tmi::Next, common::tmi::Tmi, cp, database, install_operator, is_ready, redis_url, run,
-    server_pods, wait_instance,
+    TIMEOUT, common::dynamic_api, common::tmi::Next, common::tmi::Tmi, common::wait_gone, cp, database,
+    install_operator, is_ready, redis_url, run, server_pods, wait_instance,
 };
 
 fn condition_is(obj: &Value, type_: &str, status: &str) -> bool {
@@ -136,23 +136,6 @@ fn secret_fingerprint(ns: &str, name: &str) -> String {
         cp().kubeconfig().display()
     )));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn dynamic(client: &kube::Client, ns: &str, group: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(group, "v1", kind);
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
-}
-
-async fn wait_gone(api: &Api<DynamicObject>, name: &str, what: &str) {
-    let started = Instant::now();
-    while api.get_opt(name).await.unwrap().is_some() {
-        assert!(started.elapsed() < TIMEOUT, "{what} was not deleted");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Which pod (address) Traefik sent each request tagged `probe=<tag>-<n>` to, from its access log.
@@ -350,8 +333,8 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     .await;
     assert_eq!(obj["status"]["url"], format!("https://{host}"));
     let ingresses: Api<DynamicObject> =
-        dynamic(&ns.client, &ns.name, "networking.k8s.io", "Ingress", "ingresses");
-    wait_gone(&ingresses, "tmi", "the Ingress of the previous exposure").await;
+        dynamic_api(&ns.client, &ns.name, "networking.k8s.io", "Ingress", "ingresses");
+    wait_gone(&ingresses, "tmi").await;
     // Traefik drops the Ingress route and serves the HTTPRoute's: poll until a login works again.
     until_served(&tmi, "the HTTPRoute").await;
     let token = tmi.login("bob").await;
@@ -367,22 +350,22 @@ async fn exposed_through_traefik_with_a_cert_manager_certificate() {
     })
     .await;
     assert_eq!(obj["status"]["url"], format!("http://tmi.{}.svc", ns.name));
-    let routes = dynamic(
+    let routes = dynamic_api(
         &ns.client,
         &ns.name,
         "gateway.networking.k8s.io",
         "HTTPRoute",
         "httproutes",
     );
-    let certificates = dynamic(
+    let certificates = dynamic_api(
         &ns.client,
         &ns.name,
         "cert-manager.io",
         "Certificate",
         "certificates",
     );
-    wait_gone(&routes, "tmi", "the HTTPRoute").await;
-    wait_gone(&certificates, "tmi", "the Certificate").await;
+    wait_gone(&routes, "tmi").await;
+    wait_gone(&certificates, "tmi").await;
 
     // An issuer that does not exist: CertificateReady=False with cert-manager's own reason; no https URL.
     apply_exposed(

@@ -219,12 +219,7 @@ pub async fn ensure_generated_secret(ctx: &Context, i: &ValidInstance) -> Result
         return Ok(());
     }
     let name = names::generated_secret(i);
-    if ctx
-        .stores
-        .secrets_meta
-        .get(&ObjectRef::new(&name).within(&i.namespace))
-        .is_some()
-    {
+    if crate::controller::cluster::secret_exists(ctx, i, &name) {
         return Ok(());
     }
     let mut key = [0u8; 48];

@@ -74,10 +74,24 @@ pub fn evaluate(v: &ValidInstance, o: &Observed<'_>) -> (Vec<Check>, String) {
         return (Vec::new(), v.service_url.clone());
     };
     let mut checks = Vec::new();
-    let route = match &v.exposure.route {
-        Route::None => return (Vec::new(), v.service_url.clone()),
-        Route::Ingress { .. } => ingress_check(v, o),
-        Route::Gateway { parent_refs } => route_check(v, parent_refs, o),
+    let route = match (&v.exposure.route, &v.exposure.tls) {
+        (Route::None, _) => return (Vec::new(), v.service_url.clone()),
+        (Route::Gateway { .. }, _) if !o.gateway_api => check(
+            EXPOSURE_READY,
+            false,
+            "GatewayAPINotInstalled",
+            "spec.exposure.type is Gateway, but the cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes: install the Gateway API CRDs and a Gateway controller".to_owned(),
+            true,
+        ),
+        (_, Some(Tls::Secret(secret))) if !o.tls_secret_present => check(
+            EXPOSURE_READY,
+            false,
+            "TLSSecretNotFound",
+            format!("TLS Secret {secret:?} (spec.exposure.tls.secretName) does not exist"),
+            true,
+        ),
+        (Route::Ingress { .. }, _) => ingress_check(o),
+        (Route::Gateway { parent_refs }, _) => route_check(v, parent_refs, o),
     };
     let route_ok = route.ok;
     checks.push(route);
@@ -106,18 +120,7 @@ fn with_note(message: String, o: &Observed<'_>) -> String {
     }
 }
 
-fn ingress_check(v: &ValidInstance, o: &Observed<'_>) -> Check {
-    if let Some(Tls::Secret(secret)) = &v.exposure.tls
-        && !o.tls_secret_present
-    {
-        return check(
-            EXPOSURE_READY,
-            false,
-            "TLSSecretNotFound",
-            format!("TLS Secret {secret:?} (spec.exposure.tls.secretName) does not exist"),
-            true,
-        );
-    }
+fn ingress_check(o: &Observed<'_>) -> Check {
     let addresses: Vec<String> = o
         .ingress
         .and_then(|i| i.status.as_ref())
@@ -161,26 +164,6 @@ fn same_parent(
 }
 
 fn route_check(v: &ValidInstance, parents: &[GatewayParentRef], o: &Observed<'_>) -> Check {
-    if !o.gateway_api {
-        return check(
-            EXPOSURE_READY,
-            false,
-            "GatewayAPINotInstalled",
-            "spec.exposure.type is Gateway, but the cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes: install the Gateway API CRDs and a Gateway controller".to_owned(),
-            true,
-        );
-    }
-    if let Some(Tls::Secret(secret)) = &v.exposure.tls
-        && !o.tls_secret_present
-    {
-        return check(
-            EXPOSURE_READY,
-            false,
-            "TLSSecretNotFound",
-            format!("TLS Secret {secret:?} (spec.exposure.tls.secretName) does not exist"),
-            true,
-        );
-    }
     let statuses = o
         .http_route
         .and_then(|r| r.status.as_ref())

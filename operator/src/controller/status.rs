@@ -153,9 +153,11 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
             let (checks, url) = exposure::evaluate(valid, &exposure);
             status.url = Some(url);
             if let Some(e) = status.effective.as_mut() {
+                // The preset as the CRD spells it (`ALB`, `HAProxy`, …).
                 e.ingress_controller = exposure
                     .ingress_controller
-                    .map(|c| format!("{c:?}").replace("Alb", "ALB"));
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned));
             }
             // Conditions of an exposure (or certificate) that is no longer configured go away.
             for type_ in [EXPOSURE_READY, CERTIFICATE_READY] {
