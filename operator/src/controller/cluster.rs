@@ -106,10 +106,8 @@ pub async fn ingress_preset(ctx: &Context, i: &ValidInstance) -> (Option<Ingress
     if *controller != IngressController::Auto {
         return (Some(*controller), None);
     }
-    // IngressClasses are few and cluster-scoped: one list, no cache.
-    let api: Api<IngressClass> = Api::all(ctx.client.clone());
-    let classes = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
+    let classes = match ingress_classes(ctx).await {
+        Ok(classes) => classes,
         Err(e) => {
             warn!(
                 error = &e as &dyn std::error::Error,
@@ -126,6 +124,33 @@ pub async fn ingress_preset(ctx: &Context, i: &ValidInstance) -> (Option<Ingress
     };
     let (preset, note) = preset_from_classes(class_name.as_deref(), &classes);
     (Some(preset), note)
+}
+
+/// IngressClasses as last listed, with the time of the list.
+pub type IngressClassMemo = std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<IngressClass>>)>>;
+
+/// How long a list of IngressClasses is reused: they are few, cluster-scoped and rarely change, and a watch
+/// would need cluster-wide `watch` for a lookup that only `Auto` presets make.
+const INGRESS_CLASSES_TTL: Duration = Duration::from_secs(60);
+
+/// The cluster's IngressClasses: one list a minute at most, whatever the number of instances.
+async fn ingress_classes(ctx: &Context) -> Result<Arc<Vec<IngressClass>>, kube::Error> {
+    let fresh = |memo: &IngressClassMemo| {
+        memo.lock().ok().and_then(|m| {
+            m.as_ref()
+                .filter(|(at, _)| at.elapsed() < INGRESS_CLASSES_TTL)
+                .map(|(_, c)| c.clone())
+        })
+    };
+    if let Some(classes) = fresh(&ctx.ingress_classes) {
+        return Ok(classes);
+    }
+    let api: Api<IngressClass> = Api::all(ctx.client.clone());
+    let classes = Arc::new(api.list(&ListParams::default()).await?.items);
+    if let Ok(mut memo) = ctx.ingress_classes.lock() {
+        *memo = Some((std::time::Instant::now(), classes.clone()));
+    }
+    Ok(classes)
 }
 
 /// Pure part of [`ingress_preset`]: the class named `class_name` (or the default class) → its preset.

@@ -124,6 +124,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<TmiInstance>, u32>>,
     /// Which optional APIs (Gateway API, cert-manager) the cluster serves.
     pub apis: Arc<cluster::OptionalApis>,
+    /// The cluster's IngressClasses as last listed, and when (see `cluster::ingress_preset`).
+    pub ingress_classes: cluster::IngressClassMemo,
 }
 
 /// A reconcile failure; each variant names the step.
@@ -539,6 +541,7 @@ async fn run_scope(
         secret_index,
         failures: Mutex::default(),
         apis,
+        ingress_classes: Mutex::default(),
     });
 
     info!(namespace = ?namespace, "controller starting");
