@@ -11,13 +11,13 @@ use secrecy::SecretString;
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {reason}")]
 pub struct ConfigError {
-    pub var: &'static str,
+    pub var: String,
     pub reason: String,
 }
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
-        var,
+        var: var.to_owned(),
         reason: reason.into(),
     }
 }
@@ -114,6 +114,11 @@ pub struct Config {
     pub oauth_callback_url: String,
     pub client_callback_allowlist: Vec<String>,
     pub tmi_provider_enabled: bool,
+    /// External OAuth 2.0 / OIDC providers (`OAUTH_PROVIDERS_<ID>_*`).
+    pub oauth_providers: Vec<crate::auth::provider_config::OAuthProviderConfig>,
+    /// `TMI_OAUTH_CA_FILE`: PEM certificates trusted, besides the public roots, for calls to
+    /// identity providers (an IdP behind a private CA).
+    pub oauth_ca_file: Option<String>,
     pub cookie_enabled: bool,
     pub cookie_domain: Option<String>,
     pub cookie_secure: bool,
@@ -542,6 +547,8 @@ impl Config {
             oauth_callback_url,
             client_callback_allowlist,
             tmi_provider_enabled,
+            oauth_providers: crate::auth::provider_config::parse(vars)?,
+            oauth_ca_file: non_empty(vars, "TMI_OAUTH_CA_FILE"),
             cookie_enabled: parse_bool(vars, "TMI_COOKIE_ENABLED", true)?,
             cookie_domain: non_empty(vars, "TMI_COOKIE_DOMAIN"),
             cookie_secure: parse_bool(vars, "TMI_COOKIE_SECURE", false)?,

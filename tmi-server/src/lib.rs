@@ -67,6 +67,7 @@ pub fn router_from(routes: Routes, state: AppState) -> Router {
     routes
         .into_router()
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate))
+        .merge(auth::logos::router())
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)
         .layer(middleware::from_fn(layers::log_errors))

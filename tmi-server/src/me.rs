@@ -33,15 +33,14 @@ pub fn router() -> Routes {
 /// `GET /me`.
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
     let groups = state.store.user_groups(user.user.internal_uuid).await?;
-    let names: Vec<&str> = groups.iter().map(|g| g.group_name.as_str()).collect();
     Ok(Json(json!({
         "principal_type": "user",
         "provider": user.user.provider,
         "provider_id": user.user.provider_user_id,
         "display_name": user.user.name,
         "email": user.user.email,
-        "is_admin": admin::among(&groups),
-        "is_security_reviewer": names.contains(&"security-reviewers"),
+        "is_admin": admin::among(&groups, &state.config.admins),
+        "is_security_reviewer": groups.iter().any(|g| g.internal_uuid == crate::store::groups::SECURITY_REVIEWERS),
         "groups": groups.iter().map(|g| json!({
             "internal_uuid": g.internal_uuid,
             "group_name": g.group_name,

@@ -12,6 +12,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::auth::kv::{MemoryKv, RedisKv, TokenKv};
+use crate::auth::oauth::OAuthProvider;
 use crate::auth::provider::{IdentityProvider, TmiProvider};
 use crate::auth::revocations::Revocations;
 use crate::auth::tokens::{JwtKeys, Tokens};
@@ -127,6 +128,16 @@ pub async fn build_state_with(
     let mut providers: Vec<Arc<dyn IdentityProvider>> = Vec::new();
     if config.tmi_provider_enabled && config.build_mode.is_dev_or_test() {
         providers.push(Arc::new(TmiProvider));
+    }
+    if !config.oauth_providers.is_empty() {
+        let http = crate::auth::oauth::http_client(config.oauth_ca_file.as_deref())?;
+        for cfg in &config.oauth_providers {
+            let p = OAuthProvider::new(cfg.clone(), http.clone());
+            tracing::info!(provider = %cfg.id, oidc = cfg.is_oidc(), "identity provider configured");
+            let warm = p.clone();
+            tokio::spawn(async move { warm.warm_up().await });
+            providers.push(p);
+        }
     }
     for admin in &config.admins {
         if let (Some(pid), "user") = (&admin.provider_id, admin.subject_type.as_str()) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::provider::AuthorizeStart;
+use super::provider::{AuthorizeStart, FlowSecrets, Identity};
 use super::tokens::{
     AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, token_cookies,
     with_cookies,
@@ -90,12 +90,50 @@ pub fn callback_allowed(allowlist: &[String], callback: &str) -> bool {
     })
 }
 
+/// What a TMI authorization code stands for until `/oauth2/token` redeems it (`pkce:<code>`).
 #[derive(Serialize, Deserialize)]
 struct PkceBinding {
     provider: String,
     challenge: String,
     login_hint: Option<String>,
     client_callback: String,
+    /// The identity an external provider vouched for at `/oauth2/callback`; `None` for `tmi`.
+    #[serde(default)]
+    identity: Option<Identity>,
+}
+
+/// A sign-in in progress at an external provider (`oauth_state:<state>`, single use): the client's
+/// side of the flow and the provider leg's secrets.
+#[derive(Serialize, Deserialize)]
+struct ProviderLeg {
+    provider: String,
+    challenge: String,
+    login_hint: Option<String>,
+    client_callback: String,
+    client_state: String,
+    flow: FlowSecrets,
+}
+
+fn kv_unavailable<E>(_: E) -> ApiError {
+    ApiError::ServiceUnavailable("Token store unavailable".into())
+}
+
+/// `callback` with `params` appended to its query.
+fn with_query(callback: &str, params: &[(&str, &str)]) -> String {
+    let sep = if callback.contains('?') { '&' } else { '?' };
+    let q: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    format!("{callback}{sep}{}", q.join("&"))
+}
+
+/// A fresh random token for codes and states (256 bits).
+fn random_code() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
 }
 
 /// `GET /oauth2/authorize`: validates the request; the `tmi` provider mints a code and redirects
@@ -163,42 +201,50 @@ pub async fn authorize(
         .state
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let binding = PkceBinding {
-        provider: idp.clone(),
-        challenge,
-        login_hint: q.login_hint.filter(|h| !h.is_empty()),
-        client_callback: callback.clone(),
-    };
-    let value = serde_json::to_string(&binding).map_err(ApiError::internal)?;
-    let kv_err = |_| ApiError::ServiceUnavailable("Token store unavailable".into());
+    let login_hint = q.login_hint.filter(|h| !h.is_empty());
+    // The provider leg gets a state of its own: the client's may be short or reused, and it only
+    // has to come back to the client.
+    let provider_state = random_code();
     match provider
         .authorize(
-            &oauth_state,
-            binding.login_hint.as_deref(),
+            &provider_state,
+            login_hint.as_deref(),
             &state.config.oauth_callback_url,
         )
         .await?
     {
         AuthorizeStart::Code(code) => {
+            let binding = PkceBinding {
+                provider: idp,
+                challenge,
+                login_hint,
+                client_callback: callback.clone(),
+                identity: None,
+            };
+            let value = serde_json::to_string(&binding).map_err(ApiError::internal)?;
             state
                 .kv
                 .set(&format!("pkce:{code}"), &value, FLOW_TTL)
                 .await
-                .map_err(kv_err)?;
-            let sep = if callback.contains('?') { '&' } else { '?' };
-            let location = format!(
-                "{callback}{sep}code={}&state={}",
-                urlencode(&code),
-                urlencode(&oauth_state)
-            );
+                .map_err(kv_unavailable)?;
+            let location = with_query(&callback, &[("code", &code), ("state", &oauth_state)]);
             Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
         }
-        AuthorizeStart::Redirect(url) => {
+        AuthorizeStart::Redirect { url, flow } => {
+            let leg = ProviderLeg {
+                provider: idp,
+                challenge,
+                login_hint,
+                client_callback: callback,
+                client_state: oauth_state,
+                flow,
+            };
+            let value = serde_json::to_string(&leg).map_err(ApiError::internal)?;
             state
                 .kv
-                .set(&format!("oauth_state:{oauth_state}"), &value, FLOW_TTL)
+                .set(&format!("oauth_state:{provider_state}"), &value, FLOW_TTL)
                 .await
-                .map_err(kv_err)?;
+                .map_err(kv_unavailable)?;
             Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
         }
     }
@@ -210,21 +256,69 @@ fn urlencode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /oauth2/callback`: only external IdPs come back here; none is configured yet.
+/// `GET /oauth2/callback`: the external provider sends the browser back here. The state is taken
+/// (single use: a replayed or unknown state is a 400), the provider's code exchanged and the
+/// identity verified at once; the client callback then gets a TMI code that `/oauth2/token`
+/// redeems against the client's PKCE verifier. Nothing is signed in when any step fails.
 pub async fn callback(
     State(state): State<AppState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let st = q.get("state").cloned().unwrap_or_default();
-    let found = state
+    let st = q
+        .get("state")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad_request("Missing required parameter: state"))?;
+    let leg = state
         .kv
         .take(&format!("oauth_state:{st}"))
         .await
-        .map_err(|_| ApiError::ServiceUnavailable("Token store unavailable".into()))?;
-    if found.is_none() {
-        return Err(bad_request("Invalid or expired state"));
+        .map_err(kv_unavailable)?
+        .ok_or_else(|| bad_request("Invalid or expired state"))?;
+    let leg: ProviderLeg = serde_json::from_str(&leg).map_err(ApiError::internal)?;
+    if let Some(err) = q.get("error") {
+        // The provider refused (the user cancelled, or its policy): the client hears it.
+        let code: String = err
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        tracing::info!(provider = %leg.provider, error = %code, "the identity provider refused the sign-in");
+        let location = with_query(
+            &leg.client_callback,
+            &[("error", &code), ("state", &leg.client_state)],
+        );
+        return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
     }
-    Err(bad_request("No external identity provider is configured"))
+    let code = q
+        .get("code")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad_request("Missing required parameter: code"))?;
+    let provider = state
+        .provider(&leg.provider)
+        .ok_or_else(|| bad_request("Unknown identity provider"))?;
+    let identity = provider
+        .complete(code, &leg.flow, &state.config.oauth_callback_url)
+        .await
+        .inspect_err(|e| tracing::info!(provider = %leg.provider, error = %e, "sign-in refused"))?;
+    let tmi_code = random_code();
+    let binding = PkceBinding {
+        provider: leg.provider,
+        challenge: leg.challenge,
+        login_hint: leg.login_hint,
+        client_callback: leg.client_callback.clone(),
+        identity: Some(identity),
+    };
+    let value = serde_json::to_string(&binding).map_err(ApiError::internal)?;
+    state
+        .kv
+        .set(&format!("pkce:{tmi_code}"), &value, FLOW_TTL)
+        .await
+        .map_err(kv_unavailable)?;
+    let location = with_query(
+        &leg.client_callback,
+        &[("code", &tmi_code), ("state", &leg.client_state)],
+    );
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -310,7 +404,10 @@ pub async fn token(
     if binding.provider != idp || s256(&verifier) != binding.challenge {
         return Err(invalid_grant());
     }
-    let identity = provider.exchange(&code, binding.login_hint.as_deref()).await?;
+    let identity = match binding.identity {
+        Some(identity) => identity,
+        None => provider.exchange(&code, binding.login_hint.as_deref()).await?,
+    };
     let (_, pair) = state.tokens.login(&identity).await?;
     Ok(token_response(&state, pair))
 }

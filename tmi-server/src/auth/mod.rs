@@ -1,12 +1,18 @@
 //! Authentication (tmi-compat.md §4): `tokens` (HS256 JWTs with TMI's claim set, the
 //! authenticated caller, refresh rotation, revocation, cookies), `revocations` (revoked tokens and
-//! families: in the database, cached per replica), `kv` (the token store: Redis or process memory), `provider` (identity providers: the `tmi` dev provider) and `handlers` (the
+//! families: in the database, cached per replica), `kv` (the token store: Redis or process memory), `provider` (the identity-provider trait and the `tmi` dev provider), `provider_config` (external
+//! providers from `OAUTH_PROVIDERS_<ID>_*`), `oauth` (OAuth 2.0 / OIDC sign-in at those providers),
+//! `claims` (reading an identity through claim mappings), `logos` (the sign-in logos) and `handlers` (the
 //! OAuth 2.0 endpoints and discovery documents, routed here). The application state holds the
 //! first three; only `handlers` depends on the state.
 
+pub mod claims;
 pub mod handlers;
 pub mod kv;
+pub mod logos;
+pub mod oauth;
 pub mod provider;
+pub mod provider_config;
 pub mod revocations;
 pub mod tokens;
 

@@ -1,5 +1,5 @@
-//! Identity providers behind one trait, so that external OAuth 2.0 / OIDC providers slot in next to
-//! the built-in `tmi` dev provider (tmi-compat.md §4.4). Pure for `TmiProvider`.
+//! Identity providers behind one trait: the built-in `tmi` dev provider (tmi-compat.md §4.4), here,
+//! and external OAuth 2.0 / OIDC providers (`oauth`). Pure for `TmiProvider`.
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -18,7 +18,7 @@ pub struct ProviderInfo {
 }
 
 /// An authenticated identity, as the provider reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub provider: String,
     pub provider_user_id: String,
@@ -29,13 +29,21 @@ pub struct Identity {
     pub groups: Vec<String>,
 }
 
+/// Secrets of one sign-in towards an external provider, kept server-side with its `state`: the
+/// PKCE verifier of the provider leg and, for OpenID Connect, the `nonce` the id_token must carry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlowSecrets {
+    pub code_verifier: String,
+    pub nonce: Option<String>,
+}
+
 /// How an authorization request continues.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthorizeStart {
     /// The provider issued a code at once (dev provider): redirect to the client callback with it.
     Code(String),
-    /// Redirect the browser to the IdP's authorization page.
-    Redirect(String),
+    /// Redirect the browser to the IdP's authorization page; `flow` is kept with the state.
+    Redirect { url: String, flow: FlowSecrets },
 }
 
 /// An identity provider.
@@ -51,6 +59,20 @@ pub trait IdentityProvider: Send + Sync {
     ) -> Result<AuthorizeStart, ApiError>;
     /// Exchanges a code for the user's identity; `login_hint` is the one given at authorize.
     async fn exchange(&self, code: &str, login_hint: Option<&str>) -> Result<Identity, ApiError>;
+    /// Completes a sign-in at an external provider: the provider's code (back at
+    /// `/oauth2/callback`) is exchanged and the identity read and verified.
+    async fn complete(
+        &self,
+        _code: &str,
+        _flow: &FlowSecrets,
+        _callback_url: &str,
+    ) -> Result<Identity, ApiError> {
+        Err(ApiError::OAuth(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "This provider does not redirect to an identity provider".into(),
+        ))
+    }
 }
 
 /// The built-in `tmi` provider: no IdP, the identity comes from `login_hint`.

@@ -94,6 +94,35 @@ pub fn token_hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The names of TMI's built-in groups: a provider's group of the same name is dropped at sign-in,
+/// so that ACL entries on TMI's groups match TMI's members only.
+const BUILT_IN_GROUP_NAMES: [&str; 6] = [
+    "everyone",
+    "security-reviewers",
+    "administrators",
+    "confidential-project-reviewers",
+    "tmi-automation",
+    "embedding-automation",
+];
+
+/// The provider's groups of an identity, deduplicated, without TMI's built-in names.
+fn provider_groups(identity: &Identity) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for g in &identity.groups {
+        let g = g.trim();
+        if g.is_empty() || out.iter().any(|o| o == g) {
+            continue;
+        }
+        if BUILT_IN_GROUP_NAMES.contains(&g) {
+            tracing::warn!(provider = %identity.provider, group = g,
+                "ignoring a provider group named like one of TMI's built-in groups");
+            continue;
+        }
+        out.push(g.to_owned());
+    }
+    out
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
@@ -173,6 +202,10 @@ struct RefreshData {
     auth_time: i64,
     /// Every token of one login shares a family; reuse of a rotated token revokes the family.
     family: String,
+    /// The groups the identity provider asserted at the interactive login: refreshed tokens carry
+    /// them too (a sign-in refreshes them).
+    #[serde(default)]
+    idp_groups: Vec<String>,
 }
 
 /// A freshly issued token pair.
@@ -214,6 +247,7 @@ impl Tokens {
     /// Records a login: creates or refreshes the user, applies auto-promotion and bootstrap, and
     /// issues a new session.
     pub async fn login(&self, identity: &Identity) -> Result<(UserRecord, TokenPair), ApiError> {
+        let idp_groups = provider_groups(identity);
         let user = self
             .store
             .upsert_login_user(&UserRecord {
@@ -225,6 +259,11 @@ impl Tokens {
                 email_verified: identity.email_verified,
             })
             .await?;
+        if identity.provider != "tmi" {
+            self.store
+                .set_provider_groups(user.internal_uuid, &identity.provider, &idp_groups)
+                .await?;
+        }
         self.apply_group_rules(&user).await?;
         let now = Utc::now().timestamp();
         let data = RefreshData {
@@ -233,8 +272,9 @@ impl Tokens {
             session_created: now,
             auth_time: now,
             family: Uuid::new_v4().to_string(),
+            idp_groups,
         };
-        let pair = self.issue(&user, &identity.groups, &data).await?;
+        let pair = self.issue(&user, &data.idp_groups, &data).await?;
         Ok((user, pair))
     }
 
@@ -303,7 +343,13 @@ impl Tokens {
         idp_groups: &[String],
         data: &RefreshData,
     ) -> Result<TokenPair, ApiError> {
-        let (_, names) = self.group_names(user, idp_groups).await?;
+        let (managed, names) = self.group_names(user, idp_groups).await?;
+        // Roles come from TMI's own groups (and the configured admin groups), never from a group
+        // name alone: a provider's group called `administrators` grants nothing.
+        let is_admin = admin::among(&managed, &self.config.admins);
+        let is_reviewer = managed
+            .iter()
+            .any(|g| g.internal_uuid == groups::SECURITY_REVIEWERS);
         let now = Utc::now().timestamp();
         let iss = self.config.issuer();
         let claims = Claims {
@@ -318,8 +364,8 @@ impl Tokens {
             email_verified: user.email_verified,
             name: user.name.clone(),
             idp: user.provider.clone(),
-            tmi_is_administrator: admin::named_in(&names),
-            tmi_is_security_reviewer: names.iter().any(|n| n == "security-reviewers"),
+            tmi_is_administrator: is_admin,
+            tmi_is_security_reviewer: is_reviewer,
             groups: names,
             auth_time: data.auth_time,
             sid: Some(data.family.clone()),
@@ -383,7 +429,7 @@ impl Tokens {
             .find_user(&data.provider, &data.provider_user_id)
             .await?
             .ok_or_else(|| invalid_grant("Invalid or expired refresh token"))?;
-        self.issue(&user, &[], &data).await
+        self.issue(&user, &data.idp_groups, &data).await
     }
 
     /// How long a family revocation must last: the absolute session lifetime plus the life of the

@@ -322,6 +322,10 @@ pub trait Store: Send + Sync {
     async fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
     /// Adds a member (nothing happens when it already is one).
     async fn add_group_member(&self, group: Uuid, user: Uuid) -> StoreResult<()>;
+    /// Makes `user`'s memberships in `provider`'s groups exactly `names` (what the identity provider
+    /// asserted at sign-in), creating the groups it names for the first time. TMI's own groups are
+    /// left alone. One transaction.
+    async fn set_provider_groups(&self, user: Uuid, provider: &str, names: &[String]) -> StoreResult<()>;
     async fn get_group(&self, group: Uuid) -> StoreResult<Option<GroupRecord>>;
     /// A page of a group's members ordered by name and email, and their total.
     async fn group_members(

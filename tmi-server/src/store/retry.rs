@@ -123,6 +123,7 @@ retried! {
     fn find_user_by_email(&self, provider: &str, email: &str) -> StoreResult<Option<UserRecord>>;
     fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
     fn add_group_member(&self, group: Uuid, user: Uuid) -> StoreResult<()>;
+    fn set_provider_groups(&self, user: Uuid, provider: &str, names: &[String]) -> StoreResult<()>;
     fn get_group(&self, group: Uuid) -> StoreResult<Option<GroupRecord>>;
     fn group_members(&self, group: Uuid, limit: i64, offset: i64) -> StoreResult<(Vec<GroupMemberRecord>, i64)>;
     fn group_member_count(&self, group: Uuid) -> StoreResult<i64>;

@@ -496,6 +496,60 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn set_provider_groups(
+                &self,
+                user: ::uuid::Uuid,
+                provider: &str,
+                names: &[String],
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with(Self::BEGIN).await?;
+                let current: Vec<(::uuid::Uuid, String)> = ::sqlx::query_as(
+                    "SELECT g.internal_uuid, g.group_name FROM groups g \
+                     JOIN group_members m ON m.group_uuid = g.internal_uuid \
+                     WHERE m.user_uuid = $1 AND g.provider = $2",
+                )
+                .bind(user)
+                .bind(provider)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (group, name) in &current {
+                    if !names.contains(name) {
+                        ::sqlx::query("DELETE FROM group_members WHERE group_uuid = $1 AND user_uuid = $2")
+                            .bind(group)
+                            .bind(user)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                for name in names {
+                    if current.iter().any(|(_, n)| n == name) {
+                        continue;
+                    }
+                    let (group,): (::uuid::Uuid,) = ::sqlx::query_as(
+                        "INSERT INTO groups (internal_uuid, provider, group_name, name) VALUES ($1, $2, $3, $3) \
+                         ON CONFLICT (provider, group_name) DO UPDATE SET group_name = excluded.group_name \
+                         RETURNING internal_uuid",
+                    )
+                    .bind(::uuid::Uuid::new_v4())
+                    .bind(provider)
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    ::sqlx::query(
+                        "INSERT INTO group_members (group_uuid, user_uuid, id, added_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(group)
+                    .bind(user)
+                    .bind(::uuid::Uuid::new_v4())
+                    .bind(::chrono::Utc::now())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn get_group(&self, group: ::uuid::Uuid) -> StoreResult<Option<GroupRecord>> {
                 Ok(::sqlx::query_as(
                     "SELECT internal_uuid, provider, group_name, name FROM groups WHERE internal_uuid = $1",

@@ -57,6 +57,63 @@ pub async fn run_all(store: &dyn Store) {
     children_and_metadata(store).await;
     bulk_child_writes(store).await;
     token_revocations(store).await;
+    provider_groups(store).await;
+}
+
+/// An identity provider's groups follow what it asserts at each sign-in; TMI's groups stay.
+async fn provider_groups(store: &dyn Store) {
+    let mut u = user("pg-user");
+    u.provider = "kc".into();
+    let u = store.upsert_login_user(&u).await.unwrap();
+    store
+        .add_group_member(groups::SECURITY_REVIEWERS, u.internal_uuid)
+        .await
+        .unwrap();
+    let names = |gs: Vec<GroupRecord>| -> Vec<(String, String)> {
+        gs.into_iter().map(|g| (g.provider, g.group_name)).collect()
+    };
+    store
+        .set_provider_groups(u.internal_uuid, "kc", &["b".into(), "a".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.user_groups(u.internal_uuid).await.unwrap()),
+        [
+            ("kc".into(), "a".into()),
+            ("kc".into(), "b".into()),
+            ("tmi".into(), "security-reviewers".into())
+        ]
+    );
+    store
+        .set_provider_groups(u.internal_uuid, "kc", &["b".into(), "c".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.user_groups(u.internal_uuid).await.unwrap()),
+        [
+            ("kc".into(), "b".into()),
+            ("kc".into(), "c".into()),
+            ("tmi".into(), "security-reviewers".into())
+        ]
+    );
+    // Another member of an existing group joins the same row.
+    let mut v = user("pg-other");
+    v.provider = "kc".into();
+    let v = store.upsert_login_user(&v).await.unwrap();
+    store
+        .set_provider_groups(v.internal_uuid, "kc", &["b".into()])
+        .await
+        .unwrap();
+    let gb = store.user_groups(v.internal_uuid).await.unwrap();
+    assert_eq!(store.group_member_count(gb[0].internal_uuid).await.unwrap(), 2);
+    store
+        .set_provider_groups(u.internal_uuid, "kc", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.user_groups(u.internal_uuid).await.unwrap()),
+        [("tmi".into(), "security-reviewers".into())]
+    );
 }
 
 async fn token_revocations(store: &dyn Store) {

@@ -50,7 +50,14 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = Params::parse(raw.as_deref());
     let include_deleted = q.boolean("include_deleted")?.unwrap_or(false);
-    if include_deleted && !admin::is_administrator(state.store.as_ref(), user.user.internal_uuid).await? {
+    if include_deleted
+        && !admin::is_administrator(
+            state.store.as_ref(),
+            &state.config.admins,
+            user.user.internal_uuid,
+        )
+        .await?
+    {
         return Err(ApiError::forbidden(
             "include_deleted requires administrator privileges",
         ));
