@@ -10,16 +10,17 @@ run:
 test:
 	scripts/test.sh
 
-# Benchmarks (release builds), with the same services the tests use. See docs/server.md and docs/operator.md.
+# Benchmarks (release builds), with the same services the tests use but Keycloak (a JVM starting beside the
+# measurements would disturb them). See docs/server.md and docs/operator.md.
 bench-api:
-	scripts/with-services.sh cargo bench -p tmi-server --bench api
+	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-server --bench api
 
 # Collaboration: WebSocket fan-out latency and operations/s on one and two replicas (docs/development.md).
 bench-collab:
-	scripts/with-services.sh cargo bench -p tmi-server --bench collab
+	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-server --bench collab
 
 bench-operator:
-	scripts/with-services.sh cargo bench -p tmi-operator --bench operator
+	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-operator --bench operator
 
 # Builds the local cluster (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, kwok; node: containerd, kubelet, kube-proxy, CoreDNS, pause) into

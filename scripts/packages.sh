@@ -2,13 +2,14 @@
 # Installs the Debian packages that `make test`, `make images` and the local cluster need, when missing. Run
 # before entering scripts/isolated.sh's namespaces, which have no network.
 #   postgresql, redis-server         the test databases (scripts/services.sh)
+#   openjdk-17-jre-headless, maven   Keycloak, the sign-in tests' identity provider (scripts/keycloak.sh)
 #   runc, containernetworking-plugins the real node's runtime and pod network (bridge, host-local, loopback)
 #   iptables, conntrack              kube-proxy's rules and connection cleanup
 #   umoci, musl-tools, ca-certificates make images (scripts/images.sh)
 #   iproute2, util-linux, curl       the namespaces (ip, unshare) and readiness checks
 set -euo pipefail
-packages=(postgresql redis-server runc containernetworking-plugins iptables conntrack umoci musl-tools
-  ca-certificates iproute2 util-linux curl)
+packages=(postgresql redis-server openjdk-17-jre-headless maven runc containernetworking-plugins iptables
+  conntrack umoci musl-tools ca-certificates iproute2 util-linux curl)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # Starts private PostgreSQL and Redis instances for the tests, on free loopback ports, with their data under a
 # directory this script owns; never touches a system-wide instance. Installs the Debian packages when missing.
+# Also starts Keycloak (the sign-in tests' identity provider) IN THE BACKGROUND: it takes 15-40 s to be ready,
+# and the tests that need it wait for it (tests/common/keycloak.rs), the others do not.
 #
-#   scripts/services.sh start DIR   # prints `export ...` lines for TMI_TEST_DATABASE_URL and TMI_TEST_REDIS_URL
-#   scripts/services.sh stop DIR    # stops both and leaves DIR for the caller to remove
+#   scripts/services.sh start DIR   # prints `export ...` lines for TMI_TEST_DATABASE_URL, TMI_TEST_REDIS_URL,
+#                                   # TMI_TEST_KEYCLOAK_URL
+#   scripts/services.sh stop DIR    # stops all three and leaves DIR for the caller to remove
 #
-# Inside scripts/isolated.sh's namespaces (TMI_E2E_NODE_IP set) both also listen on the node's address, so that
-# the real node's pods reach them (TMI_TEST_POD_DATABASE_URL, TMI_TEST_POD_REDIS_URL); PostgreSQL trusts the
-# pods' range there. That address exists only inside the run's network namespace.
+# Keycloak comes from TMI_KEYCLOAK_HOME (scripts/test.sh sets it), else from scripts/keycloak.sh's cache, which
+# is filled first when missing outside scripts/isolated.sh (inside there is no network: no cache, no Keycloak,
+# and the tests that need it fail saying so). TMI_KEYCLOAK=off leaves it out (the benchmarks, which it would
+# disturb). It runs on a per-run home under DIR (its own data, the cached build's lib/ linked, read-only), with
+# the realm tests/fixtures/keycloak/realm-tmi.json imported as `tmi` and a fixed bootstrap admin
+# (tests/common/keycloak.rs knows it), heap capped at 512 MiB.
+#
+# Inside scripts/isolated.sh's namespaces (TMI_E2E_NODE_IP set) all three also listen on the node's address, so
+# that the real node's pods reach them (TMI_TEST_POD_DATABASE_URL, TMI_TEST_POD_REDIS_URL,
+# TMI_TEST_POD_KEYCLOAK_URL); PostgreSQL trusts the pods' range there. That address exists only inside the
+# run's network namespace.
 set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -62,10 +74,63 @@ start() {
     echo "export TMI_TEST_POD_DATABASE_URL=postgres://postgres@$node_ip:$pg_port/postgres"
     echo "export TMI_TEST_POD_REDIS_URL=redis://$node_ip:$redis_port"
   fi
+  start_keycloak "$dir"
+}
+
+# The Keycloak home to run: TMI_KEYCLOAK_HOME, the cache, or (outside the namespaces) a fresh fetch.
+keycloak_home() {
+  if [ -n "${TMI_KEYCLOAK_HOME:-}" ]; then echo "$TMI_KEYCLOAK_HOME"; return 0; fi
+  if [ -n "${TMI_E2E_NODE_IP:-}" ]; then "$repo/scripts/keycloak.sh" --cached; else "$repo/scripts/keycloak.sh"; fi
+}
+
+start_keycloak() {
+  local dir=$1 home run port host=127.0.0.1 node_ip=${TMI_E2E_NODE_IP:-}
+  if [ "${TMI_KEYCLOAK:-}" = off ]; then echo "Keycloak: not started (TMI_KEYCLOAK=off)" >&2; return 0; fi
+  if ! home=$(keycloak_home); then
+    echo "Keycloak: not cached and no network here: run scripts/keycloak.sh first (make test does)" >&2
+    return 0
+  fi
+  # kc.sh takes its home from its own location: a copy of bin/ makes DIR/keycloak the home (data, import,
+  # logs), while lib/ (the cached, pre-built application) is shared read-only; `--optimized` never rebuilds it.
+  run=$dir/keycloak
+  mkdir -p "$run/data/import" "$run/providers" "$run/themes"
+  cp -R "$home/bin" "$home/conf" "$run/"
+  ln -s "$home/lib" "$run/lib"
+  cp "$repo/tmi-server/tests/fixtures/keycloak/realm-tmi.json" "$run/data/import/"
+  port=$(free_port)
+  # Inside the namespaces the only addresses are loopback, the node's and the pods' bridge; Keycloak binds one
+  # address, so it takes them all there (pods reach it through the node's address).
+  if [ -n "$node_ip" ]; then host=0.0.0.0; fi
+  # The development settings of `start-dev` (HTTP, the issuer following the request's host, a local cache, the
+  # file database) on the production command, which alone can skip the build.
+  # setsid: a process group of its own (its id in keycloak.pid), which `stop` ends as a whole.
+  KC_BOOTSTRAP_ADMIN_USERNAME=tmi-test-admin KC_BOOTSTRAP_ADMIN_PASSWORD=tmi-test-admin-password \
+    JAVA_OPTS_KC_HEAP="-Xms64m -Xmx512m" \
+    setsid bash -c 'echo $$ >"$1/keycloak.pid"; shift; exec "$@"' keycloak "$run" \
+    "$run/bin/kc.sh" start --optimized --import-realm --http-enabled=true --http-host="$host" \
+    --http-port="$port" --hostname-strict=false --cache=local \
+    </dev/null >"$run/keycloak.log" 2>&1 &
+  for _ in $(seq 50); do [ -s "$run/keycloak.pid" ] && break; sleep 0.1; done
+  echo "export TMI_TEST_KEYCLOAK_URL=http://127.0.0.1:$port"
+  echo "export TMI_TEST_KEYCLOAK_LOG=$run/keycloak.log"
+  if [ -n "$node_ip" ]; then echo "export TMI_TEST_POD_KEYCLOAK_URL=http://$node_ip:$port"; fi
+}
+
+stop_keycloak() {
+  local dir=$1 pgid
+  [ -f "$dir/keycloak/keycloak.pid" ] || return 0
+  pgid=$(cat "$dir/keycloak/keycloak.pid")
+  # kc.sh forwards TERM to java, which stops in a second or two; KILL what is left after 30 s.
+  kill -TERM -- "-$pgid" 2>/dev/null || return 0
+  for _ in $(seq 300); do pgrep -g "$pgid" >/dev/null || return 0; sleep 0.1; done
+  echo "Keycloak did not stop on TERM: killing it" >&2
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 50); do pgrep -g "$pgid" >/dev/null || return 0; sleep 0.1; done
 }
 
 stop() {
   local dir=$1 bin
+  stop_keycloak "$dir"
   if [ -f "$dir/redis/redis.pid" ]; then kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true; fi
   if bin=$(pg_bin) && [ -f "$dir/pg/data/postmaster.pid" ]; then
     as_pg "$bin/pg_ctl" -D "$dir/pg/data" -m immediate -w stop >/dev/null 2>&1 || true

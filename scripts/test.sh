@@ -2,10 +2,11 @@
 # `make test`: every test of the project, none skipped.
 #
 # Outside any namespace (these need the package registries): the Debian packages, schemathesis (PyPI, for the
-# contract test tmi-server/tests/api/schemathesis.rs), the local cluster's build
+# contract test tmi-server/tests/api/schemathesis.rs), Keycloak (Maven Central, the sign-in tests' identity
+# provider, which scripts/services.sh starts), the local cluster's build
 # (control plane and real node, cached by version), format and lint checks, the test binaries, and the images
 # (`make images`) that the real node runs. Then, inside the network, mount and PID namespaces of
-# scripts/isolated.sh: PostgreSQL, Redis (scripts/with-services.sh) and the whole test suite. isolated.sh
+# scripts/isolated.sh: PostgreSQL, Redis, Keycloak (scripts/with-services.sh) and the whole test suite. isolated.sh
 # restores what a namespace cannot hold and fails the run when the host was left changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,6 +23,11 @@ step "schemathesis for the contract test (PyPI, pinned, cached)"
 TMI_SCHEMATHESIS=$(scripts/schemathesis.sh)
 export TMI_SCHEMATHESIS
 echo "schemathesis: $TMI_SCHEMATHESIS"
+
+step "Keycloak for the sign-in tests (Maven Central, pinned, cached)"
+TMI_KEYCLOAK_HOME=$(scripts/keycloak.sh)
+export TMI_KEYCLOAK_HOME
+echo "Keycloak: $TMI_KEYCLOAK_HOME"
 
 step "building or reusing the local cluster (control plane and node)"
 TMI_CONTROLPLANE_BIN=$(e2e/controlplane/build.sh)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs a command with everything the tests and benchmarks need, started here and stopped on exit (also on
 # failure or Ctrl-C): private PostgreSQL and Redis on free loopback ports (TMI_TEST_DATABASE_URL,
-# TMI_TEST_REDIS_URL) and the local Kubernetes control plane's binaries (TMI_CONTROLPLANE_BIN; built once,
-# then cached by version).
+# TMI_TEST_REDIS_URL), Keycloak starting in the background (TMI_TEST_KEYCLOAK_URL; TMI_KEYCLOAK=off leaves it
+# out) and the local Kubernetes control plane's binaries (TMI_CONTROLPLANE_BIN; built once, then cached by
+# version).
 #   scripts/with-services.sh COMMAND [ARGS...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,7 +26,7 @@ step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - TMI_STEP_BEGAN ))"; }
 export -f step
 export TMI_STEP_BEGAN
 
-step "starting PostgreSQL and Redis"
+step "starting PostgreSQL and Redis (and Keycloak, in the background)"
 eval "$(scripts/services.sh start "$work")"
 echo "PostgreSQL: ${TMI_TEST_DATABASE_URL}  Redis: ${TMI_TEST_REDIS_URL}"
 
