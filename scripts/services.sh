@@ -13,7 +13,9 @@
 # and the tests that need it fail saying so). TMI_KEYCLOAK=off leaves it out (the benchmarks, which it would
 # disturb). It runs on a per-run home under DIR (its own data, the cached build's lib/ linked, read-only), with
 # the realm tests/fixtures/keycloak/realm-tmi.json imported as `tmi` and a fixed bootstrap admin
-# (tests/common/keycloak.rs knows it), heap capped at 512 MiB.
+# (tests/common/keycloak.rs knows it), heap capped at 512 MiB. It serves HTTP on loopback and HTTPS with a
+# certificate from a CA made for the run (TMI_TEST_KEYCLOAK_HTTPS_URL, TMI_TEST_KEYCLOAK_CA_FILE): instances on
+# real pods accept only https identity providers, so TMI_TEST_POD_KEYCLOAK_URL is the HTTPS one.
 #
 # Inside scripts/isolated.sh's namespaces (TMI_E2E_NODE_IP set) all three also listen on the node's address, so
 # that the real node's pods reach them (TMI_TEST_POD_DATABASE_URL, TMI_TEST_POD_REDIS_URL,
@@ -84,7 +86,7 @@ keycloak_home() {
 }
 
 start_keycloak() {
-  local dir=$1 home run port host=127.0.0.1 node_ip=${TMI_E2E_NODE_IP:-}
+  local dir=$1 home run port https_port host=127.0.0.1 node_ip=${TMI_E2E_NODE_IP:-}
   if [ "${TMI_KEYCLOAK:-}" = off ]; then echo "Keycloak: not started (TMI_KEYCLOAK=off)" >&2; return 0; fi
   if ! home=$(keycloak_home); then
     echo "Keycloak: not cached and no network here: run scripts/keycloak.sh first (make test does)" >&2
@@ -98,6 +100,18 @@ start_keycloak() {
   ln -s "$home/lib" "$run/lib"
   cp "$repo/tmi-server/tests/fixtures/keycloak/realm-tmi.json" "$run/data/import/"
   port=$(free_port)
+  https_port=$(free_port)
+  # HTTPS too, with a certificate of a CA made for this run (TMI_TEST_KEYCLOAK_CA_FILE): a TmiInstance accepts only
+  # https identity-provider URLs, so the pods reach Keycloak over HTTPS with that CA as the instance's trusted CA.
+  local sans="IP:127.0.0.1,DNS:localhost"
+  if [ -n "$node_ip" ]; then sans="$sans,IP:$node_ip"; fi
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tmi-test-keycloak-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+    -keyout "$run/ca.key" -out "$run/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=keycloak" -keyout "$run/tls.key" -out "$run/tls.csr" >/dev/null 2>&1
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$sans" >"$run/tls.ext"
+  openssl x509 -req -in "$run/tls.csr" -CA "$run/ca.crt" -CAkey "$run/ca.key" -CAcreateserial -days 2 \
+    -extfile "$run/tls.ext" -out "$run/tls.crt" >/dev/null 2>&1
   # Inside the namespaces the only addresses are loopback, the node's and the pods' bridge; Keycloak binds one
   # address, so it takes them all there (pods reach it through the node's address).
   if [ -n "$node_ip" ]; then host=0.0.0.0; fi
@@ -108,12 +122,15 @@ start_keycloak() {
     JAVA_OPTS_KC_HEAP="-Xms64m -Xmx512m" \
     setsid bash -c 'echo $$ >"$1/keycloak.pid"; shift; exec "$@"' keycloak "$run" \
     "$run/bin/kc.sh" start --optimized --import-realm --http-enabled=true --http-host="$host" \
-    --http-port="$port" --hostname-strict=false --cache=local \
+    --http-port="$port" --https-port="$https_port" --https-certificate-file="$run/tls.crt" \
+    --https-certificate-key-file="$run/tls.key" --hostname-strict=false --cache=local \
     </dev/null >"$run/keycloak.log" 2>&1 &
   for _ in $(seq 50); do [ -s "$run/keycloak.pid" ] && break; sleep 0.1; done
   echo "export TMI_TEST_KEYCLOAK_URL=http://127.0.0.1:$port"
+  echo "export TMI_TEST_KEYCLOAK_HTTPS_URL=https://127.0.0.1:$https_port"
+  echo "export TMI_TEST_KEYCLOAK_CA_FILE=$run/ca.crt"
   echo "export TMI_TEST_KEYCLOAK_LOG=$run/keycloak.log"
-  if [ -n "$node_ip" ]; then echo "export TMI_TEST_POD_KEYCLOAK_URL=http://$node_ip:$port"; fi
+  if [ -n "$node_ip" ]; then echo "export TMI_TEST_POD_KEYCLOAK_URL=https://$node_ip:$https_port"; fi
 }
 
 stop_keycloak() {
