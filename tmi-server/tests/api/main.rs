@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+#[path = "../common/keycloak.rs"]
+mod keycloak;
 #[path = "../common/pgdb.rs"]
 mod pgdb;
 
@@ -38,6 +40,7 @@ mod contract_details;
 mod gate;
 mod health;
 mod json_numbers;
+mod keycloak_harness;
 mod limits;
 mod list_filters;
 mod me_groups;
