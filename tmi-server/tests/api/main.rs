@@ -47,5 +47,6 @@ mod me_groups;
 mod me_links;
 mod rules;
 mod schemathesis;
+mod sign_in;
 mod threat_models;
 mod xss;
