@@ -289,12 +289,32 @@ pub enum ChildWrite {
 /// A revoked token or token family.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RevocationRecord {
-    /// `token:<sha256 hex>` or `family:<id>`.
+    /// `token:<sha256 hex>`, `family:<id>` or `credential:<id>`.
     pub key: String,
     /// Unix seconds after which nothing the key names is valid anyway.
     pub expires_at: i64,
     /// Unix milliseconds of the revocation.
     pub revoked_at: i64,
+}
+
+/// An OAuth 2.0 client credential of a user (migration 0011).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ClientCredentialRecord {
+    pub id: Uuid,
+    /// The user whose permissions the credential's tokens carry.
+    pub owner_uuid: Uuid,
+    /// `tmi_cc_…`, unique.
+    pub client_id: String,
+    /// SHA-256 of the secret, lower-case hex; the secret itself is never stored.
+    pub secret_sha256: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub modified_at: DateTime<Utc>,
+    /// After this the credential no longer grants tokens (and none it granted outlives it).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The last successful `client_credentials` grant.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// One metadata entry.
@@ -317,6 +337,8 @@ pub trait Store: Send + Sync {
     /// Creates or refreshes the user row for a login; binds a sparse row created from an ACL email.
     async fn upsert_login_user(&self, user: &UserRecord) -> StoreResult<UserRecord>;
     async fn find_user(&self, provider: &str, provider_user_id: &str) -> StoreResult<Option<UserRecord>>;
+    /// The user with this internal id.
+    async fn get_user(&self, internal_uuid: Uuid) -> StoreResult<Option<UserRecord>>;
     /// Finds a user by provider and email (used to resolve sparse ACL entries).
     async fn find_user_by_email(&self, provider: &str, email: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
@@ -350,6 +372,21 @@ pub trait Store: Send + Sync {
     async fn is_revoked(&self, key: &str, now: i64) -> StoreResult<bool>;
     /// Deletes revocations that expired before `now` (unix seconds); returns how many.
     async fn purge_revocations(&self, now: i64) -> StoreResult<u64>;
+
+    // Client credentials (migration 0011).
+    /// Stores a new credential; `Conflict` when its id or `client_id` exists.
+    async fn insert_client_credential(&self, credential: &ClientCredentialRecord) -> StoreResult<()>;
+    /// The credential with this `client_id`.
+    async fn client_credential_by_client_id(
+        &self,
+        client_id: &str,
+    ) -> StoreResult<Option<ClientCredentialRecord>>;
+    /// A user's credentials, oldest first.
+    async fn client_credentials_of(&self, owner: Uuid) -> StoreResult<Vec<ClientCredentialRecord>>;
+    /// Deletes a credential of `owner`; `NotFound` when `owner` has none with this id.
+    async fn delete_client_credential(&self, id: Uuid, owner: Uuid) -> StoreResult<()>;
+    /// Records a successful grant.
+    async fn touch_client_credential(&self, id: Uuid, used_at: DateTime<Utc>) -> StoreResult<()>;
 
     // Threat models.
     /// Inserts a threat model with its ACL and metadata; allocates and returns its alias.

@@ -13,10 +13,12 @@ use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
 use super::{
-    ChildRecord, ChildWrite, GroupMemberRecord, GroupRecord, MetadataEntry, MetadataMap, RevocationRecord,
-    Store, StoreError, StoreResult, ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord,
-    Viewer,
+    ChildRecord, ChildWrite, ClientCredentialRecord, GroupMemberRecord, GroupRecord, MetadataEntry,
+    MetadataMap, RevocationRecord, Store, StoreError, StoreResult, ThreatModelFilter, ThreatModelRecord,
+    ThreatModelSummary, UserRecord, Viewer,
 };
 
 /// Attempts after the first one. Generous: 32 writers bumping one counter row lose to each other
@@ -120,6 +122,7 @@ retried! {
     fn ping(&self) -> StoreResult<()>;
     fn upsert_login_user(&self, user: &UserRecord) -> StoreResult<UserRecord>;
     fn find_user(&self, provider: &str, provider_user_id: &str) -> StoreResult<Option<UserRecord>>;
+    fn get_user(&self, internal_uuid: Uuid) -> StoreResult<Option<UserRecord>>;
     fn find_user_by_email(&self, provider: &str, email: &str) -> StoreResult<Option<UserRecord>>;
     fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
     fn add_group_member(&self, group: Uuid, user: Uuid) -> StoreResult<()>;
@@ -134,6 +137,11 @@ retried! {
     fn revocations_since(&self, since_ms: i64, now: i64) -> StoreResult<Vec<RevocationRecord>>;
     fn is_revoked(&self, key: &str, now: i64) -> StoreResult<bool>;
     fn purge_revocations(&self, now: i64) -> StoreResult<u64>;
+    fn insert_client_credential(&self, credential: &ClientCredentialRecord) -> StoreResult<()>;
+    fn client_credential_by_client_id(&self, client_id: &str) -> StoreResult<Option<ClientCredentialRecord>>;
+    fn client_credentials_of(&self, owner: Uuid) -> StoreResult<Vec<ClientCredentialRecord>>;
+    fn delete_client_credential(&self, id: Uuid, owner: Uuid) -> StoreResult<()>;
+    fn touch_client_credential(&self, id: Uuid, used_at: DateTime<Utc>) -> StoreResult<()>;
     fn insert_threat_model(&self, tm: &ThreatModelRecord, metadata: &[MetadataEntry]) -> StoreResult<i64>;
     fn update_threat_model(
         &self,

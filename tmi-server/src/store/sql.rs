@@ -460,6 +460,16 @@ macro_rules! sql_store {
                 .await?)
             }
 
+            async fn get_user(&self, internal_uuid: ::uuid::Uuid) -> StoreResult<Option<UserRecord>> {
+                Ok(::sqlx::query_as(
+                    "SELECT internal_uuid, provider, provider_user_id, email, name, email_verified FROM users \
+                     WHERE internal_uuid = $1",
+                )
+                .bind(internal_uuid)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
             async fn find_user_by_email(&self, provider: &str, email: &str) -> StoreResult<Option<UserRecord>> {
                 Ok(::sqlx::query_as(
                     "SELECT internal_uuid, provider, provider_user_id, email, name, email_verified FROM users \
@@ -667,6 +677,82 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn insert_client_credential(
+                &self,
+                c: &$crate::store::ClientCredentialRecord,
+            ) -> StoreResult<()> {
+                ::sqlx::query(
+                    "INSERT INTO client_credentials (id, owner_uuid, client_id, secret_sha256, name, description, \
+                     created_at, modified_at, expires_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(c.id)
+                .bind(c.owner_uuid)
+                .bind(&c.client_id)
+                .bind(&c.secret_sha256)
+                .bind(&c.name)
+                .bind(&c.description)
+                .bind(c.created_at)
+                .bind(c.modified_at)
+                .bind(c.expires_at)
+                .bind(c.last_used_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn client_credential_by_client_id(
+                &self,
+                client_id: &str,
+            ) -> StoreResult<Option<$crate::store::ClientCredentialRecord>> {
+                Ok(::sqlx::query_as(
+                    "SELECT id, owner_uuid, client_id, secret_sha256, name, description, created_at, \
+                     modified_at, expires_at, last_used_at FROM client_credentials WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn client_credentials_of(
+                &self,
+                owner: ::uuid::Uuid,
+            ) -> StoreResult<Vec<$crate::store::ClientCredentialRecord>> {
+                Ok(::sqlx::query_as(
+                    "SELECT id, owner_uuid, client_id, secret_sha256, name, description, created_at, \
+                     modified_at, expires_at, last_used_at FROM client_credentials WHERE owner_uuid = $1 \
+                     ORDER BY created_at, id",
+                )
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_client_credential(&self, id: ::uuid::Uuid, owner: ::uuid::Uuid) -> StoreResult<()> {
+                let done = ::sqlx::query("DELETE FROM client_credentials WHERE id = $1 AND owner_uuid = $2")
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn touch_client_credential(
+                &self,
+                id: ::uuid::Uuid,
+                used_at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> StoreResult<()> {
+                ::sqlx::query("UPDATE client_credentials SET last_used_at = $1 WHERE id = $2")
+                    .bind(used_at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             #[::tracing::instrument(skip_all, fields(threat_model.id = %tm.id))]

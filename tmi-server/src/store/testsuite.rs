@@ -58,7 +58,111 @@ pub async fn run_all(store: &dyn Store) {
     bulk_child_writes(store).await;
     token_revocations(store).await;
     provider_groups(store).await;
+    client_credentials(store).await;
 }
+
+async fn client_credentials(store: &dyn Store) {
+    let owner = store.upsert_login_user(&user("cc-owner")).await.unwrap();
+    let other = store.upsert_login_user(&user("cc-other")).await.unwrap();
+    assert_eq!(
+        store.get_user(owner.internal_uuid).await.unwrap(),
+        Some(owner.clone())
+    );
+    assert_eq!(store.get_user(Uuid::new_v4()).await.unwrap(), None);
+    let now = Utc::now().trunc_subsecs(6);
+    let credential = |owner: Uuid, client_id: &str, at| ClientCredentialRecord {
+        id: Uuid::new_v4(),
+        owner_uuid: owner,
+        client_id: client_id.into(),
+        secret_sha256: "ab".repeat(32),
+        name: "CI".into(),
+        description: None,
+        created_at: at,
+        modified_at: at,
+        expires_at: None,
+        last_used_at: None,
+    };
+    let mut first = credential(owner.internal_uuid, "tmi_cc_first", now);
+    first.description = Some("pipeline".into());
+    first.expires_at = Some(now + chrono::Duration::days(30));
+    let second = credential(
+        owner.internal_uuid,
+        "tmi_cc_second",
+        now + chrono::Duration::seconds(1),
+    );
+    let others = credential(other.internal_uuid, "tmi_cc_others", now);
+    for c in [&second, &first, &others] {
+        store.insert_client_credential(c).await.unwrap();
+    }
+    // Client ids are unique.
+    assert!(matches!(
+        store
+            .insert_client_credential(&credential(other.internal_uuid, "tmi_cc_first", now))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store
+            .client_credential_by_client_id("tmi_cc_first")
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.client_credential_by_client_id("tmi_cc_none").await.unwrap(),
+        None
+    );
+    // A user's own, oldest first.
+    assert_eq!(
+        store.client_credentials_of(owner.internal_uuid).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    let used = now + chrono::Duration::minutes(5);
+    store.touch_client_credential(first.id, used).await.unwrap();
+    let read = store
+        .client_credential_by_client_id("tmi_cc_first")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.last_used_at, Some(used));
+    assert_eq!(
+        read.modified_at, first.modified_at,
+        "a grant does not modify the credential"
+    );
+    // Someone else's credential is not found, and stays.
+    assert!(matches!(
+        store
+            .delete_client_credential(others.id, owner.internal_uuid)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .delete_client_credential(first.id, owner.internal_uuid)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .delete_client_credential(first.id, owner.internal_uuid)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .client_credential_by_client_id("tmi_cc_first")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.client_credentials_of(owner.internal_uuid).await.unwrap(),
+        vec![second]
+    );
+    assert_eq!(
+        store.client_credentials_of(other.internal_uuid).await.unwrap(),
+        vec![others]
+    );
+}
+
 
 /// An identity provider's groups follow what it asserts at each sign-in; TMI's groups stay.
 async fn provider_groups(store: &dyn Store) {
