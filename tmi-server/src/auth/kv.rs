@@ -17,6 +17,9 @@ pub trait TokenKv: Send + Sync {
     /// Reads and deletes in one step, so a value is consumed at most once.
     async fn take(&self, key: &str) -> anyhow::Result<Option<String>>;
     async fn delete(&self, key: &str) -> anyhow::Result<()>;
+    /// Adds one to the counter at `key` and returns the new count. A new counter expires `ttl`
+    /// after its first increment; later increments keep that expiry (a fixed window).
+    async fn incr(&self, key: &str, ttl: Duration) -> anyhow::Result<i64>;
     async fn ping(&self) -> anyhow::Result<()>;
 }
 
@@ -65,6 +68,24 @@ impl TokenKv for MemoryKv {
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
         self.lock()?.remove(key);
         Ok(())
+    }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> anyhow::Result<i64> {
+        let mut map = self.lock()?;
+        let now = Instant::now();
+        if map.len() > 10_000 {
+            map.retain(|_, (_, exp)| *exp > now);
+        }
+        let running = map
+            .get(key)
+            .filter(|(_, exp)| *exp > now)
+            .and_then(|(v, exp)| v.parse::<i64>().ok().map(|n| (n, *exp)));
+        let (count, exp) = match running {
+            Some((n, exp)) => (n + 1, exp),
+            None => (1, now + ttl),
+        };
+        map.insert(key.to_owned(), (count.to_string(), exp));
+        Ok(count)
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -164,6 +185,10 @@ impl RedisKv {
     }
 }
 
+/// `INCR`, and `EXPIRE` when the counter is new.
+const INCR_WITH_EXPIRY: &str = "local n = redis.call('INCR', KEYS[1]) \
+    if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n";
+
 trait KindStr {
     fn kind_str(&self) -> String;
 }
@@ -201,6 +226,19 @@ impl TokenKv for RedisKv {
             .map(drop)
     }
 
+    async fn incr(&self, key: &str, ttl: Duration) -> anyhow::Result<i64> {
+        // One script, so the increment and the expiry of a new counter are atomic (a counter
+        // without an expiry would never reset).
+        self.query(
+            redis::cmd("EVAL")
+                .arg(INCR_WITH_EXPIRY)
+                .arg(1)
+                .arg(self.key(key))
+                .arg(ttl.as_secs().max(1)),
+        )
+        .await
+    }
+
     async fn ping(&self) -> anyhow::Result<()> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
     }
@@ -219,10 +257,20 @@ mod tests {
         kv.set("b", "2", Duration::from_secs(60)).await.unwrap();
         kv.delete("b").await.unwrap();
         assert_eq!(kv.get("b").await.unwrap(), None);
+        // Counters count from one, and a later increment keeps the window of the first.
+        assert_eq!(kv.incr("n", Duration::from_secs(1)).await.unwrap(), 1);
+        assert_eq!(kv.incr("n", Duration::from_secs(600)).await.unwrap(), 2);
+        kv.delete("n").await.unwrap();
+        assert_eq!(kv.incr("n", Duration::from_secs(1)).await.unwrap(), 1, "deleted");
         // Expiry (WebSocket tickets live 30 s, OAuth state minutes): an expired value is gone.
         kv.set("short", "x", Duration::from_secs(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(kv.take("short").await.unwrap(), None, "expired");
+        assert_eq!(
+            kv.incr("n", Duration::from_secs(600)).await.unwrap(),
+            1,
+            "the window ended"
+        );
     }
 
     #[tokio::test]
