@@ -1,11 +1,11 @@
 //! The request gate: one middleware that applies TMI's checks in its status-code precedence
 //! (tmi-compat.md §8): 406 → path UUIDs 400 → 415 → malformed/duplicate-key JSON 400 → JWT 401 →
-//! schema validation 400 → parent threat model 404 / role 403. It fails closed: an operation the
-//! embedded contract does not define answers 404, and only `OPERATIONAL` routes bypass it. What it
-//! establishes reaches handlers through the extractors in `extract`. The token is checked before the
-//! body is read: without valid credentials at most 64 KiB of a protected operation's body is read
-//! (to keep that precedence), never the 16 MiB an authenticated caller may send. IO: reads the token store and
-//! the threat model through `AppState`.
+//! schema validation 400 → service-account write 403 → parent threat model 404 / role 403. It fails
+//! closed: an operation the embedded contract does not define answers 404, and only `OPERATIONAL`
+//! routes bypass it. What it establishes reaches handlers through the extractors in `extract`. The
+//! token is checked before the body is read: without valid credentials at most 64 KiB of a
+//! protected operation's body is read (to keep that precedence), never the 16 MiB an authenticated
+//! caller may send. IO: reads the token store and the threat model through `AppState`.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{MatchedPath, Request, State};
@@ -338,6 +338,14 @@ async fn run(state: &AppState, req: Request) -> Result<Request, ApiError> {
         }
     }
     validate_query(state, &op, parts.uri.query())?;
+
+    // `subject_authority: invoker` (every write of threat-model content): a service account's own
+    // token may read, not write (tmi-compat.md §3.4).
+    if op.invoker_only && user.as_ref().is_some_and(AuthUser::is_service_account) {
+        return Err(ApiError::forbidden(
+            "Service-account tokens cannot perform this operation; it needs an interactive user",
+        ));
+    }
 
     // Parent threat model: 404 when missing or deleted, 403 without the role.
     if let (Some(id), Some(user)) = (tm_id, user.as_ref()) {

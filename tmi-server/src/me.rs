@@ -1,6 +1,7 @@
 //! The caller's own resources, `/me/*` (tmi-compat.md Part B §3.2): profile, logout, TMI-managed
-//! groups and their members, preferences, linked content tokens and identities. (`/me/sessions` belongs to collaboration.) Thin HTTP
-//! handlers; IO through the store and the token store.
+//! groups and their members, preferences, linked content tokens and identities, client credentials
+//! (`auth::client_credentials`). (`/me/sessions` belongs to collaboration.) Thin HTTP handlers; IO
+//! through the store and the token store.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -8,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::client_credentials;
 use crate::auth::tokens::{AuthUser, REFRESH_COOKIE, clear_cookies, cookie_value, with_cookies};
 use crate::domain::{admin, preferences};
 use crate::error::ApiError;
@@ -28,6 +30,9 @@ pub fn router() -> Routes {
         .put("/me/preferences", put_preferences)
         .get("/me/content_tokens", content_tokens)
         .get("/me/identities", identities)
+        .post("/me/client_credentials", create_client_credential)
+        .get("/me/client_credentials", list_client_credentials)
+        .delete("/me/client_credentials/{credential_id}", delete_client_credential)
 }
 
 /// `GET /me`.
@@ -189,4 +194,60 @@ pub async fn identities(user: AuthUser) -> Json<Value> {
         },
         "linked": [],
     }))
+}
+
+/// `POST /me/client_credentials` (201 `ClientCredentialResponse`): the only answer that carries the
+/// secret, so it is not to be cached.
+pub async fn create_client_credential(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let created = client_credentials::create(&state.tokens, &user, &body).await?;
+    let mut res = (
+        StatusCode::CREATED,
+        Json(client_credentials::created_json(&created)),
+    )
+        .into_response();
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
+}
+
+/// `GET /me/client_credentials` (`ListClientCredentialsResponse`): a page of the caller's
+/// credentials, without secrets.
+pub async fn list_client_credentials(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = Params::parse(raw.as_deref());
+    let limit = q.integer("limit", 20, 100)?;
+    let offset = q.integer("offset", 0, 1_000_000_000)?;
+    let all = client_credentials::list(&state.tokens, &user).await?;
+    let now = chrono::Utc::now();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(|c| client_credentials::info_json(c, now))
+        .collect();
+    Ok(Json(json!({
+        "credentials": page,
+        "total": all.len(),
+        "limit": limit,
+        "offset": offset,
+    })))
+}
+
+/// `DELETE /me/client_credentials/{credential_id}` (204): the credential and every token it granted.
+pub async fn delete_client_credential(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    client_credentials::delete(&state.tokens, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -43,6 +43,8 @@ pub struct Operation {
     pub ownership: Ownership,
     pub public: bool,
     pub admin_only: bool,
+    /// `x-tmi-authz.subject_authority: invoker`: service-account tokens are refused (403).
+    pub invoker_only: bool,
     /// Response schema per status code (for `application/json`).
     pub response_schemas: HashMap<String, Value>,
 }
@@ -215,6 +217,10 @@ impl Spec {
                     .and_then(|a| a.get("roles"))
                     .and_then(Value::as_array)
                     .is_some_and(|r| r.iter().any(|x| x == "admin"));
+                let invoker_only = authz
+                    .and_then(|a| a.get("subject_authority"))
+                    .and_then(Value::as_str)
+                    == Some("invoker");
                 operations.insert(
                     (method.to_uppercase(), path.clone()),
                     Arc::new(Operation {
@@ -233,6 +239,7 @@ impl Spec {
                         ownership,
                         public,
                         admin_only,
+                        invoker_only,
                         response_schemas,
                     }),
                 );

@@ -328,6 +328,8 @@ struct TokenRequest {
     code_verifier: Option<String>,
     redirect_uri: Option<String>,
     refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 fn form_or_json<T: for<'de> Deserialize<'de> + Default>(
@@ -351,12 +353,16 @@ fn s256(verifier: &str) -> String {
 pub async fn token(
     State(state): State<AppState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
     json: MaybeJsonBody,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let req: TokenRequest = form_or_json(json, &raw)?;
     match req.grant_type.as_deref() {
         Some("authorization_code") => {}
+        Some("client_credentials") => {
+            return client_credentials_grant(&state, &headers, req.client_id, req.client_secret).await;
+        }
         Some("refresh_token") => {
             let t = req
                 .refresh_token
@@ -581,6 +587,46 @@ pub async fn protected_resource(State(state): State<AppState>, headers: HeaderMa
         "bearer_methods_supported": ["header"],
         "resource_name": "TMI (Threat Modeling Improved) API",
     }))
+}
+
+/// `POST /oauth2/token` with `grant_type=client_credentials` (`auth::client_credentials`): the
+/// client authenticates with HTTP Basic or in the body; the answer is a service-account access
+/// token, without cookies. A refused Basic authentication is challenged (RFC 6749 §5.2).
+async fn client_credentials_grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+) -> Result<Response, ApiError> {
+    use super::client_credentials::{ClientAuth, grant};
+    let result = match ClientAuth::from_request(headers, client_id, client_secret) {
+        Ok(client) => grant(&state.tokens, &client).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(pair) => {
+            let mut res = Json(&pair).into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(res)
+        }
+        Err(e) if e.status_and_code().0 == StatusCode::UNAUTHORIZED => {
+            let basic = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.get(..6))
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("basic "));
+            let mut res = e.into_response();
+            if basic {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tmi\""),
+                );
+            }
+            Ok(res)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! providers from `OAUTH_PROVIDERS_<ID>_*`), `oauth` (OAuth 2.0 / OIDC sign-in at those providers),
 //! `claims` (reading an identity through claim mappings), `logos` (the sign-in logos) and `handlers` (the
 //! OAuth 2.0 endpoints and discovery documents, routed here). The application state holds the
-//! first three; only `handlers` depends on the state.
+//! first three; only `handlers` depends on the state. `client_credentials` is users' machine
+//! credentials and their grant (service-account tokens).
 
 pub mod claims;
+pub mod client_credentials;
 pub mod handlers;
 pub mod kv;
 pub mod logos;

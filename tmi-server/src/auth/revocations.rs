@@ -1,10 +1,10 @@
-//! Revoked access tokens and token families (logout, `/oauth2/revoke`, refresh-token reuse). The
-//! database (`token_revocations`) is the record, so neither a Redis restart nor a replica restart
-//! revives a revoked token; every replica keeps the revocations in force in process memory, so the
-//! per-request check costs a hash lookup and no IO. Replicas learn of each other's revocations
-//! through a pub/sub channel (Redis across replicas, in-process otherwise) at once, and by reading
-//! what is new in the database every `POLL` (and after a gap in the channel) in case a message was
-//! lost. IO: the store and the channel.
+//! Revoked access tokens, token families (logout, `/oauth2/revoke`, refresh-token reuse) and client
+//! credentials (every token a deleted credential granted). The database (`token_revocations`) is
+//! the record, so neither a Redis restart nor a replica restart revives a revoked token; every
+//! replica keeps the revocations in force in process memory, so the per-request check costs a hash
+//! lookup and no IO. Replicas learn of each other's revocations through a pub/sub channel (Redis
+//! across replicas, in-process otherwise) at once, and by reading what is new in the database every
+//! `POLL` (and after a gap in the channel) in case a message was lost. IO: the store and the channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -30,6 +30,11 @@ pub fn token_key(token_hash: &str) -> String {
 /// The revocation key of a token family (every token of one login).
 pub fn family_key(family: &str) -> String {
     format!("family:{family}")
+}
+
+/// The revocation key of a client credential (every token it granted).
+pub fn credential_key(credential: &uuid::Uuid) -> String {
+    format!("credential:{credential}")
 }
 
 /// The revocations in force, cached.

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::client_credentials;
 use super::kv::TokenKv;
 use super::provider::Identity;
-use super::revocations::{Revocations, family_key, token_key};
+use super::revocations::{Revocations, credential_key, family_key, token_key};
 use crate::authz::Subject;
 use crate::config::Config;
 use crate::domain::admin;
@@ -145,6 +146,10 @@ impl AuthUser {
     pub fn is_security_reviewer(&self) -> bool {
         self.claims.tmi_is_security_reviewer
     }
+    /// Whether the token is a service account's (granted to a client credential of `user`).
+    pub fn is_service_account(&self) -> bool {
+        client_credentials::parse_subject(&self.claims.sub).is_some()
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
@@ -247,6 +252,14 @@ impl Tokens {
     /// Records a login: creates or refreshes the user, applies auto-promotion and bootstrap, and
     /// issues a new session.
     pub async fn login(&self, identity: &Identity) -> Result<(UserRecord, TokenPair), ApiError> {
+        if client_credentials::is_reserved_subject(&identity.provider_user_id) {
+            // Its tokens would read as a service account's (`Tokens::authenticate`).
+            return Err(ApiError::OAuth(
+                axum::http::StatusCode::FORBIDDEN,
+                "access_denied",
+                "This identity's subject is reserved for service accounts".into(),
+            ));
+        }
         let idp_groups = provider_groups(identity);
         let user = self
             .store
@@ -482,7 +495,9 @@ impl Tokens {
             || family.is_some_and(|f| self.revocations.is_revoked(&family_key(f)))
     }
 
-    /// Verifies an access token and loads its user; `None` when invalid, revoked or unknown.
+    /// Verifies an access token and loads its user; `None` when invalid, revoked or unknown. A
+    /// service account's token (`client_credentials`) loads the credential's owner, unless the
+    /// credential was deleted (checked in memory, like every revocation).
     pub async fn authenticate(&self, token: &str) -> Result<Option<AuthUser>, ApiError> {
         let Some(claims) = self.keys.verify(token) else {
             return Ok(None);
@@ -490,7 +505,14 @@ impl Tokens {
         if self.is_revoked(&token_hash(token), claims.sid.as_deref()) {
             return Ok(None);
         }
-        let Some(user) = self.store.find_user(&claims.idp, &claims.sub).await? else {
+        let subject = match client_credentials::parse_subject(&claims.sub) {
+            Some((credential, _)) if self.revocations.is_revoked(&credential_key(&credential)) => {
+                return Ok(None);
+            }
+            Some((_, owner)) => owner,
+            None => claims.sub.as_str(),
+        };
+        let Some(user) = self.store.find_user(&claims.idp, subject).await? else {
             return Ok(None);
         };
         Ok(Some(AuthUser {

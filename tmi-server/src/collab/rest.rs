@@ -197,12 +197,20 @@ pub async fn end_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /ws/ticket?session_id=`: a single-use ticket for the WebSocket, valid 30 s.
+/// `GET /ws/ticket?session_id=`: a single-use ticket for the WebSocket, valid 30 s (not for
+/// service accounts).
 pub async fn ticket(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
     user: AuthUser,
 ) -> Result<Response, ApiError> {
+    // A socket edits diagrams, which service-account tokens may not (`subject_authority: invoker`
+    // on the collaboration writes); and it would outlive the deletion of their credential.
+    if user.is_service_account() {
+        return Err(ApiError::forbidden(
+            "Service-account tokens cannot join collaboration sessions",
+        ));
+    }
     let sid = q
         .get("session_id")
         .ok_or_else(|| ApiError::invalid("session_id is required"))

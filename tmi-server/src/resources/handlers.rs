@@ -54,12 +54,10 @@ pub async fn list(
     let include_deleted = q.boolean("include_deleted")?.unwrap_or(false);
     if include_deleted
         && access.role != Role::Owner
-        && !admin::is_administrator(
-            state.store.as_ref(),
-            &state.config.admins,
-            user.user.internal_uuid,
-        )
-        .await?
+        // Service-account tokens never act as administrators (upstream).
+        && (user.is_service_account()
+            || !admin::is_administrator(state.store.as_ref(), &state.config.admins, user.user.internal_uuid)
+                .await?)
     {
         return Err(ApiError::forbidden(
             "include_deleted requires the owner role or administrator privileges",

@@ -50,13 +50,11 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = Params::parse(raw.as_deref());
     let include_deleted = q.boolean("include_deleted")?.unwrap_or(false);
+    // Service-account tokens never act as administrators (upstream).
     if include_deleted
-        && !admin::is_administrator(
-            state.store.as_ref(),
-            &state.config.admins,
-            user.user.internal_uuid,
-        )
-        .await?
+        && (user.is_service_account()
+            || !admin::is_administrator(state.store.as_ref(), &state.config.admins, user.user.internal_uuid)
+                .await?)
     {
         return Err(ApiError::forbidden(
             "include_deleted requires administrator privileges",
