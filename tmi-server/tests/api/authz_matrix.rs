@@ -4,7 +4,10 @@
 //! role requires; plus TMI's 404-versus-403 rules (tmi-compat.md §3, §8): a missing or deleted
 //! threat model is 404 for every signed-in caller, a missing child or metadata key is 404 only for
 //! callers that hold the role (403 for the others), and a malformed id is 400 before
-//! authentication.
+//! authentication. The owner's service account (a token of their client credential) is a caller
+//! too: it holds the owner's role, but operations marked `subject_authority: invoker` (every write
+//! of threat-model content) refuse it with 403 before looking at the threat model. The
+//! `/me/client_credentials` operations have a matrix of their own.
 //!
 //! A served operation without a fixture here fails the test, so a new route cannot be forgotten.
 
@@ -21,14 +24,17 @@ enum Who {
     Reader,
     Outsider,
     Anonymous,
+    /// A client-credentials token of the owner.
+    ServiceAccount,
 }
 
-const CALLERS: [Who; 5] = [
+const CALLERS: [Who; 6] = [
     Who::Owner,
     Who::Writer,
     Who::Reader,
     Who::Outsider,
     Who::Anonymous,
+    Who::ServiceAccount,
 ];
 
 /// What a permitted caller gets.
@@ -116,6 +122,8 @@ struct World {
     writer: Session,
     reader: Session,
     outsider: Session,
+    /// The owner's service-account token.
+    service: String,
     kinds: Vec<Kind>,
 }
 
@@ -126,12 +134,18 @@ impl World {
         let writer = app.login("walter").await;
         let reader = app.login("rachel").await;
         let outsider = app.login("oscar").await;
+        // Administrators may create client credentials (and administration does not reach into
+        // threat models, so the owner's role is unchanged).
+        app.add_to_group("olivia", tmi_server::store::groups::ADMINISTRATORS)
+            .await;
+        let service = service_account(&app, &owner.access).await;
         World {
             app,
             owner,
             writer,
             reader,
             outsider,
+            service,
             kinds: kinds(),
         }
     }
@@ -143,6 +157,7 @@ impl World {
             Who::Reader => Some(&self.reader.access),
             Who::Outsider => Some(&self.outsider.access),
             Who::Anonymous => None,
+            Who::ServiceAccount => Some(&self.service),
         }
     }
 
@@ -360,10 +375,26 @@ fn plain(path: String, body: Option<(&'static str, Vec<u8>)>, ok: u16) -> Prepar
     }
 }
 
+/// Creates a client credential as `token`'s user and returns a token it grants.
+async fn service_account(app: &TestApp, token: &str) -> String {
+    let created = app
+        .post("/me/client_credentials", Some(token), json!({"name": "Matrix"}))
+        .await;
+    let c = created.expect(201);
+    let granted = app
+        .post(
+            "/oauth2/token",
+            None,
+            json!({"grant_type": "client_credentials", "client_id": c["client_id"], "client_secret": c["client_secret"]}),
+        )
+        .await;
+    granted.expect(200)["access_token"].as_str().unwrap().to_owned()
+}
+
 /// Whether `who` holds `min` on the shared threat model.
 fn permitted(who: Who, min: Ownership) -> bool {
     match who {
-        Who::Owner => true,
+        Who::Owner | Who::ServiceAccount => true,
         Who::Writer => min != Ownership::Owner,
         Who::Reader => matches!(min, Ownership::None | Ownership::Reader),
         Who::Outsider | Who::Anonymous => false,
@@ -438,10 +469,9 @@ async fn matrix(b: Backend) {
             unserved.push(label);
             continue;
         }
-        let min = CONTRACT
-            .operation(method.as_str(), &template)
-            .map(|o| o.ownership)
-            .unwrap_or(Ownership::None);
+        let op = CONTRACT.operation(method.as_str(), &template);
+        let min = op.as_ref().map(|o| o.ownership).unwrap_or(Ownership::None);
+        let invoker_only = op.as_ref().is_some_and(|o| o.invoker_only);
         let scoped = template != "/threat_models";
         for who in CALLERS {
             let Some(p) = w.prepare(&method, &template, &shared).await else {
@@ -468,7 +498,11 @@ async fn matrix(b: Backend) {
                 async move { world.app.send(method, &path, world.token(who), body, &[]).await }
             };
             let denied = if who == Who::Anonymous { 401 } else { 403 };
-            let want = if !scoped {
+            // A service account on an invoker-only operation: 403 whatever the threat model.
+            let refused_sa = who == Who::ServiceAccount && invoker_only;
+            let want = if refused_sa {
+                Expect::Status(403)
+            } else if !scoped {
                 if who == Who::Anonymous {
                     Expect::Status(401)
                 } else {
@@ -491,7 +525,13 @@ async fn matrix(b: Backend) {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            let anon_or = |s: u16| Expect::Status(if who == Who::Anonymous { 401 } else { s });
+            let anon_or = |s: u16| {
+                Expect::Status(match who {
+                    Who::Anonymous => 401,
+                    _ if refused_sa => 403,
+                    _ => s,
+                })
+            };
             let missing = p.path.replacen(&tm_id, &uuid::Uuid::new_v4().to_string(), 1);
             check(
                 "missing threat model",
@@ -514,7 +554,9 @@ async fn matrix(b: Backend) {
                 Expect::Status(400),
             );
             let absent = |s: &str| p.path.replacen(s, &uuid::Uuid::new_v4().to_string(), 1);
-            let gated = if permitted(who, min) {
+            let gated = if refused_sa {
+                Expect::Status(403)
+            } else if permitted(who, min) {
                 Expect::Status(404)
             } else {
                 Expect::Status(denied)
@@ -609,4 +651,97 @@ async fn group_and_everyone_entries(b: Backend) {
     .expect(200);
 }
 
-both_backends!(matrix, owner_only_fields, group_and_everyone_entries);
+/// `/me/client_credentials`: creation needs the administrator or security-reviewer role and an
+/// interactive user (403 otherwise), everyone signed in lists their own, someone else's credential
+/// is 404, the unauthenticated get 401. Every operation the contract has under that path must have
+/// rows here.
+async fn client_credential_operations(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let holder = app.login("hana").await;
+    let reviewer = app.login("remy").await;
+    let plain = app.login("pat").await;
+    app.add_to_group("hana", tmi_server::store::groups::ADMINISTRATORS)
+        .await;
+    app.add_to_group("remy", tmi_server::store::groups::SECURITY_REVIEWERS)
+        .await;
+    let sa = service_account(&app, &holder.access).await;
+    let base = "/me/client_credentials";
+    let item = "/me/client_credentials/{credential_id}";
+    let covered = [(Method::POST, base), (Method::GET, base), (Method::DELETE, item)];
+    for t in CONTRACT.templates() {
+        if !t.starts_with(base) {
+            continue;
+        }
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            if CONTRACT.operation(m.as_str(), &t).is_some() {
+                assert!(
+                    covered.iter().any(|(cm, ct)| *cm == m && *ct == t),
+                    "{m} {t} has no rows in this matrix"
+                );
+            }
+        }
+    }
+    let callers: [(&str, Option<&str>); 5] = [
+        ("holder", Some(&holder.access)),
+        ("reviewer", Some(&reviewer.access)),
+        ("plain user", Some(&plain.access)),
+        ("service account", Some(&sa)),
+        ("anonymous", None),
+    ];
+
+    // Create.
+    let mut created = Vec::new();
+    for ((who, token), want) in callers.iter().zip([201, 201, 403, 403, 401]) {
+        let res = app.post(base, *token, json!({"name": "Row"})).await;
+        assert_eq!(res.status.as_u16(), want, "POST as {who}: {}", res.body);
+        if want == 201 {
+            created.push(res.body["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let (holders, reviewers) = (&created[0], &created[1]);
+
+    // List: one's own (a service account: its owner's).
+    for ((who, token), want) in callers.iter().zip([Some(2), Some(1), Some(0), Some(2), None]) {
+        let res = app.get(base, *token).await;
+        match want {
+            Some(n) => assert_eq!(res.expect(200)["total"], n, "GET as {who}"),
+            None => res.expect_error(401, "unauthorized"),
+        }
+    }
+
+    // Delete the holder's: 404 for other users, 401 unauthenticated; the holder's service account
+    // acts as the holder.
+    let path = format!("{base}/{holders}");
+    for ((who, token), want) in callers.iter().zip([None, Some(404), Some(404), None, Some(401)]) {
+        if let Some(want) = want {
+            let res = app.delete(&path, *token).await;
+            assert_eq!(res.status.as_u16(), want, "DELETE as {who}: {}", res.body);
+        }
+    }
+    app.delete(&path, Some(&sa)).await.expect(204);
+    app.delete(&format!("{base}/{reviewers}"), Some(&holder.access))
+        .await
+        .expect_error(404, "not_found");
+    // The holder deletes the service account's own credential: its token stops working.
+    let own = app.get(base, Some(&holder.access)).await.expect(200)["credentials"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("{base}/{own}"), Some(&holder.access))
+        .await
+        .expect(204);
+    app.get(base, Some(&sa)).await.expect_error(401, "unauthorized");
+}
+
+both_backends!(
+    matrix,
+    owner_only_fields,
+    group_and_everyone_entries,
+    client_credential_operations
+);

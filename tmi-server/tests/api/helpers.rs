@@ -35,6 +35,10 @@ pub fn redis_url() -> String {
     )
 }
 
+/// Set in `Options::vars` (with `redis`), the Redis key prefix of the token store, so that two
+/// servers share it as the replicas of one deployment do; otherwise each server has its own.
+pub const REDIS_PREFIX_VAR: &str = "TMI_TEST_REDIS_PREFIX";
+
 /// Options for a test server.
 #[derive(Default, Clone)]
 pub struct Options {
@@ -154,7 +158,11 @@ impl TestApp {
         let config = Config::from_vars(&vars).expect("valid test config");
         let store = tmi_server::connect_store(&config).await.expect("connect store");
         let kv: Arc<dyn TokenKv> = if opts.redis {
-            let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+            // Replicas of one deployment share their keys: `REDIS_PREFIX_VAR` names the prefix.
+            let prefix = vars
+                .get(REDIS_PREFIX_VAR)
+                .cloned()
+                .unwrap_or_else(|| format!("test:{}:", uuid::Uuid::new_v4().simple()));
             // The configured Redis when a test sets one, as `build_state` does; else the test Redis.
             let url = vars.get("TMI_REDIS_URL").cloned().unwrap_or_else(redis_url);
             Arc::new(

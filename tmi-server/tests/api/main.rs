@@ -35,6 +35,7 @@ mod auth;
 mod authz_matrix;
 mod bulk;
 mod children;
+mod client_credentials;
 mod compat;
 mod contract_details;
 mod gate;
