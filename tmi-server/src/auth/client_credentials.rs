@@ -174,7 +174,8 @@ fn digest(secret: &str) -> String {
 }
 
 /// Creates a credential for the caller. The contract reserves this to administrators and security
-/// reviewers (membership read from the database) and refuses service accounts.
+/// reviewers (memberships read from the database, administrators by `admin::among`) and refuses
+/// service accounts.
 pub async fn create(tokens: &Tokens, caller: &AuthUser, body: &Value) -> Result<Created, ApiError> {
     if caller.is_service_account() {
         return Err(ApiError::forbidden(
@@ -183,10 +184,12 @@ pub async fn create(tokens: &Tokens, caller: &AuthUser, body: &Value) -> Result<
     }
     let store = tokens.store.as_ref();
     let owner = caller.user.internal_uuid;
-    let privileged =
-        store.user_groups(owner).await?.iter().any(|g| {
-            g.internal_uuid == groups::ADMINISTRATORS || g.internal_uuid == groups::SECURITY_REVIEWERS
-        });
+    let memberships = store.user_groups(owner).await?;
+    // Administrators as everywhere (admin::among: the built-in group or a configured provider group).
+    let privileged = admin::among(&memberships, &tokens.config.admins)
+        || memberships
+            .iter()
+            .any(|g| g.internal_uuid == groups::SECURITY_REVIEWERS);
     if !privileged {
         return Err(ApiError::forbidden(
             "Creating client credentials requires the administrator or security reviewer role",
