@@ -519,6 +519,30 @@ pub async fn introspect(
     }))
 }
 
+/// `GET /oauth2/providers/{idp}/groups`: the provider's groups TMI knows (brought by its users at
+/// sign-in, or named by threat-model authorizations), for autocomplete when sharing with a group.
+/// A provider that is not configured is a 404.
+pub async fn provider_groups(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    axum::extract::Path(idp): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if state.provider(&idp).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "Identity provider {idp} is not configured"
+        )));
+    }
+    let groups = state.store.provider_group_list(&idp, 1000).await?;
+    Ok(Json(json!({
+        "idp": idp,
+        "groups": groups.iter().map(|g| json!({
+            "name": g.group_name,
+            "display_name": g.name,
+            "used_in_authorizations": g.used_in_authorizations,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
 /// `GET /oauth2/userinfo`.
 pub async fn userinfo(user: AuthUser) -> Json<Value> {
     Json(json!({

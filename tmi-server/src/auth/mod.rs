@@ -29,6 +29,7 @@ pub fn router() -> Routes {
         .get("/.well-known/jwks.json", h::jwks)
         .get("/.well-known/oauth-protected-resource", h::protected_resource)
         .get("/oauth2/providers", h::providers)
+        .get("/oauth2/providers/{idp}/groups", h::provider_groups)
         .get("/oauth2/authorize", h::authorize)
         .get("/oauth2/callback", h::callback)
         .post("/oauth2/token", h::token)

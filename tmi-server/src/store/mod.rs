@@ -65,6 +65,14 @@ pub mod groups {
     pub const EMBEDDING_AUTOMATION: Uuid = Uuid::from_u128(5);
 }
 
+/// A group of an identity provider, as `GET /oauth2/providers/{idp}/groups` lists it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ProviderGroupRecord {
+    pub group_name: String,
+    pub name: String,
+    pub used_in_authorizations: bool,
+}
+
 /// A user row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct UserRecord {
@@ -348,6 +356,9 @@ pub trait Store: Send + Sync {
     /// asserted at sign-in), creating the groups it names for the first time. TMI's own groups are
     /// left alone. One transaction.
     async fn set_provider_groups(&self, user: Uuid, provider: &str, names: &[String]) -> StoreResult<()>;
+    /// The groups of `provider` TMI knows, by name (at most `limit`): the ones its users brought at
+    /// sign-in and the ones threat-model authorizations name; with whether any authorization names it.
+    async fn provider_group_list(&self, provider: &str, limit: i64) -> StoreResult<Vec<ProviderGroupRecord>>;
     async fn get_group(&self, group: Uuid) -> StoreResult<Option<GroupRecord>>;
     /// A page of a group's members ordered by name and email, and their total.
     async fn group_members(

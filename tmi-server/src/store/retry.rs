@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ChildRecord, ChildWrite, ClientCredentialRecord, GroupMemberRecord, GroupRecord, MetadataEntry,
-    MetadataMap, RevocationRecord, Store, StoreError, StoreResult, ThreatModelFilter, ThreatModelRecord,
-    ThreatModelSummary, UserRecord, Viewer,
+    MetadataMap, ProviderGroupRecord, RevocationRecord, Store, StoreError, StoreResult, ThreatModelFilter,
+    ThreatModelRecord, ThreatModelSummary, UserRecord, Viewer,
 };
 
 /// Attempts after the first one. Generous: 32 writers bumping one counter row lose to each other
@@ -127,6 +127,7 @@ retried! {
     fn user_groups(&self, user: Uuid) -> StoreResult<Vec<GroupRecord>>;
     fn add_group_member(&self, group: Uuid, user: Uuid) -> StoreResult<()>;
     fn set_provider_groups(&self, user: Uuid, provider: &str, names: &[String]) -> StoreResult<()>;
+    fn provider_group_list(&self, provider: &str, limit: i64) -> StoreResult<Vec<ProviderGroupRecord>>;
     fn get_group(&self, group: Uuid) -> StoreResult<Option<GroupRecord>>;
     fn group_members(&self, group: Uuid, limit: i64, offset: i64) -> StoreResult<(Vec<GroupMemberRecord>, i64)>;
     fn group_member_count(&self, group: Uuid) -> StoreResult<i64>;

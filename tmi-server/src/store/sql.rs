@@ -197,7 +197,7 @@ macro_rules! sql_store {
             TM_COLUMNS, ThreatModelRow,
         };
         use $crate::store::{
-            AccessRecord, ChildRecord, ChildWrite, GroupRecord, MetadataEntry, MetadataMap, Store, StoreError, StoreResult,
+            AccessRecord, ChildRecord, ChildWrite, GroupRecord, MetadataEntry, ProviderGroupRecord, MetadataMap, Store, StoreError, StoreResult,
             ReviewerFilter, ThreatModelFilter, ThreatModelRecord, ThreatModelSummary, UserRecord, Viewer,
         };
         use ::sqlx::types::Json;
@@ -558,6 +558,25 @@ macro_rules! sql_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn provider_group_list(&self, provider: &str, limit: i64) -> StoreResult<Vec<ProviderGroupRecord>> {
+                Ok(::sqlx::query_as(
+                    "SELECT group_name, name, used_in_authorizations FROM ( \
+                       SELECT g.group_name AS group_name, g.name AS name, \
+                         EXISTS (SELECT 1 FROM tm_access a WHERE a.principal_type = 'group' \
+                                 AND a.provider = g.provider AND a.provider_id = g.group_name) AS used_in_authorizations \
+                       FROM groups g WHERE g.provider = $1 \
+                       UNION \
+                       SELECT DISTINCT a.provider_id, a.provider_id, TRUE FROM tm_access a \
+                       WHERE a.principal_type = 'group' AND a.provider = $1 AND NOT EXISTS \
+                         (SELECT 1 FROM groups g WHERE g.provider = $1 AND g.group_name = a.provider_id) \
+                     ) known ORDER BY group_name LIMIT $2",
+                )
+                .bind(provider)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn get_group(&self, group: ::uuid::Uuid) -> StoreResult<Option<GroupRecord>> {

@@ -163,7 +163,6 @@ async fn client_credentials(store: &dyn Store) {
     );
 }
 
-
 /// An identity provider's groups follow what it asserts at each sign-in; TMI's groups stay.
 async fn provider_groups(store: &dyn Store) {
     let mut u = user("pg-user");

@@ -53,8 +53,12 @@ pub async fn list(
     // Service-account tokens never act as administrators (upstream).
     if include_deleted
         && (user.is_service_account()
-            || !admin::is_administrator(state.store.as_ref(), &state.config.admins, user.user.internal_uuid)
-                .await?)
+            || !admin::is_administrator(
+                state.store.as_ref(),
+                &state.config.admins,
+                user.user.internal_uuid,
+            )
+            .await?)
     {
         return Err(ApiError::forbidden(
             "include_deleted requires administrator privileges",
