@@ -379,7 +379,8 @@ pub struct AuthSpec {
     /// (`OAUTH_PROVIDERS_TMI_ENABLED`). Only allowed with `spec.buildMode` Development or Test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_login: Option<bool>,
-    /// OAuth 2.0 / OIDC providers, rendered as `OAUTH_PROVIDERS_<ID>_*`.
+    /// OAuth 2.0 / OpenID Connect providers, rendered as `OAUTH_PROVIDERS_<ID>_*` (worked configurations for
+    /// common identity providers: docs/sign-in.md).
     #[schemars(length(max = 16))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers: Option<Vec<OAuthProvider>>,
@@ -391,20 +392,46 @@ pub struct AuthSpec {
     /// Make the first user who signs in an administrator (`TMI_AUTH_AUTO_PROMOTE_FIRST_USER`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_promote_first_user: Option<bool>,
+    /// PEM certificates trusted, besides the public roots, for the server's calls to identity providers (an IdP
+    /// behind a private CA). Mounted read-only into the server pods (`TMI_OAUTH_CA_FILE`); a changed bundle
+    /// rolls them.
+    #[serde(default, rename = "trustedCA", skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<TrustedCa>,
 }
 
-/// One OAuth provider. OIDC providers set `issuer` and `jwksUrl`; others set `subjectClaim`.
+/// One OAuth 2.0 / OpenID Connect provider, rendered one to one as tmi-server's (and upstream TMI's)
+/// `OAUTH_PROVIDERS_<ID>_*` variables. With `issuer` it is an OpenID Connect provider: the server's discovery
+/// (`<issuer>/.well-known/openid-configuration`) fills every endpoint not given. Without `issuer` it is a plain
+/// OAuth 2.0 provider (GitHub style), which needs `authorizationUrl`, `tokenUrl`, a userinfo endpoint and a
+/// subject claim mapping. The client id and secret only ever come from Secrets.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(
-    validation = Rule::new("has(self.issuer) == has(self.jwksUrl)")
-        .message("spec.auth.providers[].issuer and .jwksUrl must be set together"),
-    validation = Rule::new("has(self.issuer) || has(self.subjectClaim)")
-        .message("spec.auth.providers[].subjectClaim is required for a provider without issuer/jwksUrl (non-OIDC)"),
+    validation = Rule::new("has(self.issuer) || has(self.authorizationUrl)")
+        .message("spec.auth.providers[].authorizationUrl is required for a provider without issuer (plain OAuth 2.0); set issuer for an OpenID Connect provider")
+        .field_path(".authorizationUrl"),
+    validation = Rule::new("has(self.issuer) || has(self.tokenUrl)")
+        .message("spec.auth.providers[].tokenUrl is required for a provider without issuer (plain OAuth 2.0); set issuer for an OpenID Connect provider")
+        .field_path(".tokenUrl"),
+    validation = Rule::new("has(self.issuer) || has(self.userinfoUrl) || has(self.userinfo)")
+        .message("spec.auth.providers[].userinfoUrl (or userinfo) is required for a provider without issuer (plain OAuth 2.0): it is where the user's identity comes from")
+        .field_path(".userinfoUrl"),
+    validation = Rule::new("has(self.issuer) || has(self.subjectClaim) || (has(self.userinfo) && self.userinfo.exists(u, has(u.claims) && has(u.claims.subject)))")
+        .message("spec.auth.providers[].subjectClaim (or userinfo[].claims.subject) is required for a provider without issuer (plain OAuth 2.0): the field of the userinfo answer that identifies the user, e.g. id for GitHub")
+        .field_path(".subjectClaim"),
+    validation = Rule::new("!has(self.issuer) || !has(self.scopes) || 'openid' in self.scopes")
+        .message("spec.auth.providers[].scopes must include openid for an OpenID Connect provider (issuer set)")
+        .field_path(".scopes"),
+    validation = Rule::new("!has(self.userinfo) || !(has(self.userinfoUrl) || has(self.subjectClaim) || has(self.emailClaim) || has(self.nameClaim))")
+        .message("spec.auth.providers[].userinfo cannot be combined with the shorthand userinfoUrl, subjectClaim, emailClaim and nameClaim: move them into userinfo[0]")
+        .field_path(".userinfo"),
+    validation = Rule::new("has(self.userinfoUrl) || !(has(self.subjectClaim) || has(self.emailClaim) || has(self.nameClaim))")
+        .message("spec.auth.providers[].subjectClaim, emailClaim and nameClaim map the answer of userinfoUrl, which they require")
+        .field_path(".userinfoUrl"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthProvider {
     /// Provider id: lower-case letters, digits and `-`; becomes `<ID>` in `OAUTH_PROVIDERS_<ID>_*` (upper-cased,
-    /// `-` as `_`). `tmi` is reserved for the dev login.
+    /// `-` as `_`) and the `idp` of TMI's sign-in URLs. `tmi` is reserved for the dev login.
     #[x_kube(
         validation = Rule::new("self.matches('^[a-z][a-z0-9]*(-[a-z0-9]+)*$')")
             .message("spec.auth.providers[].id must be lower-case letters, digits and single dashes, e.g. google"),
@@ -413,57 +440,185 @@ pub struct OAuthProvider {
     )]
     #[schemars(length(min = 1, max = 32))]
     pub id: String,
-    /// Name shown on the login button. Default: the id.
+    /// Name shown on the sign-in button (`NAME`). Default: the id.
     #[schemars(length(max = 64))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Icon shown on the login button (a Font Awesome name or an image URL).
+    /// Icon shown on the sign-in button (`ICON`): a Font Awesome name or an image URL. Default: the id.
     #[schemars(length(max = 256))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon: Option<String>,
-    /// Secret key holding the OAuth client id.
+    /// Secret key holding the OAuth client id (`CLIENT_ID`).
     pub client_id_secret_ref: SecretKeyRef,
-    /// Secret key holding the OAuth client secret.
+    /// Secret key holding the OAuth client secret (`CLIENT_SECRET`).
     pub client_secret_secret_ref: SecretKeyRef,
-    /// Authorization endpoint.
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].authorizationUrl must be an http(s) URL"))]
-    #[schemars(length(max = 2048))]
-    pub authorization_url: String,
-    /// Token endpoint.
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].tokenUrl must be an http(s) URL"))]
-    #[schemars(length(max = 2048))]
-    pub token_url: String,
-    /// Userinfo endpoint.
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].userinfoUrl must be an http(s) URL"))]
-    #[schemars(length(max = 2048))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub userinfo_url: Option<String>,
-    /// OIDC issuer.
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].issuer must be an http(s) URL"))]
+    /// OpenID Connect issuer (`ISSUER`), e.g. `https://accounts.google.com`. Makes the provider an OpenID Connect
+    /// one: endpoints not given here are discovered, a nonce is sent and the id_token is verified.
+    #[x_kube(validation = Rule::new("self.matches('^https://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].issuer must be an https URL"))]
     #[schemars(length(max = 2048))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// OIDC JWKS endpoint.
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].jwksUrl must be an http(s) URL"))]
+    /// Authorization endpoint (`AUTHORIZATION_URL`). Required without `issuer`; with it, discovered when omitted.
+    #[x_kube(validation = Rule::new("self.matches('^https://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].authorizationUrl must be an https URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+    /// Token endpoint (`TOKEN_URL`). Required without `issuer`; with it, discovered when omitted.
+    #[x_kube(validation = Rule::new("self.matches('^https://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].tokenUrl must be an https URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// JWKS endpoint verifying id_tokens (`JWKS_URL`). Discovered from `issuer` when omitted.
+    #[x_kube(validation = Rule::new("self.matches('^https://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].jwksUrl must be an https URL"))]
     #[schemars(length(max = 2048))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
-    /// Scopes to request, e.g. `[openid, email, profile]`.
-    #[schemars(length(max = 32))]
+    /// Scopes to request (`SCOPES`, comma-separated), e.g. `[openid, email, profile]`. Must include `openid` for
+    /// an OpenID Connect provider. Effective default: `openid, profile, email` with `issuer`, none without.
+    #[x_kube(validation = Rule::new("self.all(s, s.matches('^[!#-\\\\[\\\\]-~]+$') && !s.contains(','))")
+        .message("spec.auth.providers[].scopes must be OAuth scope tokens (printable ASCII without spaces, commas, quotes or backslashes)"))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 128)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
-    /// Userinfo claim holding the stable user id (`USERINFO_CLAIMS_SUBJECT_CLAIM`), e.g. `id` for GitHub.
-    #[schemars(length(max = 128))]
+    /// Shorthand for `userinfo[0].url` (`USERINFO_URL`): the userinfo endpoint, called with the access token.
+    /// Discovered from `issuer` when omitted. Not combined with `userinfo`.
+    #[x_kube(validation = Rule::new("self.matches('^https://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].userinfoUrl must be an https URL"))]
+    #[schemars(length(max = 2048))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_url: Option<String>,
+    /// Shorthand for `userinfo[0].claims.subject` (`USERINFO_CLAIMS_SUBJECT_CLAIM`), e.g. `id` for GitHub.
+    #[schemars(length(min = 1, max = 128))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_claim: Option<String>,
-    /// Userinfo claim holding the e-mail address (`USERINFO_CLAIMS_EMAIL_CLAIM`).
-    #[schemars(length(max = 128))]
+    /// Shorthand for `userinfo[0].claims.email` (`USERINFO_CLAIMS_EMAIL_CLAIM`).
+    #[schemars(length(min = 1, max = 128))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_claim: Option<String>,
-    /// Userinfo claim holding the display name (`USERINFO_CLAIMS_NAME_CLAIM`).
-    #[schemars(length(max = 128))]
+    /// Shorthand for `userinfo[0].claims.name` (`USERINFO_CLAIMS_NAME_CLAIM`).
+    #[schemars(length(min = 1, max = 128))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_claim: Option<String>,
+    /// Userinfo endpoints, called in this order with the access token, and where each answer holds the user's
+    /// claims: the first entry is the primary endpoint (`USERINFO_URL`, `USERINFO_CLAIMS_*`), the second the
+    /// secondary (`USERINFO_SECONDARY_*`), the third the additional one (`USERINFO_ADDITIONAL_*`). The first
+    /// endpoint to answer a claim wins. Not combined with the shorthand `userinfoUrl`/`*Claim` fields.
+    #[schemars(length(min = 1, max = 3))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo: Option<Vec<UserinfoEndpoint>>,
+    /// Extra authorization-request parameters (`ADDITIONAL_PARAMS_<NAME>`), e.g. `{access_type: offline}` or
+    /// `{hd: example.com}`. The parameters the server sets itself (`response_type`, `client_id`,
+    /// `redirect_uri`, `scope`, `state`, `nonce`, `code_challenge`, `code_challenge_method`, `client_secret`)
+    /// are refused.
+    #[x_kube(
+        validation = Rule::new("self.all(k, k.matches('^[a-z][a-z0-9_]{0,63}$'))")
+            .message("spec.auth.providers[].additionalParams keys must be lower-case parameter names (letters, digits and _), e.g. access_type"),
+        validation = Rule::new("self.all(k, !(k in ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'nonce', 'code_challenge', 'code_challenge_method', 'client_secret']))")
+            .message("spec.auth.providers[].additionalParams cannot set response_type, client_id, redirect_uri, scope, state, nonce, code_challenge, code_challenge_method or client_secret: the server sets them itself")
+    )]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = { "type": "string", "minLength": 1, "maxLength": 512 }))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_params: Option<BTreeMap<String, String>>,
+    /// `Authorization` header of the userinfo calls (`AUTH_HEADER_FORMAT`), exactly one `%s` standing for the
+    /// access token. Effective default: `Bearer %s`; GitHub: `token %s`.
+    #[x_kube(validation = Rule::new("self.indexOf('%s') >= 0 && self.indexOf('%s') == self.lastIndexOf('%s') && !self.matches('[\\\\r\\\\n]')")
+        .message("spec.auth.providers[].authHeaderFormat must contain exactly one %s (the access token) and no line breaks, e.g. 'token %s'"))]
+    #[schemars(length(min = 2, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header_format: Option<String>,
+    /// `Accept` header of the userinfo calls (`ACCEPT_HEADER`). Effective default: `application/json`; GitHub:
+    /// `application/vnd.github+json`.
+    #[x_kube(validation = Rule::new("!self.matches('[\\\\r\\\\n]')")
+        .message("spec.auth.providers[].acceptHeader must not contain line breaks"))]
+    #[schemars(length(min = 1, max = 256))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_header: Option<String>,
+}
+
+/// One userinfo endpoint and where its answer holds the user's claims.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserinfoEndpoint {
+    /// The endpoint's URL (`USERINFO[_SECONDARY|_ADDITIONAL]_URL`), called with the access token.
+    #[x_kube(validation = Rule::new("self.matches('^https://[^\\\\s/]+[^\\\\s]*$')").message("spec.auth.providers[].userinfo[].url must be an https URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// Where the answer holds each claim (`USERINFO[_SECONDARY|_ADDITIONAL]_CLAIMS_*`). Unmapped claims use the
+    /// OpenID Connect names (`sub`, `email`, `name`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<UserinfoClaims>,
+}
+
+/// Claim mappings of one userinfo answer. Each value is a field (`email`), a path (`user.email`, `[0].email`,
+/// `[*].name` for a list) or a literal (`true`).
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UserinfoClaims {
+    /// The stable user id (`…_CLAIMS_SUBJECT_CLAIM`), e.g. `id` for GitHub.
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The e-mail address (`…_CLAIMS_EMAIL_CLAIM`), e.g. `[0].email` on GitHub's `/user/emails`.
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The display name (`…_CLAIMS_NAME_CLAIM`).
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The given name (`…_CLAIMS_GIVEN_NAME_CLAIM`).
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// The family name (`…_CLAIMS_FAMILY_NAME_CLAIM`).
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    /// The picture URL (`…_CLAIMS_PICTURE_CLAIM`).
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
+    /// Whether the e-mail address is verified (`…_CLAIMS_EMAIL_VERIFIED_CLAIM`), e.g. `[0].verified`.
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<String>,
+    /// The user's groups at the provider (`…_CLAIMS_GROUPS_CLAIM`); they become TMI groups of this provider,
+    /// usable in ACLs and in `spec.auth.administrators[].group`.
+    #[schemars(length(min = 1, max = 128))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<String>,
+}
+
+/// PEM certificates the server trusts, besides the public roots, when it calls identity providers (an IdP
+/// behind a private CA). Exactly one of `configMapKeyRef` or `secretKeyRef`.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)")
+        .message("spec.auth.trustedCA needs exactly one of configMapKeyRef or secretKeyRef"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedCa {
+    /// A ConfigMap key holding the PEM bundle (e.g. the `ca.crt` of a trust-manager Bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// A Secret key holding the PEM bundle (e.g. the `ca.crt` of a cert-manager CA Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a ConfigMap in the instance's namespace.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("configmap name must be a lower-case DNS subdomain"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the ConfigMap.
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')")
+        .message("configmap key must consist of alphanumerics, '-', '_' or '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// An administrator: a user (by subject or e-mail) or a group, at one provider.

@@ -14,9 +14,20 @@ const DB: &str = "  database: { external: { urlSecretRef: { name: db, key: url }
 const REDIS: &str = "  cache: { external: { urlSecretRef: { name: redis, key: url } } }\n";
 const HOST: &str = "  hostname: tmi.example.com\n";
 
+/// The userinfo part of a valid plain OAuth 2.0 provider (for `provider`).
+const PLAIN: &str = "userinfoUrl: https://a.example/user, subjectClaim: id";
+
+/// A provider without issuer: a plain OAuth 2.0 one with `fields` added.
 fn provider(fields: &str) -> String {
     format!(
         "  buildMode: Test\n  auth:\n    providers:\n      - {{ id: google, clientIdSecretRef: {{ name: o, key: id }}, clientSecretSecretRef: {{ name: o, key: s }}, authorizationUrl: https://a.example/auth, tokenUrl: https://a.example/token, {fields} }}\n"
+    )
+}
+
+/// An OpenID Connect provider: only the client, and `fields`.
+fn oidc(fields: &str) -> String {
+    format!(
+        "  auth:\n    providers:\n      - {{ id: sso, clientIdSecretRef: {{ name: o, key: id }}, clientSecretSecretRef: {{ name: o, key: s }}, {fields} }}\n"
     )
 }
 
@@ -154,43 +165,214 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "provider id reserved",
-            format!(
-                "{v}{DB}{}",
-                provider("subjectClaim: id").replace("id: google", "id: tmi")
-            ),
+            format!("{v}{DB}{}", provider(PLAIN).replace("id: google", "id: tmi")),
             "spec.auth.providers[].id",
         ),
         (
             "provider id upper case",
-            format!(
-                "{v}{DB}{}",
-                provider("subjectClaim: id").replace("id: google", "id: Google")
-            ),
+            format!("{v}{DB}{}", provider(PLAIN).replace("id: google", "id: Google")),
             "spec.auth.providers[].id",
         ),
         (
-            "provider issuer without jwks",
-            format!("{v}{DB}{}", provider("issuer: https://a.example/")),
-            "spec.auth.providers[].issuer",
+            "plain provider without authorizationUrl",
+            format!(
+                "{v}{DB}{}",
+                provider(PLAIN).replace("authorizationUrl: https://a.example/auth, ", "")
+            ),
+            "spec.auth.providers[].authorizationUrl is required",
         ),
         (
-            "provider neither oidc nor subject claim",
-            format!("{v}{DB}{}", provider("scopes: [openid]")),
-            "spec.auth.providers[].subjectClaim",
+            "plain provider without tokenUrl",
+            format!(
+                "{v}{DB}{}",
+                provider(PLAIN).replace("tokenUrl: https://a.example/token, ", "")
+            ),
+            "spec.auth.providers[].tokenUrl is required",
+        ),
+        (
+            "plain provider without userinfo",
+            format!("{v}{DB}{}", provider("scopes: [read]")),
+            "spec.auth.providers[].userinfoUrl (or userinfo) is required",
+        ),
+        (
+            "plain provider without a subject claim",
+            format!(
+                "{v}{DB}{}",
+                provider("userinfo: [{ url: https://a.example/user, claims: { email: email } }]")
+            ),
+            "spec.auth.providers[].subjectClaim (or userinfo[].claims.subject) is required",
+        ),
+        (
+            "issuer not https",
+            format!("{v}{DB}{}", oidc("issuer: http://sso.example/realms/tmi")),
+            "spec.auth.providers[].issuer must be an https URL",
+        ),
+        (
+            "jwksUrl not https",
+            format!(
+                "{v}{DB}{}",
+                oidc("issuer: https://sso.example/r, jwksUrl: http://sso.example/keys")
+            ),
+            "spec.auth.providers[].jwksUrl must be an https URL",
+        ),
+        (
+            "authorizationUrl plain http",
+            format!(
+                "{v}{DB}{}",
+                provider(PLAIN).replace("https://a.example/auth", "http://a.example/auth")
+            ),
+            "spec.auth.providers[].authorizationUrl must be an https URL",
+        ),
+        (
+            "userinfoUrl plain http",
+            format!(
+                "{v}{DB}{}",
+                provider(PLAIN).replace("https://a.example/user", "http://a.example/user")
+            ),
+            "spec.auth.providers[].userinfoUrl must be an https URL",
+        ),
+        (
+            "userinfo url plain http",
+            format!(
+                "{v}{DB}{}",
+                provider("userinfo: [{ url: http://a.example/user, claims: { subject: id } }]")
+            ),
+            "spec.auth.providers[].userinfo[].url must be an https URL",
+        ),
+        (
+            "oidc scopes without openid",
+            format!(
+                "{v}{DB}{}",
+                oidc("issuer: https://sso.example/r, scopes: [email, profile]")
+            ),
+            "spec.auth.providers[].scopes must include openid",
+        ),
+        (
+            "scope with a comma",
+            format!(
+                "{v}{DB}{}",
+                provider(&format!("{PLAIN}, scopes: [\"read,write\"]"))
+            ),
+            "spec.auth.providers[].scopes must be OAuth scope tokens",
+        ),
+        (
+            "shorthand and userinfo together",
+            format!(
+                "{v}{DB}{}",
+                provider(&format!(
+                    "{PLAIN}, userinfo: [{{ url: https://a.example/u2, claims: {{ subject: id }} }}]"
+                ))
+            ),
+            "spec.auth.providers[].userinfo cannot be combined",
+        ),
+        (
+            "shorthand claim without userinfoUrl",
+            format!(
+                "{v}{DB}{}",
+                oidc("issuer: https://sso.example/r, emailClaim: mail")
+            ),
+            "map the answer of userinfoUrl, which they require",
+        ),
+        (
+            "four userinfo endpoints",
+            format!(
+                "{v}{DB}{}",
+                oidc(
+                    "issuer: https://sso.example/r, userinfo: [{ url: https://a.example/1 }, { url: https://a.example/2 }, { url: https://a.example/3 }, { url: https://a.example/4 }]"
+                )
+            ),
+            "spec.auth.providers[0].userinfo",
+        ),
+        (
+            "unknown claim kind",
+            format!(
+                "{v}{DB}{}",
+                provider("userinfo: [{ url: https://a.example/user, claims: { subject: id, sub: id } }]")
+            ),
+            "spec.auth.providers[0].userinfo[0].claims.sub",
+        ),
+        (
+            "reserved additional parameter",
+            format!(
+                "{v}{DB}{}",
+                oidc(
+                    "issuer: https://sso.example/r, additionalParams: { redirect_uri: \"https://evil.example/\" }"
+                )
+            ),
+            "spec.auth.providers[].additionalParams cannot set",
+        ),
+        (
+            "additional parameter not a name",
+            format!(
+                "{v}{DB}{}",
+                oidc("issuer: https://sso.example/r, additionalParams: { Access-Type: offline }")
+            ),
+            "spec.auth.providers[].additionalParams keys must be",
+        ),
+        (
+            "authHeaderFormat with two %s",
+            format!(
+                "{v}{DB}{}",
+                provider(&format!("{PLAIN}, authHeaderFormat: \"%s %s\""))
+            ),
+            "spec.auth.providers[].authHeaderFormat must contain exactly one %s",
+        ),
+        (
+            "authHeaderFormat without %s",
+            format!(
+                "{v}{DB}{}",
+                provider(&format!("{PLAIN}, authHeaderFormat: token"))
+            ),
+            "spec.auth.providers[].authHeaderFormat must contain exactly one %s",
+        ),
+        (
+            "acceptHeader with a line break",
+            format!(
+                "{v}{DB}{}",
+                provider(&format!("{PLAIN}, acceptHeader: \"a\\r\\nX: 1\""))
+            ),
+            "spec.auth.providers[].acceptHeader must not contain line breaks",
+        ),
+        (
+            "client secret inline",
+            format!(
+                "{v}{DB}{}",
+                oidc("issuer: https://sso.example/r, clientSecret: hunter2")
+            ),
+            "spec.auth.providers[0].clientSecret",
+        ),
+        (
+            "trustedCA from both",
+            format!(
+                "{v}{DB}  auth: {{ trustedCA: {{ configMapKeyRef: {{ name: ca, key: ca.crt }}, secretKeyRef: {{ name: ca, key: ca.crt }} }} }}\n"
+            ),
+            "spec.auth.trustedCA needs exactly one of configMapKeyRef or secretKeyRef",
+        ),
+        (
+            "trustedCA from neither",
+            format!("{v}{DB}  auth: {{ trustedCA: {{}} }}\n"),
+            "spec.auth.trustedCA needs exactly one of configMapKeyRef or secretKeyRef",
+        ),
+        (
+            "trustedCA configmap name invalid",
+            format!(
+                "{v}{DB}  auth: {{ trustedCA: {{ configMapKeyRef: {{ name: Corp_CA, key: ca.crt }} }} }}\n"
+            ),
+            "spec.auth.trustedCA.configMapKeyRef.name",
         ),
         (
             "provider url not http",
             format!(
                 "{v}{DB}{}",
-                provider("subjectClaim: id").replace("https://a.example/token", "ftp://a.example/token")
+                provider(PLAIN).replace("https://a.example/token", "ftp://a.example/token")
             ),
             "spec.auth.providers[].tokenUrl",
         ),
         (
             "duplicate provider ids",
             format!(
-                "{v}{DB}{}      - {{ id: google, clientIdSecretRef: {{ name: o, key: id }}, clientSecretSecretRef: {{ name: o, key: s }}, authorizationUrl: https://b.example/a, tokenUrl: https://b.example/t, subjectClaim: id }}\n",
-                provider("subjectClaim: id")
+                "{v}{DB}{}      - {{ id: google, clientIdSecretRef: {{ name: o, key: id }}, clientSecretSecretRef: {{ name: o, key: s }}, authorizationUrl: https://b.example/a, tokenUrl: https://b.example/t, userinfoUrl: https://b.example/u, subjectClaim: id }}\n",
+                provider(PLAIN)
             ),
             "spec.auth.providers[].id must be unique",
         ),
@@ -203,7 +385,7 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "admin without subject",
             format!(
                 "{v}{DB}{}    administrators: [{{ provider: google }}]\n",
-                provider("subjectClaim: id")
+                provider(PLAIN)
             ),
             "spec.auth.administrators[]",
         ),
@@ -211,7 +393,7 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "two admins",
             format!(
                 "{v}{DB}{}    administrators: [{{ provider: google, subject: \"1\" }}, {{ provider: google, subject: \"2\" }}]\n",
-                provider("subjectClaim: id")
+                provider(PLAIN)
             ),
             "spec.auth.administrators",
         ),
@@ -351,7 +533,7 @@ async fn valid_specs_are_accepted() {
         format!("  version: 1.0.0\n{DB}{REDIS}  server: {{ replicas: 3 }}\n  hostname: tmi.example.com\n"),
         format!(
             "  version: 1.0.0\n{DB}{}    devLogin: true\n    administrators: [{{ provider: tmi, subject: alice }}]\n",
-            provider("subjectClaim: id")
+            provider(PLAIN)
         ),
         format!(
             "  version: 1.0.0\n{DB}  cache: {{ external: {{ host: redis.example, port: 6380, db: 3, passwordSecretRef: {{ name: r, key: p }} }} }}\n  server: {{ resources: {{ requests: {{ cpu: 100m, memory: 128Mi }}, limits: {{ memory: 1Gi }} }} }}\n"
@@ -363,6 +545,23 @@ async fn valid_specs_are_accepted() {
             "  version: 1.0.0\n{DB}{HOST}  exposure: {{ type: Gateway, gateway: {{ parentRefs: [{{ name: public, namespace: gateways, sectionName: https }}] }}, tls: {{ secretName: tmi-tls }} }}\n"
         ),
         format!("  version: 1.0.0\n{DB}  exposure: {{ type: None }}\n"),
+        // An OpenID Connect provider needs nothing but its issuer and client.
+        format!(
+            "  version: 1.0.0\n{DB}{}",
+            oidc("issuer: https://sso.example/realms/tmi")
+        ),
+        // Every provider field: GitHub (plain OAuth 2.0, two userinfo endpoints), Keycloak with groups, a
+        // private CA from a ConfigMap, administrators by group.
+        format!(
+            "  version: 1.0.0\n{DB}  auth:\n    trustedCA: {{ configMapKeyRef: {{ name: corp-ca, key: ca.crt }} }}\n    providers:\n{}{}    administrators: [{{ provider: keycloak, group: tmi-admins }}]\n",
+            "      - { id: github, name: GitHub, icon: fa-brands fa-github, clientIdSecretRef: { name: o, key: id }, clientSecretSecretRef: { name: o, key: s }, authorizationUrl: https://github.com/login/oauth/authorize, tokenUrl: https://github.com/login/oauth/access_token, scopes: [\"read:user\", \"user:email\"], userinfo: [{ url: https://api.github.com/user, claims: { subject: id, name: name, picture: avatar_url } }, { url: https://api.github.com/user/emails, claims: { email: \"[0].email\", emailVerified: \"[0].verified\" } }], additionalParams: { allow_signup: \"false\" }, authHeaderFormat: \"token %s\", acceptHeader: application/vnd.github+json }\n",
+            "      - { id: keycloak, clientIdSecretRef: { name: o, key: kid }, clientSecretSecretRef: { name: o, key: ks }, issuer: https://sso.example/realms/tmi, jwksUrl: https://sso.example/realms/tmi/protocol/openid-connect/certs, scopes: [openid, email], userinfo: [{ url: https://sso.example/realms/tmi/protocol/openid-connect/userinfo, claims: { groups: groups, givenName: given_name, familyName: family_name } }], additionalParams: { prompt: login, access_type: offline } }\n",
+        ),
+        // The shorthand for the primary userinfo endpoint; a private CA from a Secret.
+        format!(
+            "  version: 1.0.0\n{DB}{}    trustedCA: {{ secretKeyRef: {{ name: idp-ca, key: ca.crt }} }}\n",
+            provider(&format!("{PLAIN}, emailClaim: email, nameClaim: login"))
+        ),
     ];
     for (n, spec) in specs.iter().enumerate() {
         let yaml = base(&format!("good-{n}"), spec);
@@ -370,13 +569,17 @@ async fn valid_specs_are_accepted() {
             panic!("valid spec {n} rejected: {e}\n{yaml}");
         }
     }
-    // The shipped exposed sample is admitted as written.
-    let sample = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples/production-exposed.yaml"),
-    )
-    .unwrap();
-    if let Err(e) = apply_instance(&ns.client, &ns.name, &sample).await {
-        panic!("config/samples/production-exposed.yaml rejected: {e}");
+    // The shipped single-instance samples are admitted as written (each replaces the previous `tmi`).
+    for sample in ["production.yaml", "production-exposed.yaml", "keycloak.yaml"] {
+        let yaml = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../config/samples")
+                .join(sample),
+        )
+        .unwrap();
+        if let Err(e) = apply_instance(&ns.client, &ns.name, &yaml).await {
+            panic!("config/samples/{sample} rejected: {e}");
+        }
     }
     // A transition rule: switching the database kind is refused.
     let switched = base(

@@ -535,12 +535,14 @@ async fn secret_values_never_leak() {
         clientSecretSecretRef: { name: oauth, key: secret }
         authorizationUrl: https://github.com/login/oauth/authorize
         tokenUrl: https://github.com/login/oauth/access_token
+        userinfoUrl: https://api.github.com/user
         subjectClaim: id
       - id: other
         clientIdSecretRef: { name: oauth, key: nope }
         clientSecretSecretRef: { name: oauth, key: secret }
         authorizationUrl: https://other.example/authorize
         tokenUrl: https://other.example/token
+        userinfoUrl: https://other.example/userinfo
         subjectClaim: sub
 "#;
     apply_instance(c, &ns.name, &instance("leaky", extra))

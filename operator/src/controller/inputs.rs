@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::controller::{
     Context, Error,
-    validate::{Cache, Database, ValidInstance},
+    validate::{CaBundle, Cache, Database, ValidInstance},
 };
 
 /// Kind of a referenced object.
@@ -132,6 +132,18 @@ pub fn references(i: &ValidInstance) -> Vec<Reference> {
     for p in &i.providers {
         secret_key(&p.client_id_secret_ref);
         secret_key(&p.client_secret_secret_ref);
+    }
+    match &i.trusted_ca {
+        None => {}
+        Some(CaBundle::Secret(r)) => secret_key(r),
+        Some(CaBundle::ConfigMap(r)) => {
+            refs.insert(Reference {
+                kind: SourceKind::ConfigMap,
+                name: r.name.clone(),
+                key: Some(r.key.clone()),
+                optional: false,
+            });
+        }
     }
     for e in &i.env {
         let Some(from) = &e.value_from else { continue };
@@ -387,6 +399,80 @@ mod tests {
             ]
         );
         assert!(refs.last().unwrap().optional);
+    }
+
+    /// The trusted CA is an input like the credentials: its key is referenced (so a missing ConfigMap or key
+    /// stalls the instance with the usual reasons) and its digest enters the inputs hash (so a new bundle rolls
+    /// the pods).
+    #[test]
+    fn trusted_ca_is_a_referenced_input() {
+        let i = valid_from_yaml(crate::controller::test_support::SIGN_IN);
+        let refs = references(&i);
+        let ca = Reference {
+            kind: SourceKind::ConfigMap,
+            name: "corp-ca".into(),
+            key: Some("ca.pem".into()),
+            optional: false,
+        };
+        assert!(refs.contains(&ca), "{refs:?}");
+        let secrets = |extra: Vec<((SourceKind, String), Option<ObjectDigests>)>| {
+            let mut objects: BTreeMap<_, _> = [
+                ("acme-db", vec![("url", "u")]),
+                ("acme-generated", vec![("jwt-secret", "k")]),
+                (
+                    "acme-oauth",
+                    vec![
+                        ("github-id", "a"),
+                        ("github-secret", "b"),
+                        ("keycloak-id", "c"),
+                        ("keycloak-secret", "d"),
+                    ],
+                ),
+            ]
+            .into_iter()
+            .map(|(name, data)| ((SourceKind::Secret, name.to_owned()), Some(secret(&data, "1"))))
+            .collect();
+            objects.extend(extra);
+            objects
+        };
+        let inputs = combine(&refs, &secrets(Vec::new()));
+        assert_eq!(
+            inputs.problems,
+            [Problem::ConfigMapNotFound {
+                name: "corp-ca".into()
+            }]
+        );
+        let cm = |data: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.resource_version = Some("1".into());
+            c.data = Some(BTreeMap::from([("other".to_owned(), data.to_owned())]));
+            config_map_digests(&c)
+        };
+        let inputs = combine(
+            &refs,
+            &secrets(vec![((SourceKind::ConfigMap, "corp-ca".into()), Some(cm("x")))]),
+        );
+        assert_eq!(inputs.problems[0].reason(), "ConfigMapKeyMissing");
+        let with_ca = |pem: &str| {
+            let c = ConfigMap {
+                data: Some(BTreeMap::from([("ca.pem".to_owned(), pem.to_owned())])),
+                ..Default::default()
+            };
+            combine(
+                &refs,
+                &secrets(vec![(
+                    (SourceKind::ConfigMap, "corp-ca".into()),
+                    Some(config_map_digests(&c)),
+                )]),
+            )
+        };
+        let first = with_ca("-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n");
+        let rotated = with_ca("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n");
+        assert!(first.problems.is_empty(), "{:?}", first.problems);
+        assert_ne!(
+            first.digests["configmap/corp-ca/ca.pem"],
+            rotated.digests["configmap/corp-ca/ca.pem"]
+        );
     }
 
     fn secret(data: &[(&str, &str)], rv: &str) -> ObjectDigests {

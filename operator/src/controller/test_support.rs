@@ -92,6 +92,51 @@ spec:
     tls: { secretName: tmi-cert }
 "#;
 
+/// Sign-in as a user configures it: GitHub (plain OAuth 2.0, two userinfo endpoints) and Keycloak (OpenID
+/// Connect through discovery, groups, behind a private CA from a ConfigMap); an administrators group.
+pub const SIGN_IN: &str = r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: { name: acme, namespace: tenant, uid: 00000000-0000-0000-0000-000000000001, generation: 5 }
+spec:
+  version: 1.2.3
+  hostname: tmi.example.com
+  database: { external: { urlSecretRef: { name: acme-db, key: url } } }
+  exposure:
+    type: Ingress
+    tls: { secretName: tmi-tls }
+  auth:
+    trustedCA: { configMapKeyRef: { name: corp-ca, key: ca.pem } }
+    providers:
+      - id: github
+        name: GitHub
+        icon: fa-brands fa-github
+        clientIdSecretRef: { name: acme-oauth, key: github-id }
+        clientSecretSecretRef: { name: acme-oauth, key: github-secret }
+        authorizationUrl: https://github.com/login/oauth/authorize
+        tokenUrl: https://github.com/login/oauth/access_token
+        scopes: [read:user, user:email]
+        userinfo:
+          - url: https://api.github.com/user
+            claims: { subject: id, name: name, picture: avatar_url }
+          - url: https://api.github.com/user/emails
+            claims: { email: "[0].email", emailVerified: "[0].verified" }
+        additionalParams: { allow_signup: "false" }
+        authHeaderFormat: token %s
+        acceptHeader: application/vnd.github+json
+      - id: keycloak
+        name: Corporate SSO
+        clientIdSecretRef: { name: acme-oauth, key: keycloak-id }
+        clientSecretSecretRef: { name: acme-oauth, key: keycloak-secret }
+        issuer: https://sso.example.com/realms/tmi
+        scopes: [openid, profile, email]
+        userinfo:
+          - url: https://sso.example.com/realms/tmi/protocol/openid-connect/userinfo
+            claims: { groups: groups, givenName: given_name, familyName: family_name }
+        additionalParams: { prompt: login }
+    administrators: [{ provider: keycloak, group: tmi-admins }]
+"#;
+
 /// Parses a `TmiInstance` from YAML.
 pub fn instance_from_yaml(yaml: &str) -> TmiInstance {
     serde_yaml::from_str(yaml).expect("fixture parses")

@@ -9,8 +9,9 @@ use kube::ResourceExt;
 
 use crate::controller::names;
 use crate::crd::{
-    Administrator, BuildMode, ExposureType, GatewayParentRef, IngressController, IssuerRef, OAuthProvider,
-    ProbeOverride, Resources, Scheduling, SecretKeyRef, SessionAffinity, TmiInstance,
+    Administrator, BuildMode, ConfigMapKeyRef, ExposureType, GatewayParentRef, IngressController, IssuerRef,
+    OAuthProvider, ProbeOverride, Resources, Scheduling, SecretKeyRef, SessionAffinity, TmiInstance,
+    UserinfoClaims, UserinfoEndpoint,
 };
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, LocalObjectReference};
 use std::collections::BTreeMap;
@@ -81,8 +82,10 @@ pub struct ValidInstance {
     pub cache: Cache,
     /// `spec.auth.devLogin`.
     pub dev_login: bool,
-    /// `spec.auth.providers`.
+    /// `spec.auth.providers`, with the shorthand `userinfoUrl`/`*Claim` fields moved into `userinfo[0]`.
     pub providers: Vec<OAuthProvider>,
+    /// `spec.auth.trustedCA`.
+    pub trusted_ca: Option<CaBundle>,
     /// The administrator to bootstrap.
     pub administrator: Option<Administrator>,
     /// `spec.auth.autoPromoteFirstUser`.
@@ -160,6 +163,15 @@ impl names::Instance for ValidInstance {
     fn uid(&self) -> &str {
         &self.uid
     }
+}
+
+/// Where the PEM bundle trusted for calls to identity providers comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaBundle {
+    /// A ConfigMap key.
+    ConfigMap(ConfigMapKeyRef),
+    /// A Secret key.
+    Secret(SecretKeyRef),
 }
 
 /// The effective database.
@@ -308,21 +320,30 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
             "requires spec.buildMode Development or Test",
         ));
     }
-    let providers = auth.providers.unwrap_or_default();
-    for (i, p) in providers.iter().enumerate() {
-        if providers.iter().filter(|q| q.id == p.id).count() > 1 {
+    let raw_providers = auth.providers.unwrap_or_default();
+    let mut providers = Vec::with_capacity(raw_providers.len());
+    for (i, p) in raw_providers.iter().enumerate() {
+        if raw_providers.iter().filter(|q| q.id == p.id).count() > 1 {
             return Err(invalid(
                 &format!("spec.auth.providers[{i}].id"),
                 format!("duplicate id {:?}", p.id),
             ));
         }
-        if p.id == "tmi" {
-            return Err(invalid(
-                &format!("spec.auth.providers[{i}].id"),
-                "'tmi' is reserved for devLogin",
-            ));
-        }
+        providers.push(provider(i, p)?);
     }
+    let trusted_ca = match auth.trusted_ca {
+        None => None,
+        Some(ca) => match (ca.config_map_key_ref, ca.secret_key_ref) {
+            (Some(c), None) => Some(CaBundle::ConfigMap(c)),
+            (None, Some(s)) => Some(CaBundle::Secret(s)),
+            _ => {
+                return Err(invalid(
+                    "spec.auth.trustedCA",
+                    "exactly one of configMapKeyRef or secretKeyRef must be set",
+                ));
+            }
+        },
+    };
     let mut administrators = auth.administrators.unwrap_or_default();
     if administrators.len() > 1 {
         return Err(invalid(
@@ -390,11 +411,169 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         cache,
         dev_login,
         providers,
+        trusted_ca,
         administrator,
         auto_promote_first_user: auth.auto_promote_first_user.unwrap_or(false),
         jwt,
         jwt_generated,
     })
+}
+
+/// Authorization-request parameters the server sets itself; `additionalParams` cannot override them.
+pub const RESERVED_PARAMS: [&str; 9] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "client_secret",
+];
+
+/// `https://` followed by a host and no whitespace, as the CRD's URL rule.
+fn is_https_url(url: &str) -> bool {
+    url.strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace))
+}
+
+/// Checks one provider as the CRD's CEL rules do, and moves the shorthand `userinfoUrl`/`*Claim` fields into
+/// `userinfo[0]`, so that rendering knows one form only.
+fn provider(i: usize, p: &OAuthProvider) -> Result<OAuthProvider, InvalidSpec> {
+    let field = |f: &str| format!("spec.auth.providers[{i}].{f}");
+    let id_ok =
+        p.id.split('-').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }) && p.id.starts_with(|c: char| c.is_ascii_lowercase());
+    if !id_ok {
+        return Err(invalid(
+            &field("id"),
+            "must be lower-case letters, digits and single dashes, e.g. google",
+        ));
+    }
+    if p.id == "tmi" {
+        return Err(invalid(&field("id"), "'tmi' is reserved for devLogin"));
+    }
+    for (name, url) in [
+        ("issuer", &p.issuer),
+        ("authorizationUrl", &p.authorization_url),
+        ("tokenUrl", &p.token_url),
+        ("jwksUrl", &p.jwks_url),
+        ("userinfoUrl", &p.userinfo_url),
+    ] {
+        if url.as_deref().is_some_and(|u| !is_https_url(u)) {
+            return Err(invalid(&field(name), "must be an https URL"));
+        }
+    }
+    let shorthand = p.subject_claim.is_some() || p.email_claim.is_some() || p.name_claim.is_some();
+    if p.userinfo.is_some() && (p.userinfo_url.is_some() || shorthand) {
+        return Err(invalid(
+            &field("userinfo"),
+            "cannot be combined with the shorthand userinfoUrl, subjectClaim, emailClaim and nameClaim",
+        ));
+    }
+    if shorthand && p.userinfo_url.is_none() {
+        return Err(invalid(
+            &field("userinfoUrl"),
+            "required by subjectClaim, emailClaim and nameClaim, which map its answer",
+        ));
+    }
+    let mut out = p.clone();
+    if let Some(url) = out.userinfo_url.take() {
+        out.userinfo = Some(vec![UserinfoEndpoint {
+            url,
+            claims: shorthand.then(|| UserinfoClaims {
+                subject: out.subject_claim.take(),
+                email: out.email_claim.take(),
+                name: out.name_claim.take(),
+                ..Default::default()
+            }),
+        }]);
+    }
+    let userinfo = out.userinfo.clone().unwrap_or_default();
+    if p.userinfo.is_some() && !(1..=3).contains(&userinfo.len()) {
+        return Err(invalid(
+            &field("userinfo"),
+            "must list 1 to 3 endpoints (primary, secondary, additional)",
+        ));
+    }
+    for (n, u) in userinfo.iter().enumerate() {
+        if !is_https_url(&u.url) {
+            return Err(invalid(
+                &field(&format!("userinfo[{n}].url")),
+                "must be an https URL",
+            ));
+        }
+    }
+    if p.issuer.is_none() {
+        let plain = "is required for a provider without issuer (plain OAuth 2.0)";
+        if p.authorization_url.is_none() {
+            return Err(invalid(&field("authorizationUrl"), plain));
+        }
+        if p.token_url.is_none() {
+            return Err(invalid(&field("tokenUrl"), plain));
+        }
+        if userinfo.is_empty() {
+            return Err(invalid(&field("userinfoUrl"), plain));
+        }
+        if !userinfo
+            .iter()
+            .any(|u| u.claims.as_ref().is_some_and(|c| c.subject.is_some()))
+        {
+            return Err(invalid(&field("subjectClaim"), plain));
+        }
+    }
+    if let Some(scopes) = &p.scopes {
+        let token = |s: &String| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && !b"\",\\".contains(&b))
+        };
+        if !scopes.iter().all(token) {
+            return Err(invalid(
+                &field("scopes"),
+                "must be OAuth scope tokens (printable ASCII without spaces, commas, quotes or backslashes)",
+            ));
+        }
+        if p.issuer.is_some() && !scopes.iter().any(|s| s == "openid") {
+            return Err(invalid(
+                &field("scopes"),
+                "must include openid for an OpenID Connect provider (issuer set)",
+            ));
+        }
+    }
+    for key in p.additional_params.iter().flatten().map(|(k, _)| k) {
+        let well_formed = key.len() <= 64
+            && key.starts_with(|c: char| c.is_ascii_lowercase())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !well_formed {
+            return Err(invalid(
+                &field("additionalParams"),
+                format!("{key:?} is not a lower-case parameter name (letters, digits and _)"),
+            ));
+        }
+        if RESERVED_PARAMS.contains(&key.as_str()) {
+            return Err(invalid(
+                &field("additionalParams"),
+                format!("{key:?} is set by the server itself"),
+            ));
+        }
+    }
+    if let Some(format) = &p.auth_header_format
+        && (format.matches("%s").count() != 1 || format.contains(['\r', '\n']))
+    {
+        return Err(invalid(
+            &field("authHeaderFormat"),
+            "must contain exactly one %s (the access token) and no line breaks",
+        ));
+    }
+    if p.accept_header.as_ref().is_some_and(|a| a.contains(['\r', '\n'])) {
+        return Err(invalid(&field("acceptHeader"), "must not contain line breaks"));
+    }
+    Ok(out)
 }
 
 /// The effective exposure; repeats the CRD's CEL rules on it.
@@ -506,7 +685,7 @@ fn exposure(spec: &crate::crd::TmiInstanceSpec, replicas: i32) -> Result<Exposur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_support::instance_from_yaml;
+    use crate::controller::test_support::{instance_from_yaml, valid_from_yaml};
 
     const MINIMAL: &str = r#"
 apiVersion: tmi.dev/v1alpha1
@@ -627,6 +806,141 @@ spec:
             })
         });
         assert_eq!(e.field, "spec.auth.administrators[0].provider");
+    }
+
+    /// Every provider rule of the CRD, repeated for objects admitted under an older CRD: the field is named.
+    #[test]
+    fn provider_rules_name_the_field() {
+        use crate::controller::test_support::SIGN_IN;
+        type Edit = fn(&mut OAuthProvider);
+        // (provider index in SIGN_IN: 0 GitHub, 1 Keycloak; edit; field after `spec.auth.providers[i].`)
+        let cases: Vec<(usize, Edit, &str)> = vec![
+            (0, |p| p.id = "Git_Hub".into(), "id"),
+            (0, |p| p.authorization_url = None, "authorizationUrl"),
+            (0, |p| p.token_url = None, "tokenUrl"),
+            (0, |p| p.userinfo = None, "userinfoUrl"),
+            (
+                0,
+                |p| {
+                    for u in p.userinfo.iter_mut().flatten() {
+                        u.claims.as_mut().unwrap().subject = None;
+                    }
+                },
+                "subjectClaim",
+            ),
+            (
+                0,
+                |p| p.token_url = Some("http://github.com/t".into()),
+                "tokenUrl",
+            ),
+            (
+                0,
+                |p| p.userinfo.as_mut().unwrap()[1].url = "http://x/".into(),
+                "userinfo[1].url",
+            ),
+            (
+                1,
+                |p| p.issuer = Some("http://sso.example.com/realms/tmi".into()),
+                "issuer",
+            ),
+            (1, |p| p.jwks_url = Some("ftp://sso/keys".into()), "jwksUrl"),
+            (1, |p| p.scopes = Some(vec!["profile".into()]), "scopes"),
+            (1, |p| p.scopes = Some(vec!["openid,email".into()]), "scopes"),
+            (1, |p| p.subject_claim = Some("sub".into()), "userinfo"),
+            (
+                1,
+                |p| {
+                    p.userinfo = None;
+                    p.email_claim = Some("mail".into());
+                },
+                "userinfoUrl",
+            ),
+            (
+                1,
+                |p| {
+                    let u = p.userinfo.clone().unwrap()[0].clone();
+                    p.userinfo = Some(vec![u.clone(), u.clone(), u.clone(), u]);
+                },
+                "userinfo",
+            ),
+            (
+                1,
+                |p| {
+                    p.additional_params = Some([("redirect_uri".into(), "https://evil".into())].into());
+                },
+                "additionalParams",
+            ),
+            (
+                1,
+                |p| p.additional_params = Some([("Prompt".into(), "login".into())].into()),
+                "additionalParams",
+            ),
+            (
+                0,
+                |p| p.auth_header_format = Some("token %s %s".into()),
+                "authHeaderFormat",
+            ),
+            (
+                0,
+                |p| p.auth_header_format = Some("token".into()),
+                "authHeaderFormat",
+            ),
+            (
+                0,
+                |p| p.accept_header = Some("a\r\nX-Injected: 1".into()),
+                "acceptHeader",
+            ),
+        ];
+        for (n, (index, edit, field)) in cases.into_iter().enumerate() {
+            let mut i = instance_from_yaml(SIGN_IN);
+            edit(&mut i.spec.auth.as_mut().unwrap().providers.as_mut().unwrap()[index]);
+            match validate(&i) {
+                Ok(_) => panic!("case {n} ({field}) accepted"),
+                Err(e) => assert_eq!(
+                    e.field,
+                    format!("spec.auth.providers[{index}].{field}"),
+                    "case {n}: {e}"
+                ),
+            }
+        }
+        // Valid as written; an OIDC provider needs nothing but its issuer and client.
+        let mut i = instance_from_yaml(SIGN_IN);
+        let keycloak = &mut i.spec.auth.as_mut().unwrap().providers.as_mut().unwrap()[1];
+        keycloak.scopes = None;
+        keycloak.userinfo = None;
+        keycloak.additional_params = None;
+        assert!(validate(&i).is_ok());
+    }
+
+    /// The shorthand fields become `userinfo[0]`; `trustedCA` needs exactly one source.
+    #[test]
+    fn shorthand_is_normalized_and_trusted_ca_needs_one_source() {
+        let v = valid_from_yaml(crate::controller::test_support::FULL);
+        let github = v.providers.iter().find(|p| p.id == "github").unwrap();
+        assert_eq!(github.userinfo_url, None);
+        assert_eq!(github.subject_claim, None);
+        let endpoint = &github.userinfo.as_ref().unwrap()[0];
+        assert_eq!(endpoint.url, "https://api.github.com/user");
+        assert_eq!(endpoint.claims.as_ref().unwrap().subject.as_deref(), Some("id"));
+
+        let v = valid_from_yaml(crate::controller::test_support::SIGN_IN);
+        assert_eq!(
+            v.trusted_ca,
+            Some(CaBundle::ConfigMap(ConfigMapKeyRef {
+                name: "corp-ca".into(),
+                key: "ca.pem".into()
+            }))
+        );
+        let e = err(|i| {
+            i.spec.auth = Some(crate::crd::AuthSpec {
+                trusted_ca: Some(crate::crd::TrustedCa {
+                    config_map_key_ref: None,
+                    secret_key_ref: None,
+                }),
+                ..Default::default()
+            })
+        });
+        assert_eq!(e.field, "spec.auth.trustedCA");
     }
 
     #[test]

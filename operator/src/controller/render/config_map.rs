@@ -9,8 +9,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::controller::{
     names,
+    render::deployment::{TRUSTED_CA_DIR, TRUSTED_CA_FILE},
     validate::{Cache, Database, Route, ValidInstance},
 };
+use crate::crd::OAuthProvider;
 
 /// Renders the ConfigMap.
 pub fn render(i: &ValidInstance) -> ConfigMap {
@@ -19,6 +21,61 @@ pub fn render(i: &ValidInstance) -> ConfigMap {
         data: Some(data(i)),
         ..Default::default()
     }
+}
+
+/// tmi-server's own default client-callback allowlist in dev and test mode (the web client's `ng serve` port
+/// and the test callback stub), which an explicit list replaces.
+const DEV_CLIENT_CALLBACKS: [&str; 3] = [
+    "http://localhost:4200/*",
+    "http://localhost:8079/*",
+    "http://localhost:8079/",
+];
+
+/// Userinfo endpoints in the order the server calls them: `userinfo[0]`, `[1]`, `[2]`.
+const USERINFO_PREFIXES: [&str; 3] = ["USERINFO", "USERINFO_SECONDARY", "USERINFO_ADDITIONAL"];
+
+/// One provider's non-secret `OAUTH_PROVIDERS_<ID>_*` variables, one per field that is set (the server applies
+/// its own defaults to the rest). The client id and secret are `secretKeyRef`s, see `deployment.rs`.
+fn provider_env(env: &mut BTreeMap<String, String>, p: &OAuthProvider) {
+    let prefix = format!("OAUTH_PROVIDERS_{}_", names::provider_env_id(&p.id));
+    let mut put = |suffix: &str, v: Option<&String>| {
+        if let Some(v) = v {
+            env.insert(format!("{prefix}{suffix}"), v.clone());
+        }
+    };
+    put("ENABLED", Some(&"true".to_owned()));
+    put("NAME", Some(p.name.as_ref().unwrap_or(&p.id)));
+    put("ICON", p.icon.as_ref());
+    put("ISSUER", p.issuer.as_ref());
+    put("AUTHORIZATION_URL", p.authorization_url.as_ref());
+    put("TOKEN_URL", p.token_url.as_ref());
+    put("JWKS_URL", p.jwks_url.as_ref());
+    put("SCOPES", p.scopes.as_ref().map(|s| s.join(",")).as_ref());
+    // `validate` moved the shorthand `userinfoUrl`/`*Claim` fields into `userinfo[0]`.
+    for (endpoint, kind) in p.userinfo.iter().flatten().zip(USERINFO_PREFIXES) {
+        put(&format!("{kind}_URL"), Some(&endpoint.url));
+        let c = endpoint.claims.clone().unwrap_or_default();
+        for (claim, value) in [
+            ("SUBJECT_CLAIM", &c.subject),
+            ("EMAIL_CLAIM", &c.email),
+            ("NAME_CLAIM", &c.name),
+            ("GIVEN_NAME_CLAIM", &c.given_name),
+            ("FAMILY_NAME_CLAIM", &c.family_name),
+            ("PICTURE_CLAIM", &c.picture),
+            ("EMAIL_VERIFIED_CLAIM", &c.email_verified),
+            ("GROUPS_CLAIM", &c.groups),
+        ] {
+            put(&format!("{kind}_CLAIMS_{claim}"), value.as_ref());
+        }
+    }
+    for (param, value) in p.additional_params.iter().flatten() {
+        put(
+            &format!("ADDITIONAL_PARAMS_{}", param.to_ascii_uppercase()),
+            Some(value),
+        );
+    }
+    put("AUTH_HEADER_FORMAT", p.auth_header_format.as_ref());
+    put("ACCEPT_HEADER", p.accept_header.as_ref());
 }
 
 /// The environment the ConfigMap carries.
@@ -38,6 +95,13 @@ pub fn data(i: &ValidInstance) -> BTreeMap<String, String> {
     );
     if i.hostname.is_some() {
         set("TMI_CORS_ALLOWED_ORIGINS", i.url.clone());
+        // A web client on the instance's own origin sends `client_callback=<url>/…`. Without a list the server
+        // refuses every callback in production and allows only localhost in dev/test: those entries are kept.
+        let mut allowed = vec![format!("{}/*", i.url)];
+        if i.build_mode != crate::crd::BuildMode::Production {
+            allowed.extend(DEV_CLIENT_CALLBACKS.map(str::to_owned));
+        }
+        set("TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST", allowed.join(","));
     }
     if i.exposure.tls.is_some() {
         // Browsers reach TMI over HTTPS only: its cookies must never travel in clear.
@@ -68,24 +132,13 @@ pub fn data(i: &ValidInstance) -> BTreeMap<String, String> {
         set("OAUTH_PROVIDERS_TMI_ENABLED", "true".to_owned());
     }
     for p in &i.providers {
-        let prefix = format!("OAUTH_PROVIDERS_{}_", names::provider_env_id(&p.id));
-        let mut put = |suffix: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                env.insert(format!("{prefix}{suffix}"), v.clone());
-            }
-        };
-        put("ENABLED", &Some("true".to_owned()));
-        put("NAME", &Some(p.name.clone().unwrap_or_else(|| p.id.clone())));
-        put("ICON", &p.icon);
-        put("AUTHORIZATION_URL", &Some(p.authorization_url.clone()));
-        put("TOKEN_URL", &Some(p.token_url.clone()));
-        put("USERINFO_URL", &p.userinfo_url);
-        put("ISSUER", &p.issuer);
-        put("JWKS_URL", &p.jwks_url);
-        put("SCOPES", &p.scopes.as_ref().map(|s| s.join(",")));
-        put("USERINFO_CLAIMS_SUBJECT_CLAIM", &p.subject_claim);
-        put("USERINFO_CLAIMS_EMAIL_CLAIM", &p.email_claim);
-        put("USERINFO_CLAIMS_NAME_CLAIM", &p.name_claim);
+        provider_env(&mut env, p);
+    }
+    if i.trusted_ca.is_some() {
+        env.insert(
+            "TMI_OAUTH_CA_FILE".to_owned(),
+            format!("{TRUSTED_CA_DIR}/{TRUSTED_CA_FILE}"),
+        );
     }
     if let Some(admin) = &i.administrator {
         env.insert("TMI_ADMIN_PROVIDER".to_owned(), admin.provider.clone());
@@ -114,7 +167,133 @@ pub fn data(i: &ValidInstance) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_support::{EXTERNAL, FULL, valid_from_yaml};
+    use crate::controller::test_support::{EXTERNAL, FULL, SIGN_IN, instance_from_yaml, valid_from_yaml};
+    use crate::controller::validate::validate;
+
+    /// The provider variables of `d` (`OAUTH_PROVIDERS_<ID>_*`), as `suffix=value` lines.
+    fn provider_vars(d: &BTreeMap<String, String>, id: &str) -> Vec<String> {
+        let prefix = format!("OAUTH_PROVIDERS_{id}_");
+        d.iter()
+            .filter_map(|(k, v)| Some(format!("{}={v}", k.strip_prefix(&prefix)?)))
+            .collect()
+    }
+
+    /// A GitHub-style provider (plain OAuth 2.0) renders every variable the server reads for it, one to one.
+    #[test]
+    fn github_style_provider_variables() {
+        let d = data(&valid_from_yaml(SIGN_IN));
+        assert_eq!(
+            provider_vars(&d, "GITHUB"),
+            [
+                "ACCEPT_HEADER=application/vnd.github+json",
+                "ADDITIONAL_PARAMS_ALLOW_SIGNUP=false",
+                "AUTHORIZATION_URL=https://github.com/login/oauth/authorize",
+                "AUTH_HEADER_FORMAT=token %s",
+                "ENABLED=true",
+                "ICON=fa-brands fa-github",
+                "NAME=GitHub",
+                "SCOPES=read:user,user:email",
+                "TOKEN_URL=https://github.com/login/oauth/access_token",
+                "USERINFO_CLAIMS_NAME_CLAIM=name",
+                "USERINFO_CLAIMS_PICTURE_CLAIM=avatar_url",
+                "USERINFO_CLAIMS_SUBJECT_CLAIM=id",
+                "USERINFO_SECONDARY_CLAIMS_EMAIL_CLAIM=[0].email",
+                "USERINFO_SECONDARY_CLAIMS_EMAIL_VERIFIED_CLAIM=[0].verified",
+                "USERINFO_SECONDARY_URL=https://api.github.com/user/emails",
+                "USERINFO_URL=https://api.github.com/user",
+            ]
+        );
+    }
+
+    /// A Keycloak/OIDC provider renders its issuer and only what is set (discovery fills the endpoints); the
+    /// groups mapping and the administrators group reach the server; the private CA is pointed at.
+    #[test]
+    fn keycloak_oidc_provider_variables() {
+        let d = data(&valid_from_yaml(SIGN_IN));
+        assert_eq!(
+            provider_vars(&d, "KEYCLOAK"),
+            [
+                "ADDITIONAL_PARAMS_PROMPT=login",
+                "ENABLED=true",
+                "ISSUER=https://sso.example.com/realms/tmi",
+                "NAME=Corporate SSO",
+                "SCOPES=openid,profile,email",
+                "USERINFO_CLAIMS_FAMILY_NAME_CLAIM=family_name",
+                "USERINFO_CLAIMS_GIVEN_NAME_CLAIM=given_name",
+                "USERINFO_CLAIMS_GROUPS_CLAIM=groups",
+                "USERINFO_URL=https://sso.example.com/realms/tmi/protocol/openid-connect/userinfo",
+            ]
+        );
+        assert_eq!(d["TMI_ADMIN_PROVIDER"], "keycloak");
+        assert_eq!(d["TMI_ADMIN_SUBJECT_TYPE"], "group");
+        assert_eq!(d["TMI_ADMIN_GROUP_NAME"], "tmi-admins");
+        assert_eq!(d["TMI_OAUTH_CA_FILE"], "/etc/tmi/trusted-ca/ca.crt");
+    }
+
+    /// The shorthand `userinfoUrl`/`subjectClaim`/`emailClaim`/`nameClaim` renders the same variables as
+    /// `userinfo[0]`.
+    #[test]
+    fn shorthand_renders_as_the_primary_endpoint() {
+        let d = data(&valid_from_yaml(FULL));
+        assert_eq!(
+            provider_vars(&d, "GITHUB"),
+            [
+                "AUTHORIZATION_URL=https://github.com/login/oauth/authorize",
+                "ENABLED=true",
+                "NAME=github",
+                "TOKEN_URL=https://github.com/login/oauth/access_token",
+                "USERINFO_CLAIMS_SUBJECT_CLAIM=id",
+                "USERINFO_URL=https://api.github.com/user",
+            ]
+        );
+        assert!(!d.contains_key("TMI_OAUTH_CA_FILE"));
+    }
+
+    /// The IdP callback is the instance's public URL: `https://<hostname>` with TLS, `http://` exposed
+    /// without it, the in-cluster URL without a hostname. The web client on the instance's own origin may
+    /// receive the sign-in (production has no other default); dev/test keep the server's localhost entries.
+    #[test]
+    fn callback_and_client_callbacks_follow_the_public_url() {
+        let d = data(&valid_from_yaml(SIGN_IN));
+        assert_eq!(
+            d["TMI_OAUTH_CALLBACK_URL"],
+            "https://tmi.example.com/oauth2/callback"
+        );
+        assert_eq!(d["TMI_SERVER_BASE_URL"], "https://tmi.example.com");
+        assert_eq!(
+            d["TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST"],
+            "https://tmi.example.com/*"
+        );
+
+        let mut plain = instance_from_yaml(SIGN_IN);
+        plain.spec.exposure.as_mut().unwrap().tls = None;
+        let d = data(&validate(&plain).unwrap());
+        assert_eq!(
+            d["TMI_OAUTH_CALLBACK_URL"],
+            "http://tmi.example.com/oauth2/callback"
+        );
+        assert_eq!(
+            d["TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST"],
+            "http://tmi.example.com/*"
+        );
+
+        let d = data(&valid_from_yaml(FULL));
+        assert_eq!(
+            d["TMI_OAUTH_CALLBACK_URL"],
+            "https://tmi.example.com/oauth2/callback"
+        );
+        assert_eq!(
+            d["TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST"],
+            "https://tmi.example.com/*,http://localhost:4200/*,http://localhost:8079/*,http://localhost:8079/"
+        );
+
+        let d = data(&valid_from_yaml(EXTERNAL));
+        assert_eq!(
+            d["TMI_OAUTH_CALLBACK_URL"],
+            "http://acme.tenant.svc/oauth2/callback"
+        );
+        assert!(!d.contains_key("TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST"));
+    }
 
     #[test]
     fn minimal_external_instance() {

@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -30,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::controller::{
     names,
-    validate::{Cache, Database, ValidInstance},
+    validate::{CaBundle, Cache, Database, ValidInstance},
 };
 use crate::crd::{ProbeOverride, SecretKeyRef};
 
@@ -39,6 +40,15 @@ const PRE_STOP_SECONDS: i64 = 5;
 
 /// Non-root UID/GID of the server process (the distroless `nonroot` user).
 const RUN_AS: i64 = 65532;
+
+/// Where `spec.auth.trustedCA` is mounted (read-only), and the file name its key is projected to; the
+/// ConfigMap points `TMI_OAUTH_CA_FILE` there.
+pub const TRUSTED_CA_DIR: &str = "/etc/tmi/trusted-ca";
+/// See [`TRUSTED_CA_DIR`].
+pub const TRUSTED_CA_FILE: &str = "ca.crt";
+
+/// Name of the trusted CA's volume.
+const TRUSTED_CA_VOLUME: &str = "trusted-ca";
 
 /// Renders the Deployment; `inputs_hash` goes on the pod template so that edited inputs roll the pods.
 pub fn render(i: &ValidInstance, inputs_hash: &str) -> Deployment {
@@ -97,6 +107,39 @@ fn pod_spec(i: &ValidInstance) -> PodSpec {
             ..Default::default()
         });
     }
+    if let Some(ca) = &i.trusted_ca {
+        // Only the referenced key, under a fixed name; world-readable (certificates are public), read-only.
+        let items = |key: &str| {
+            Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: TRUSTED_CA_FILE.to_owned(),
+                mode: None,
+            }])
+        };
+        let mut volume = Volume {
+            name: TRUSTED_CA_VOLUME.to_owned(),
+            ..Default::default()
+        };
+        match ca {
+            CaBundle::ConfigMap(r) => {
+                volume.config_map = Some(ConfigMapVolumeSource {
+                    name: r.name.clone(),
+                    items: items(&r.key),
+                    default_mode: Some(0o444),
+                    optional: None,
+                })
+            }
+            CaBundle::Secret(r) => {
+                volume.secret = Some(SecretVolumeSource {
+                    secret_name: Some(r.name.clone()),
+                    items: items(&r.key),
+                    default_mode: Some(0o444),
+                    optional: None,
+                })
+            }
+        }
+        volumes.push(volume);
+    }
     let s = &i.scheduling;
     let spread = s
         .topology_spread_constraints
@@ -153,6 +196,14 @@ fn container(i: &ValidInstance) -> Container {
         mounts.push(VolumeMount {
             name: "data".to_owned(),
             mount_path: names::DATA_MOUNT_PATH.to_owned(),
+            ..Default::default()
+        });
+    }
+    if i.trusted_ca.is_some() {
+        mounts.push(VolumeMount {
+            name: TRUSTED_CA_VOLUME.to_owned(),
+            mount_path: TRUSTED_CA_DIR.to_owned(),
+            read_only: Some(true),
             ..Default::default()
         });
     }
@@ -300,7 +351,7 @@ fn probe(path: &str, period: i32, failures: i32, o: &Option<ProbeOverride>) -> P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_support::{EXTERNAL, FULL, SQLITE, valid_from_yaml};
+    use crate::controller::test_support::{EXTERNAL, FULL, SIGN_IN, SQLITE, valid_from_yaml};
     use serde_json::json;
 
     #[test]
@@ -372,6 +423,64 @@ mod tests {
         let startup = &d["spec"]["template"]["spec"]["containers"][0]["startupProbe"];
         assert_eq!(startup["failureThreshold"], json!(300));
         assert_eq!(startup["periodSeconds"], json!(5));
+    }
+
+    /// `spec.auth.trustedCA` is mounted read-only, only the referenced key, at the file `TMI_OAUTH_CA_FILE`
+    /// names; from a Secret as from a ConfigMap. The client credentials stay `secretKeyRef`s.
+    #[test]
+    fn trusted_ca_is_mounted_read_only() {
+        let i = valid_from_yaml(SIGN_IN);
+        let d = serde_json::to_value(render(&i, "h")).unwrap();
+        let pod = &d["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "trusted-ca")
+            .unwrap();
+        assert_eq!(
+            volume["configMap"],
+            json!({ "name": "corp-ca", "items": [{ "key": "ca.pem", "path": "ca.crt" }], "defaultMode": 0o444 })
+        );
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "trusted-ca")
+            .unwrap();
+        assert_eq!(
+            mount,
+            &json!({ "name": "trusted-ca", "mountPath": "/etc/tmi/trusted-ca", "readOnly": true })
+        );
+        let names: Vec<_> = secret_env(&i).into_iter().map(|e| e.name).collect();
+        assert!(
+            names.contains(&"OAUTH_PROVIDERS_KEYCLOAK_CLIENT_SECRET".to_owned()),
+            "{names:?}"
+        );
+
+        let mut from_secret = crate::controller::test_support::instance_from_yaml(SIGN_IN);
+        from_secret.spec.auth.as_mut().unwrap().trusted_ca = Some(crate::crd::TrustedCa {
+            config_map_key_ref: None,
+            secret_key_ref: Some(SecretKeyRef {
+                name: "idp-ca".into(),
+                key: "ca.crt".into(),
+            }),
+        });
+        let i = crate::controller::validate::validate(&from_secret).unwrap();
+        let d = serde_json::to_value(render(&i, "h")).unwrap();
+        let volume = d["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "trusted-ca")
+            .unwrap()
+            .clone();
+        assert_eq!(volume["secret"]["secretName"], json!("idp-ca"));
+        assert_eq!(
+            volume["secret"]["items"][0],
+            json!({ "key": "ca.crt", "path": "ca.crt" })
+        );
+        assert!(volume.get("configMap").is_none());
     }
 
     #[test]
