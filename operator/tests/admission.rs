@@ -581,6 +581,32 @@ async fn valid_specs_are_accepted() {
             panic!("config/samples/{sample} rejected: {e}");
         }
     }
+    // Every `spec:` snippet of docs/sign-in.md is admitted (on a minimal instance).
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/sign-in.md"))
+            .unwrap();
+    let snippets: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.starts_with("spec:"))
+        .collect();
+    assert!(snippets.len() >= 8, "{}", snippets.len());
+    for (n, snippet) in snippets.into_iter().enumerate() {
+        let mut instance: serde_yaml::Value = serde_yaml::from_str(&base(
+            &format!("doc-{n}"),
+            &format!("  version: 1.0.0\n{DB}{HOST}"),
+        ))
+        .unwrap();
+        let snippet: serde_yaml::Value = serde_yaml::from_str(snippet).unwrap();
+        for (k, v) in snippet["spec"].as_mapping().unwrap() {
+            instance["spec"][k.as_str().unwrap()] = v.clone();
+        }
+        let yaml = serde_yaml::to_string(&instance).unwrap();
+        if let Err(e) = apply_instance(&ns.client, &ns.name, &yaml).await {
+            panic!("docs/sign-in.md snippet {n} rejected: {e}\n{yaml}");
+        }
+    }
     // A transition rule: switching the database kind is refused.
     let switched = base(
         "good-0",

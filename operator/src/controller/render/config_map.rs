@@ -335,6 +335,69 @@ mod tests {
         assert_eq!(d["TMI_LOG_IS_DEV"], "true");
     }
 
+    /// Every worked configuration in docs/sign-in.md renders exactly the server variables printed beside it:
+    /// the provider's `OAUTH_PROVIDERS_<ID>_*`, `TMI_ADMIN_*` and `TMI_OAUTH_CA_FILE` (client id and secret as
+    /// `secretKeyRef`s).
+    #[test]
+    fn sign_in_doc_matches_the_rendered_variables() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sign-in.md")).unwrap();
+        let blocks: Vec<(&str, String)> = doc
+            .split("```")
+            .skip(1)
+            .step_by(2)
+            .map(|b| {
+                let (lang, body) = b.split_once('\n').unwrap();
+                (lang.trim(), body.to_owned())
+            })
+            .collect();
+        let mut checked = 0;
+        for pair in blocks.windows(2) {
+            let [(yaml_lang, yaml), (sh_lang, sh)] = pair else {
+                unreachable!()
+            };
+            if *yaml_lang != "yaml" || *sh_lang != "sh" || !sh.contains("OAUTH_PROVIDERS_") {
+                continue;
+            }
+            let mut instance: serde_yaml::Value = serde_yaml::from_str(SIGN_IN).unwrap();
+            instance["spec"]["auth"] = serde_yaml::Value::Null;
+            let snippet: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            for (k, v) in snippet["spec"].as_mapping().unwrap() {
+                instance["spec"][k.as_str().unwrap()] = v.clone();
+            }
+            let instance: crate::crd::TmiInstance = serde_yaml::from_value(instance).unwrap();
+            let valid = validate(&instance).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            let d = data(&valid);
+            let secrets: Vec<String> = crate::controller::render::deployment::secret_env(&valid)
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            let mut expected = BTreeMap::new();
+            for line in sh.lines() {
+                let (k, v) = line.split_once('=').unwrap();
+                if k.ends_with("_CLIENT_ID") || k.ends_with("_CLIENT_SECRET") {
+                    assert!(secrets.contains(&k.to_owned()), "{k} not a secretKeyRef\n{yaml}");
+                } else {
+                    expected.insert(k.to_owned(), v.to_owned());
+                }
+            }
+            let rendered: BTreeMap<String, String> = d
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.starts_with("OAUTH_PROVIDERS_")
+                        || k.starts_with("TMI_ADMIN_")
+                        || k == "TMI_OAUTH_CA_FILE"
+                })
+                .collect();
+            assert_eq!(rendered, expected, "docs/sign-in.md:\n{yaml}");
+            checked += 1;
+        }
+        assert_eq!(
+            checked, 6,
+            "Google, GitHub, Entra ID, Okta, Keycloak, generic OIDC"
+        );
+    }
+
     #[test]
     fn sqlite_url_is_plain_config() {
         let d = data(&valid_from_yaml(crate::controller::test_support::SQLITE));
