@@ -3,8 +3,10 @@
 //! The operator reconciles an instance with external PostgreSQL and Redis on the local control plane. The test
 //! then reads back the rendered Deployment's environment, resolving `envFrom` ConfigMaps and `secretKeyRef`s
 //! exactly as the kubelet would, points the service hosts in it at the local PostgreSQL and Redis, starts the
-//! `tmi-server` binary with exactly that environment (plus a free port), and proves it serves: health, dev
-//! login, a threat model created and read back.
+//! `tmi-server` binary with exactly that environment (plus a free port, and the trusted CA written where the
+//! pod would mount it), and proves it serves: health, dev login, a threat model created and read back, and
+//! sign-in through the two external providers it was given (a GitHub-style one and an OpenID Connect one)
+//! accepted at startup and offered, the GitHub one redirecting to GitHub with the rendered parameters.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
@@ -146,6 +148,28 @@ async fn rendered_environment_runs_a_real_server() {
     install_crd(c).await;
     put_secret(c, &ns.name, "tmi-db", &[("url", &local_db_url)]).await;
     put_secret(c, &ns.name, "tmi-redis", &[("url", &cluster_redis_url)]).await;
+    put_secret(
+        c,
+        &ns.name,
+        "tmi-oauth",
+        &[
+            ("github-id", "gh-client-4711"),
+            ("github-secret", "gh-secret"),
+            ("sso-id", "sso-client"),
+            ("sso-secret", "sso-secret"),
+        ],
+    )
+    .await;
+    // A real PEM CA (the control plane's) as the identity provider's private CA.
+    let ca_pem = std::fs::read_to_string(cp.dir().join("pki/ca.crt")).unwrap();
+    let ca: ConfigMap = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "idp-ca" }, "data": { "bundle.pem": ca_pem },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
+        .create(&Default::default(), &ca)
+        .await
+        .unwrap();
     let op = Operator::start(config(&ns.name)).await;
     let yaml = r#"
 apiVersion: tmi.dev/v1alpha1
@@ -156,7 +180,30 @@ spec:
   buildMode: Test
   database: { external: { urlSecretRef: { name: tmi-db, key: url } } }
   cache: { external: { urlSecretRef: { name: tmi-redis, key: url } } }
-  auth: { devLogin: true }
+  auth:
+    devLogin: true
+    trustedCA: { configMapKeyRef: { name: idp-ca, key: bundle.pem } }
+    providers:
+      - id: github
+        name: GitHub
+        clientIdSecretRef: { name: tmi-oauth, key: github-id }
+        clientSecretSecretRef: { name: tmi-oauth, key: github-secret }
+        authorizationUrl: https://github.com/login/oauth/authorize
+        tokenUrl: https://github.com/login/oauth/access_token
+        scopes: ["read:user", "user:email"]
+        userinfo:
+          - { url: https://api.github.com/user, claims: { subject: id, name: name } }
+          - { url: https://api.github.com/user/emails, claims: { email: "[0].email" } }
+        additionalParams: { allow_signup: "false" }
+        authHeaderFormat: token %s
+        acceptHeader: application/vnd.github+json
+      # An OpenID Connect provider nobody listens for (the server only warns that it is not reachable yet).
+      - id: corp-sso
+        name: Corporate SSO
+        clientIdSecretRef: { name: tmi-oauth, key: sso-id }
+        clientSecretSecretRef: { name: tmi-oauth, key: sso-secret }
+        issuer: https://127.0.0.1:9/realms/tmi
+        userinfo: [{ url: https://127.0.0.1:9/realms/tmi/userinfo, claims: { groups: groups } }]
   server:
     env: [{ name: TMI_OAUTH_CLIENT_CALLBACK_ALLOWLIST, value: "http://localhost:8079/" }]
 "#;
@@ -179,6 +226,36 @@ spec:
     assert!(env["TMI_REDIS_URL"].contains(REDIS_HOST));
     assert_eq!(env["TMI_REDIS_KEY_PREFIX"], format!("tmi:{}:contract:", ns.name));
     assert!(env["TMI_JWT_SECRET"].len() >= 32);
+    assert_eq!(env["OAUTH_PROVIDERS_GITHUB_CLIENT_ID"], "gh-client-4711");
+    assert_eq!(
+        env["OAUTH_PROVIDERS_CORP_SSO_ISSUER"],
+        "https://127.0.0.1:9/realms/tmi"
+    );
+
+    // The trusted CA, where the kubelet would mount it: the volume's key, under the mount path.
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.config_map.as_ref().is_some_and(|c| c.name == "idp-ca"))
+        .unwrap();
+    let item = &volume.config_map.as_ref().unwrap().items.as_ref().unwrap()[0];
+    assert_eq!(item.key, "bundle.pem");
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(
+        env["TMI_OAUTH_CA_FILE"],
+        format!("{}/{}", mount.mount_path, item.path)
+    );
+    let ca_file = std::env::temp_dir().join(format!("tmi-contract-ca-{db_name}.pem"));
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    env.insert("TMI_OAUTH_CA_FILE".into(), ca_file.to_str().unwrap().to_owned());
 
     // Point the service hosts at the local services, and pick a free port.
     for v in env.values_mut() {
@@ -284,6 +361,59 @@ spec:
         .unwrap()
         .to_owned();
 
+    // Both external providers are offered next to the dev login.
+    let providers: serde_json::Value = http
+        .get(format!("{base}/oauth2/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: BTreeMap<String, String> = providers["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_owned(),
+                p["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(names["github"], "GitHub", "{providers}");
+    assert_eq!(names["corp-sso"], "Corporate SSO", "{providers}");
+
+    // The GitHub sign-in goes to GitHub with the client id from the Secret, the instance's callback URL, the
+    // scopes and the extra parameter.
+    let r = http
+        .get(format!("{base}/oauth2/authorize"))
+        .query(&[
+            ("idp", "github"),
+            ("scope", "openid profile email"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("client_callback", "http://localhost:8079/"),
+            ("state", "contract"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    let to = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        to.as_str().split('?').next(),
+        Some("https://github.com/login/oauth/authorize")
+    );
+    let q: BTreeMap<String, String> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], "gh-client-4711");
+    assert_eq!(
+        q["redirect_uri"],
+        format!("http://contract.{}.svc/oauth2/callback", ns.name)
+    );
+    assert_eq!(q["scope"], "read:user user:email");
+    assert_eq!(q["allow_signup"], "false");
+
     // A threat model created and read back.
     let r = http
         .post(format!("{base}/threat_models"))
@@ -310,6 +440,7 @@ spec:
     );
 
     drop(server);
+    let _ = std::fs::remove_file(&ca_file);
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
     )))
