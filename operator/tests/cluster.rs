@@ -432,6 +432,89 @@ async fn missing_secret_stalls_and_recovers() {
     op.stop().await;
 }
 
+/// `spec.auth.trustedCA` is an input like a Secret: a missing ConfigMap, then a missing key, stall the
+/// instance with their reasons and nothing is rendered; once present it is mounted, and a new bundle changes
+/// the pod template's inputs hash (the pods roll).
+#[tokio::test]
+async fn trusted_ca_stalls_until_present_and_rolls_on_change() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-ca").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let op = Operator::start(config(&ns.name)).await;
+    db_secret(c, &ns.name).await;
+    let extra = "  auth: { trustedCA: { configMapKeyRef: { name: corp-ca, key: ca.crt } } }\n";
+    apply_instance(c, &ns.name, &instance("private", extra))
+        .await
+        .unwrap();
+    let i = wait_for(c, &ns.name, "private", "ConfigMapNotFound", |i| {
+        condition(i, "Stalled").is_some_and(|c| c.reason == "ConfigMapNotFound")
+    })
+    .await;
+    assert!(condition(&i, "Stalled").unwrap().message.contains("\"corp-ca\""));
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), &ns.name);
+    assert!(deployments.get_opt("private-server").await.unwrap().is_none());
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let put = |data: serde_json::Value| {
+        let config_maps = config_maps.clone();
+        async move {
+            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "corp-ca" }, "data": data,
+            }))
+            .unwrap();
+            config_maps
+                .patch(
+                    "corp-ca",
+                    &kube::api::PatchParams::apply("test-user").force(),
+                    &kube::api::Patch::Apply(&cm),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    put(serde_json::json!({ "other.crt": "x" })).await;
+    wait_for(c, &ns.name, "private", "ConfigMapKeyMissing", |i| {
+        condition(i, "Stalled").is_some_and(|c| c.reason == "ConfigMapKeyMissing")
+    })
+    .await;
+
+    put(serde_json::json!({ "ca.crt": "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n" })).await;
+    wait_for(c, &ns.name, "private", "Ready", ready).await;
+    let d = deployments.get("private-server").await.unwrap();
+    let first = pod_hash(&d);
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "trusted-ca")
+        .unwrap();
+    assert_eq!(volume.config_map.as_ref().unwrap().name, "corp-ca");
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "trusted-ca" && m.read_only == Some(true))
+    );
+
+    put(serde_json::json!({ "ca.crt": "-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n" })).await;
+    let started = std::time::Instant::now();
+    loop {
+        let d = deployments.get("private-server").await.unwrap();
+        if pod_hash(&d) != first {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a new CA bundle did not change the pod template"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    op.stop().await;
+}
+
 /// With two leader-elected operators only the leader writes; when it shuts down, the other takes over.
 #[tokio::test]
 async fn only_the_leader_writes() {
