@@ -25,6 +25,10 @@ use common::tmi::{Next, Tmi, cell_id, state_cell_ids};
 
 #[path = "pods/exposure.rs"]
 mod exposure;
+#[path = "../../tmi-server/tests/common/keycloak.rs"]
+mod keycloak;
+#[path = "pods/sign_in.rs"]
+mod sign_in;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
