@@ -19,6 +19,7 @@ mod json_roundtrip;
 pub(crate) mod pgdb;
 pub mod postgres;
 pub mod retry;
+pub mod schema;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod testsuite;
@@ -42,6 +43,12 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer release (see `schema`).
+    #[error(transparent)]
+    SchemaTooNew(#[from] schema::SchemaTooNew),
+    /// `TMI_TEST_EXTRA_MIGRATION` holds an unknown value.
+    #[error("{0}")]
+    TestMigration(String),
 }
 
 impl From<sqlx::Error> for StoreError {

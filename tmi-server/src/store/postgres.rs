@@ -1,6 +1,9 @@
 //! The PostgreSQL store. IO: talks to PostgreSQL through a `PgPool`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use crate::store::schema;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, migrate::Migrator};
@@ -35,11 +38,31 @@ impl Postgres {
     /// Applies pending migrations. sqlx's migrator holds a PostgreSQL advisory lock while it runs,
     /// so replicas starting together (or a `tmi-server migrate` Job) apply each migration once.
     pub async fn migrate(&self) -> Result<(), crate::store::StoreError> {
-        MIGRATOR
+        self.migrate_report().await.map(|_| ())
+    }
+
+    /// Applies pending migrations after refusing a database whose schema is newer than this binary knows
+    /// (`schema::check`); reports what was applied.
+    pub async fn migrate_report(&self) -> Result<schema::MigrationReport, crate::store::StoreError> {
+        let migrator = migrator()?;
+        let before = schema::applied_postgres(&self.pool).await?;
+        schema::check(&before, migrator)?;
+        migrator
             .run(&self.pool)
             .await
-            .map_err(crate::store::StoreError::Migrate)
+            .map_err(crate::store::StoreError::Migrate)?;
+        Ok(schema::report(&before, migrator))
     }
+}
+
+/// The migrations this binary runs: [`MIGRATOR`], plus the test-only one when `TMI_TEST_EXTRA_MIGRATION` is
+/// set (`schema::with_test_migration`).
+pub fn migrator() -> Result<&'static Migrator, crate::store::StoreError> {
+    static RESOLVED: OnceLock<Result<Migrator, String>> = OnceLock::new();
+    RESOLVED
+        .get_or_init(|| schema::with_test_migration(&MIGRATOR, schema::test_migration_variant().as_deref()))
+        .as_ref()
+        .map_err(|e| crate::store::StoreError::TestMigration(e.clone()))
 }
 
 sql_store!(Postgres, sqlx::Postgres);
