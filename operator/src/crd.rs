@@ -45,6 +45,12 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Running TMI version"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url", description = "Base URL of the server"),
     printcolumn(
+        name = "Upgrade",
+        type_ = "string",
+        json_path = ".status.upgrade.phase",
+        description = "Phase of the latest upgrade: Waiting, Migrating, RollingOut, Succeeded, Failed, Refused or Cancelled"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
@@ -869,6 +875,72 @@ pub struct TmiInstanceStatus {
     /// Effective settings after operator defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<EffectiveSettings>,
+    /// The latest version change: its phase (the `Upgrade` column of `kubectl get tmi`), its migrate Job, and
+    /// when each step happened. Absent until the first version change after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// Where an upgrade stands. A version change runs `tmi-server migrate` with the new image as a Job first, and
+/// rolls the Deployment only once the Job succeeded (docs/upgrades.md).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradePhase {
+    /// Queued behind the operator's limit on upgrades at once (or a paused fleet); the old version serves.
+    Waiting,
+    /// The migrate Job runs with the new image; the old version serves.
+    Migrating,
+    /// The migration succeeded; the Deployment rolls to the new image.
+    RollingOut,
+    /// The new version serves.
+    Succeeded,
+    /// The migration (or the rollout) failed; the old version keeps serving. Set `spec.version` back to recover.
+    Failed,
+    /// The database's schema is newer than the target version knows (a downgrade below it); nothing changed.
+    Refused,
+    /// `spec.version` went back before the upgrade finished; the old version serves.
+    Cancelled,
+}
+
+/// The latest version change of an instance.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// Where the upgrade stands.
+    pub phase: UpgradePhase,
+    /// Version the server ran when the change was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// Version being moved to.
+    pub target_version: String,
+    /// Image being moved to.
+    pub target_image: String,
+    /// Name of the migrate Job (kept for a day after it finishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// What is happening, or what went wrong (the tail of the Job's output, credentials masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The instance's place in the fleet's upgrade order (label `tmi.dev/upgrade-priority`, lower first;
+    /// effective default 100).
+    pub priority: i32,
+    /// When the version change was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the upgrade got its slot and its migrate Job was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the migrate Job completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the new version was rolled out (or the upgrade failed, was refused or cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Schema version of the database after the last successful migration (its highest migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    /// The version whose migrate Job brought the database to `schemaVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_migrated_by: Option<String>,
 }
 
 /// Effective settings: the operator's defaults applied to the spec.
@@ -928,7 +1000,7 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Ready", "Version", "URL", "Reason", "Age"]);
+        assert_eq!(columns, ["Ready", "Version", "URL", "Upgrade", "Reason", "Age"]);
     }
 
     /// Every property in the schema has a description, and none has a default (defaults become GitOps drift),

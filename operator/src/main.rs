@@ -43,6 +43,17 @@ struct RunArgs {
     /// Reconciles running at once (per watched namespace).
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 10)]
     max_concurrent_reconciles: u16,
+    /// Instances upgrading (migrating or rolling out a new version) at once, across every watched namespace;
+    /// 0 for no limit. The rest wait in order of their `tmi.dev/upgrade-priority` label.
+    #[arg(long, env = "MAX_CONCURRENT_UPGRADES", default_value_t = 5)]
+    max_concurrent_upgrades: u32,
+    /// What a failed upgrade does to the others: `pause` starts no new upgrades until it recovers; `continue`
+    /// keeps going.
+    #[arg(long, env = "UPGRADE_FAILURE_POLICY", value_enum, default_value = "pause")]
+    upgrade_failure_policy: FailurePolicyArg,
+    /// Seconds a migrate Job may run before it is failed (`activeDeadlineSeconds`).
+    #[arg(long, env = "MIGRATION_TIMEOUT_SECONDS", default_value_t = 600)]
+    migration_timeout_seconds: u64,
     /// Seconds between periodic re-reconciles of a healthy instance.
     #[arg(long, env = "RESYNC_PERIOD_SECONDS", default_value_t = 600)]
     resync_period_seconds: u64,
@@ -64,6 +75,15 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: telemetry::LogFormat,
+}
+
+/// `--upgrade-failure-policy`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FailurePolicyArg {
+    /// Start no new upgrades while one has failed.
+    Pause,
+    /// Keep upgrading the others.
+    Continue,
 }
 
 #[tokio::main]
@@ -105,6 +125,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance_selector: args.instance_selector,
         concurrency: args.max_concurrent_reconciles,
         resync: Duration::from_secs(args.resync_period_seconds),
+        upgrades: controller::fleet::Limits {
+            max_concurrent: (args.max_concurrent_upgrades > 0).then_some(args.max_concurrent_upgrades),
+            on_failure: match args.upgrade_failure_policy {
+                FailurePolicyArg::Pause => controller::fleet::FailurePolicy::Pause,
+                FailurePolicyArg::Continue => controller::fleet::FailurePolicy::Continue,
+            },
+        },
+        migration_deadline: Duration::from_secs(args.migration_timeout_seconds.max(1)),
         ..controller::Config::default()
     };
     let shutdown = Box::pin(shutdown_signal()).shared();

@@ -199,7 +199,7 @@ async fn lifecycle() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "VERSION", "URL", "REASON", "AGE"],
+        ["NAME", "READY", "VERSION", "URL", "UPGRADE", "REASON", "AGE"],
         "{table}"
     );
     assert!(

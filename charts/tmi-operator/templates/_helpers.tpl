@@ -65,7 +65,12 @@ every request the operator makes and fails when this list grants more or less).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "get", "list", "watch"]
-{{- /* Pods: listed (uncached) only while a rollout is incomplete, to say why the server pods fail. */}}
+{{- /* Migrate Jobs: cached; created once per upgrade; failed ones deleted when the version is set back. */}}
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "delete", "list", "watch"]
+{{- /* Pods: listed (uncached) only while a rollout is incomplete, to say why the server pods fail, and once a
+migrate Job finished, to read its result. */}}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]

@@ -1,5 +1,5 @@
 //! `Desired` → live objects. IO: server-side apply under [`names::FIELD_MANAGER`], one create-once Secret,
-//! and deletion of owned objects that are no longer wanted (a PodDisruptionBudget; the Ingress, HTTPRoute or
+//! the create-once migrate Job of an upgrade (and deletion of failed ones), and deletion of owned objects that are no longer wanted (a PodDisruptionBudget; the Ingress, HTTPRoute or
 //! Certificate of an exposure that changed or went away).
 //!
 //! Steady state makes no writes and no requests: before applying, each desired object is compared with the
@@ -10,6 +10,7 @@
 
 use std::fmt::Debug;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -22,7 +23,7 @@ use serde_json::Value;
 use base64::Engine;
 
 use crate::controller::cluster::OptionalApi;
-use crate::controller::render::{Desired, generated_secret};
+use crate::controller::render::{Desired, generated_secret, migration_job};
 use crate::controller::{Context, Error, names, validate::ValidInstance};
 use crate::external::{Certificate, HTTPRoute};
 
@@ -39,8 +40,14 @@ pub struct Applied {
     pub certificate: Option<Certificate>,
 }
 
-/// Applies every desired object, in dependency order.
-pub async fn apply(ctx: &Context, i: &ValidInstance, desired: Desired) -> Result<Applied, Error> {
+/// Applies every desired object, in dependency order. With `hold_deployment` (an upgrade waits or migrates,
+/// see `upgrade`), a Deployment that exists is left exactly as it is and reported as cached.
+pub async fn apply(
+    ctx: &Context,
+    i: &ValidInstance,
+    desired: Desired,
+    hold_deployment: bool,
+) -> Result<Applied, Error> {
     // No `..`: a new field in `Desired` must be applied here, or this stops compiling.
     let Desired {
         service_account,
@@ -59,7 +66,14 @@ pub async fn apply(ctx: &Context, i: &ValidInstance, desired: Desired) -> Result
     if let Some(pvc) = data_volume_claim {
         ssa(ctx, &ctx.stores.data_volume_claims, pvc).await?;
     }
-    let deployment = ssa(ctx, &ctx.stores.deployments, deployment).await?;
+    let live = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(&names::deployment(i)).within(&i.namespace));
+    let deployment = match live {
+        Some(live) if hold_deployment => live.as_ref().clone(),
+        _ => ssa(ctx, &ctx.stores.deployments, deployment).await?,
+    };
     ssa(ctx, &ctx.stores.services, service).await?;
     match pod_disruption_budget {
         Some(pdb) => {
@@ -210,6 +224,74 @@ where
             source,
         }),
     }
+}
+
+/// Creates the migrate Job (and applies its ServiceAccount first). A Job that already exists is left alone:
+/// its template is immutable, and its name already says which upgrade it is for.
+pub async fn create_migration_job(ctx: &Context, i: &ValidInstance, job: Job) -> Result<(), Error> {
+    ssa(
+        ctx,
+        &ctx.stores.service_accounts,
+        migration_job::service_account(i),
+    )
+    .await?;
+    let name = job.name_any();
+    ctx.metrics.write("Job/create");
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &i.namespace);
+    let params = PostParams {
+        field_manager: Some(names::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match api.create(&params, &job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: "Job".into(),
+            name,
+            source,
+        }),
+    }
+}
+
+/// Deletes this instance's failed migrate Jobs (with their pods), so that trying the same upgrade again
+/// runs a new Job.
+pub async fn delete_failed_jobs(ctx: &Context, i: &ValidInstance) -> Result<(), Error> {
+    for job in failed_jobs(&ctx.stores.jobs, i) {
+        let name = job.name_any();
+        ctx.metrics.write("Job/delete");
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &i.namespace);
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Apply {
+                    kind: "Job".into(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// This instance's migrate Jobs that failed, from the cache.
+pub fn failed_jobs(store: &Store<Job>, i: &ValidInstance) -> Vec<std::sync::Arc<Job>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|j| j.namespace().as_deref() == Some(i.namespace.as_str()))
+        .filter(|j| j.owner_references().iter().any(|r| r.uid == i.uid))
+        .filter(|j| job_condition(j, "Failed"))
+        .collect()
+}
+
+/// Whether the Job has condition `type_` set to True.
+pub fn job_condition(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
 /// Creates the generated Secret with a fresh random JWT key if it does not exist yet. Never updates it.

@@ -106,6 +106,12 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// The last non-empty line of a container's output, credentials masked and clipped: what a condition
+/// message shows of it.
+pub fn tail(text: &str) -> String {
+    clip(&redact(last_line(text)))
+}
+
 fn clip(s: &str) -> String {
     if s.len() <= MAX_MESSAGE {
         return s.to_owned();

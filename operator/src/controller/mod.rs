@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! validate (pure) → ensure generated Secret (IO, create-once) → resolve inputs (IO, reads; and the Ingress
-//!   preset from `cluster`) → render (pure) → apply (IO, server-side apply) → status::compute (pure, with
+//!   preset from `cluster`) → render (pure) → observe the upgrade (IO: the migrate Job, its result; a slot from
+//!   `fleet`) → upgrade::plan (pure) → apply (IO, server-side apply; the Deployment held while an upgrade
+//!   waits or migrates; the migrate Job created) → upgrade::settle (pure) → status::compute (pure, with
 //!   `exposure::evaluate`) → status::patch (IO)
 //! ```
 //!
@@ -14,12 +16,14 @@ pub mod apply;
 pub mod cluster;
 pub mod diagnose;
 pub mod exposure;
+pub mod fleet;
 pub mod inputs;
 pub mod names;
 pub mod render;
 pub mod status;
 #[cfg(test)]
 pub mod test_support;
+pub mod upgrade;
 pub mod validate;
 
 use std::collections::{BTreeSet, HashMap};
@@ -29,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -61,6 +66,10 @@ pub struct Config {
     pub progress_poll: Duration,
     /// Name of the reporting controller on Events.
     pub reporter: String,
+    /// Fleet waves: upgrades at once, and what a failed one does to the rest.
+    pub upgrades: fleet::Limits,
+    /// `activeDeadlineSeconds` of a migrate Job.
+    pub migration_deadline: Duration,
 }
 
 impl Default for Config {
@@ -72,6 +81,8 @@ impl Default for Config {
             resync: Duration::from_secs(600),
             progress_poll: Duration::from_secs(15),
             reporter: names::FIELD_MANAGER.to_owned(),
+            upgrades: fleet::Limits::default(),
+            migration_deadline: Duration::from_secs(600),
         }
     }
 }
@@ -99,6 +110,8 @@ pub struct Stores {
     pub certificates: Store<Certificate>,
     /// Metadata (no data) of every Secret except Helm release Secrets.
     pub secrets_meta: Store<PartialObjectMeta<Secret>>,
+    /// Migrate Jobs with the managed-by label.
+    pub jobs: Store<Job>,
 }
 
 /// Which instances reference which Secret: `(namespace, secret)` → instance names.
@@ -126,7 +139,14 @@ pub struct Context {
     pub apis: Arc<cluster::OptionalApis>,
     /// The cluster's IngressClasses as last listed, and when (see `cluster::ingress_preset`).
     pub ingress_classes: cluster::IngressClassMemo,
+    /// The operator-wide upgrade slots (shared by every watched namespace's controller).
+    pub fleet: Arc<fleet::Fleet>,
+    /// The instance caches of every controller of this process, for the fleet's view of its peers.
+    pub instances: InstanceStores,
 }
+
+/// The TmiInstance caches of all controllers in the process.
+pub type InstanceStores = Arc<std::sync::RwLock<Vec<Store<TmiInstance>>>>;
 
 /// A reconcile failure; each variant names the step.
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +276,10 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
         desired,
         inputs_hash: hash,
     } = render::render_with_hash(&valid, &inputs);
-    let applied = match apply::apply(ctx, &valid, desired).await {
+    let key = (valid.namespace.clone(), valid.name.clone());
+    let priority = upgrade::priority(obj.labels());
+    let mut plan = plan_upgrade(ctx, obj, &valid, &key, priority).await;
+    let applied = match apply_planned(ctx, &valid, desired, &plan).await {
         Ok(applied) => applied,
         Err(e) => match rejected(&e) {
             Some(message) => {
@@ -264,6 +287,10 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
                     error = &e as &dyn std::error::Error,
                     "the API server rejected a rendered object"
                 );
+                // A reserved slot goes back to the queue until the spec is fixed.
+                if plan.fleet == upgrade::FleetReport::Holds {
+                    ctx.fleet.report(&key, upgrade::FleetReport::Wants, priority);
+                }
                 let outcome = status::Outcome::Rejected(&valid, &message);
                 status::patch(ctx, obj, status::compute(obj, outcome, &now())).await?;
                 return Ok(Action::await_change());
@@ -271,11 +298,22 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
             None => return Err(e),
         },
     };
-    let problem = if status::rolled_out(&applied.deployment, valid.replicas) {
+    let rolled_out = status::rolled_out(&applied.deployment, valid.replicas);
+    let problem = if rolled_out {
         None
     } else {
         diagnose::server_problem(&server_pods(ctx, &valid).await)
     };
+    let rolled_out_image = rolled_out
+        .then(|| server_image(&applied.deployment))
+        .flatten();
+    upgrade::settle(
+        &mut plan,
+        rolled_out_image.as_deref(),
+        problem.as_ref().map(|p| p.message.as_str()),
+        &now(),
+    );
+    ctx.fleet.report(&key, plan.fleet, priority);
     let tls_secret_present = match &valid.exposure.tls {
         Some(validate::Tls::Secret(name)) => cluster::secret_exists(ctx, &valid, name),
         _ => false,
@@ -300,6 +338,7 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
             ingress_controller: inputs.ingress_controller,
             certificate_request: certificate_request.as_deref(),
         },
+        upgrade: Some(&plan),
     };
     let new_status = status::compute(obj, outcome, &now());
     let settled = new_status
@@ -313,6 +352,192 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
     } else {
         ctx.config.progress_poll
     }))
+}
+
+/// Observes the upgrade (the live Deployment's image, the migrate Job and its result, a fleet slot) and plans
+/// it (IO: reads caches; lists the Job's pods once it finished).
+async fn plan_upgrade(
+    ctx: &Context,
+    obj: &TmiInstance,
+    valid: &validate::ValidInstance,
+    key: &fleet::Key,
+    priority: i32,
+) -> upgrade::Plan {
+    let live = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(&names::deployment(valid)).within(&valid.namespace));
+    let running_image = live.as_deref().and_then(server_image);
+    let pending = upgrade::pending(&valid.image, running_image.as_deref());
+    let sqlite = matches!(valid.database, validate::Database::Sqlite { .. });
+    let job_name = running_image
+        .as_deref()
+        .map(|from| names::migrate_job(valid, from, &valid.image))
+        .unwrap_or_default();
+    let job = if pending && !sqlite {
+        observe_job(ctx, valid, &job_name).await
+    } else {
+        None
+    };
+    let slot = if pending && job.is_none() {
+        ctx.fleet.request(key, priority, &peers(ctx))
+    } else {
+        upgrade::Slot::Granted
+    };
+    let status = obj.status.as_ref();
+    let observed = upgrade::Observed {
+        version: &valid.version,
+        image: &valid.image,
+        running_image: running_image.as_deref(),
+        running_version: status.and_then(|s| s.version.as_deref()),
+        sqlite,
+        job,
+        job_name: &job_name,
+        slot,
+        previous: status.and_then(|s| s.upgrade.as_ref()),
+        priority,
+        failed_job_exists: !pending && !apply::failed_jobs(&ctx.stores.jobs, valid).is_empty(),
+    };
+    upgrade::plan(&observed, &now())
+}
+
+/// Carries out the plan's Job action, then applies the desired objects (holding the Deployment if planned).
+async fn apply_planned(
+    ctx: &Context,
+    valid: &validate::ValidInstance,
+    desired: render::Desired,
+    plan: &upgrade::Plan,
+) -> Result<apply::Applied, Error> {
+    match plan.job {
+        upgrade::JobAction::Create => {
+            let name = plan
+                .status
+                .as_ref()
+                .and_then(|s| s.job.clone())
+                .unwrap_or_default();
+            let job = render::migration_job::render(
+                valid,
+                &name,
+                ctx.config.migration_deadline.as_secs().try_into().unwrap_or(i64::MAX),
+            );
+            apply::create_migration_job(ctx, valid, job).await?;
+        }
+        upgrade::JobAction::DeleteFailed => apply::delete_failed_jobs(ctx, valid).await?,
+        upgrade::JobAction::None => {}
+    }
+    apply::apply(ctx, valid, desired, plan.hold).await
+}
+
+/// The image of a Deployment's server container.
+fn server_image(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "server")?
+        .image
+        .clone()
+}
+
+/// The migrate Job `name`, as observed: from the cache, and once it finished, its result from its pod's
+/// termination message (IO: one uncached pod list).
+async fn observe_job(
+    ctx: &Context,
+    valid: &validate::ValidInstance,
+    name: &str,
+) -> Option<upgrade::JobState> {
+    let job = ctx
+        .stores
+        .jobs
+        .get(&ObjectRef::new(name).within(&valid.namespace))?;
+    let complete = apply::job_condition(&job, "Complete");
+    let failed = apply::job_condition(&job, "Failed");
+    if !complete && !failed {
+        return Some(upgrade::JobState::Running);
+    }
+    let message = job_pod_message(ctx, valid, name).await;
+    let result = message.as_deref().and_then(upgrade::MigrationResult::parse);
+    if complete {
+        return Some(upgrade::JobState::Succeeded {
+            result,
+            completed_at: job.status.as_ref().and_then(|s| s.completion_time.clone()),
+        });
+    }
+    let reason = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Failed"),
+                c.message.as_deref().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let text = result
+        .as_ref()
+        .and_then(|r| r.error.clone())
+        .or(message)
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or(reason);
+    Some(upgrade::JobState::Failed {
+        result,
+        message: diagnose::tail(&text),
+    })
+}
+
+/// The termination message of the newest terminated container of the Job's pods (IO, uncached).
+async fn job_pod_message(ctx: &Context, valid: &validate::ValidInstance, job: &str) -> Option<String> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &valid.namespace);
+    let pods = match api
+        .list(&kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            warn!(error = &e as &dyn std::error::Error, "listing the migrate Job's pods failed");
+            return None;
+        }
+    };
+    pods.iter()
+        .filter_map(|p| {
+            let c = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find(|c| c.name == render::migration_job::CONTAINER)?;
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            Some((t.finished_at.clone(), t.message.clone()?))
+        })
+        .max_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)))
+        .map(|(_, m)| m)
+}
+
+/// Every instance this process watches, as its status shows it (for the fleet).
+fn peers(ctx: &Context) -> Vec<fleet::Peer> {
+    let Ok(stores) = ctx.instances.read() else {
+        return Vec::new();
+    };
+    stores
+        .iter()
+        .flat_map(|s| s.state())
+        .map(|i| fleet::Peer {
+            key: (i.namespace().unwrap_or_default(), i.name_any()),
+            phase: i
+                .status
+                .as_ref()
+                .and_then(|s| s.upgrade.as_ref())
+                .map(|u| u.phase),
+            priority: upgrade::priority(i.labels()),
+        })
+        .collect()
 }
 
 /// The instance's server pods, read only while a rollout is incomplete (IO, uncached: a pod cache would cost
@@ -407,16 +632,28 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let shared = Shared {
+        fleet: Arc::new(fleet::Fleet::new(config.upgrades)),
+        instances: InstanceStores::default(),
+    };
     let controllers = scopes.into_iter().map(|scope| {
         run_scope(
             client.clone(),
             config.clone(),
             metrics.clone(),
             scope,
+            shared.clone(),
             shutdown.clone(),
         )
     });
     futures::future::join_all(controllers).await;
+}
+
+/// What the controllers of one process share.
+#[derive(Clone)]
+struct Shared {
+    fleet: Arc<fleet::Fleet>,
+    instances: InstanceStores,
 }
 
 async fn run_scope(
@@ -424,6 +661,7 @@ async fn run_scope(
     config: Config,
     metrics: Arc<Metrics>,
     namespace: Option<String>,
+    shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
@@ -457,6 +695,10 @@ async fn run_scope(
     let services = owned_store!(Service);
     let pod_disruption_budgets = owned_store!(PodDisruptionBudget);
     let ingresses = owned_store!(Ingress);
+    let jobs = owned_store!(Job);
+    if let Ok(mut stores) = shared.instances.write() {
+        stores.push(controller.store());
+    }
 
     // The optional APIs: watched once discovery shows them (see `cluster`); until then their stores stay
     // empty, and instances that need them are reconciled again when they appear.
@@ -523,6 +765,7 @@ async fn run_scope(
         http_routes,
         certificates,
         secrets_meta,
+        jobs,
     };
     let recorder = Recorder::new(
         client.clone(),
@@ -542,6 +785,8 @@ async fn run_scope(
         failures: Mutex::default(),
         apis,
         ingress_classes: Mutex::default(),
+        fleet: shared.fleet,
+        instances: shared.instances,
     });
 
     info!(namespace = ?namespace, "controller starting");

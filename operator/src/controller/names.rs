@@ -73,6 +73,20 @@ pub fn generated_secret_for(instance: &str) -> String {
 pub fn deployment(i: &impl Instance) -> String {
     format!("{}-server", i.name())
 }
+/// ServiceAccount of the migrate Jobs: their own, with no API token and no permissions.
+pub fn migrate_service_account(i: &impl Instance) -> String {
+    format!("{}-migrate", i.name())
+}
+/// The migrate Job taking the database from `from_image`'s schema to `to_image`'s: a new name for every pair
+/// of images, so a finished Job is never mistaken for the next upgrade's.
+pub fn migrate_job(i: &impl Instance, from_image: &str, to_image: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{from_image}\n{to_image}").as_bytes());
+    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{}-migrate-{short}", i.name())
+}
+/// Value of [`COMPONENT_LABEL`] on the migrate Jobs and their pods (never selected by the Service).
+pub const MIGRATE_COMPONENT: &str = "migrate";
 /// The server Service; named after the instance, so the in-cluster URL is `http://<name>.<namespace>.svc`.
 pub fn service(i: &impl Instance) -> String {
     i.name().to_owned()

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::controller::exposure::{self, CERTIFICATE_READY, EXPOSURE_READY};
 use crate::controller::{
-    Context, Error, diagnose::ServerProblem, inputs::Problem, names, validate::InvalidSpec,
+    Context, Error, diagnose::ServerProblem, inputs::Problem, names, upgrade, validate::InvalidSpec,
     validate::ValidInstance,
 };
 use crate::crd::{EffectiveSettings, TmiInstance, TmiInstanceStatus};
@@ -58,6 +58,9 @@ pub enum Outcome<'a> {
         problem: Option<&'a ServerProblem>,
         /// What the cluster shows of the Ingress/HTTPRoute and the Certificate.
         exposure: exposure::Observed<'a>,
+        /// The upgrade's plan: its `status.upgrade`, and the condition it imposes while the Deployment is
+        /// held (then the Deployment still runs the old version, which `status.version` keeps reporting).
+        upgrade: Option<&'a upgrade::Plan>,
     },
 }
 
@@ -148,8 +151,13 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
             inputs_hash,
             problem,
             exposure,
+            upgrade,
         } => {
             set_static(&mut status, valid, Some(inputs_hash));
+            if let Some(s) = upgrade.and_then(|p| p.status.clone()) {
+                status.upgrade = Some(s);
+            }
+            let gate = upgrade.filter(|p| p.hold).and_then(|p| p.gate.as_ref());
             let (checks, url) = exposure::evaluate(valid, &exposure);
             status.url = Some(url);
             if let Some(e) = status.effective.as_mut() {
@@ -188,7 +196,29 @@ pub fn compute(obj: &TmiInstance, outcome: Outcome<'_>, now: &Time) -> TmiInstan
                 reason: c.reason.clone(),
                 message: c.message.clone(),
             }));
-            if d.deadline_exceeded {
+            if let Some(g) = gate {
+                // The old version serves; the new spec waits for its migration (or for a human).
+                let (available, reason) = if d.rolled_out {
+                    (true, "Available")
+                } else {
+                    (false, "DeploymentUnavailable")
+                };
+                conds.extend([
+                    cond(READY, false, g.reason, g.message.clone()),
+                    cond(RECONCILING, !g.stalled, g.reason, g.message.clone()),
+                    cond(
+                        STALLED,
+                        g.stalled,
+                        if g.stalled { g.reason } else { "None" },
+                        if g.stalled {
+                            g.message.clone()
+                        } else {
+                            "no problems".to_owned()
+                        },
+                    ),
+                    cond(SERVER_AVAILABLE, available, reason, counts),
+                ]);
+            } else if d.deadline_exceeded {
                 conds.extend([
                     cond(READY, false, "ProgressDeadlineExceeded", counts.clone()),
                     cond(RECONCILING, false, "ProgressDeadlineExceeded", counts.clone()),
@@ -480,6 +510,7 @@ mod tests {
             inputs_hash: "h",
             problem: None,
             exposure,
+            upgrade: None,
         };
         let pending = exposure::Observed {
             cert_manager: true,
@@ -525,6 +556,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(10),
         );
@@ -562,6 +594,7 @@ mod tests {
                     inputs_hash: "h",
                     problem: None,
                     exposure: Default::default(),
+                    upgrade: None,
                 },
                 &t(10),
             );
@@ -588,6 +621,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: Some(&problem),
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(10),
         );
@@ -606,6 +640,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: Some(&problem),
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(20),
         );
@@ -652,6 +687,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(10),
         );
@@ -664,6 +700,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(99),
         );
@@ -679,6 +716,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(99),
         );
@@ -699,6 +737,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(1),
         );
@@ -712,6 +751,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(2),
         );
@@ -737,6 +777,7 @@ mod tests {
                 inputs_hash: "h",
                 problem: None,
                 exposure: Default::default(),
+                upgrade: None,
             },
             &t(1),
         ));

@@ -91,7 +91,7 @@ pub fn render(i: &ValidInstance, inputs_hash: &str) -> Deployment {
     }
 }
 
-fn pod_spec(i: &ValidInstance) -> PodSpec {
+pub(crate) fn pod_spec(i: &ValidInstance) -> PodSpec {
     let mut volumes = vec![Volume {
         name: "tmp".to_owned(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -186,7 +186,7 @@ fn default_spread(i: &ValidInstance) -> Vec<TopologySpreadConstraint> {
         .collect()
 }
 
-fn container(i: &ValidInstance) -> Container {
+pub(crate) fn container(i: &ValidInstance) -> Container {
     let mut mounts = vec![VolumeMount {
         name: "tmp".to_owned(),
         mount_path: "/tmp".to_owned(),

@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod generated_secret;
 pub mod http_route;
 pub mod ingress;
+pub mod migration_job;
 pub mod persistent_volume_claim;
 pub mod pod_disruption_budget;
 pub mod service;
