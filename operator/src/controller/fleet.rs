@@ -58,6 +58,8 @@ pub struct Peer {
     pub phase: Option<UpgradePhase>,
     /// Its priority.
     pub priority: i32,
+    /// Whether its spec asks for another image than its pods were last reported running.
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,9 +133,9 @@ impl Fleet {
             .collect();
         for p in peers.iter().filter(|p| !inner.entries.contains_key(&p.key)) {
             let state = match p.phase {
-                Some(UpgradePhase::Migrating | UpgradePhase::RollingOut) => FleetReport::Holds,
-                Some(UpgradePhase::Failed) => FleetReport::Failed,
-                Some(UpgradePhase::Waiting) => FleetReport::Wants,
+                Some(UpgradePhase::Migrating | UpgradePhase::RollingOut) if p.pending => FleetReport::Holds,
+                Some(UpgradePhase::Failed) if p.pending => FleetReport::Failed,
+                _ if p.pending => FleetReport::Wants,
                 _ => FleetReport::Idle,
             };
             states.push((p.key.clone(), state, p.priority, u64::MAX));
@@ -151,13 +153,31 @@ impl Fleet {
                 failed.0, failed.1
             ));
         }
-        let holding = states.iter().filter(|(_, s, ..)| *s == FleetReport::Holds).count();
+        // Priorities are waves: a later wave starts once every instance of the earlier ones is done.
+        if let Some((earlier, _, p, _)) = states
+            .iter()
+            .filter(|(k, s, p, _)| {
+                k != key && *p < priority && matches!(s, FleetReport::Wants | FleetReport::Holds)
+            })
+            .min_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)))
+        {
+            return Slot::Wait(format!(
+                "the earlier upgrade wave (priority {p}) is still upgrading, e.g. {}/{}",
+                earlier.0, earlier.1
+            ));
+        }
+        let holding = states
+            .iter()
+            .filter(|(_, s, ..)| *s == FleetReport::Holds)
+            .count();
         let free = match self.limits.max_concurrent {
             Some(limit) => (limit as usize).saturating_sub(holding),
             None => usize::MAX,
         };
-        let mut queue: Vec<&(Key, FleetReport, i32, u64)> =
-            states.iter().filter(|(_, s, ..)| *s == FleetReport::Wants).collect();
+        let mut queue: Vec<&(Key, FleetReport, i32, u64)> = states
+            .iter()
+            .filter(|(_, s, ..)| *s == FleetReport::Wants)
+            .collect();
         queue.sort_by(|a, b| (a.2, a.3, &a.0).cmp(&(b.2, b.3, &b.0)));
         let rank = queue.iter().position(|(k, ..)| k == key).unwrap_or(queue.len());
         if rank < free {
@@ -258,32 +278,63 @@ mod tests {
     fn lower_priority_numbers_go_first_then_first_come() {
         let f = fleet(1, FailurePolicy::Pause);
         assert_eq!(f.request(&key("busy"), 100, &[]), Slot::Granted);
-        for n in ["late", "early"] {
+        for n in ["early", "late"] {
             assert!(matches!(f.request(&key(n), 100, &[]), Slot::Wait(_)));
         }
         assert!(matches!(f.request(&key("canary"), 0, &[]), Slot::Wait(_)));
         f.report(&key("busy"), FleetReport::Idle, 100);
-        // The canary arrived last but has the lowest number; then arrival order.
-        assert!(matches!(f.request(&key("late"), 100, &[]), Slot::Wait(_)));
+        // The canary arrived last but has the lowest number.
+        assert!(matches!(f.request(&key("early"), 100, &[]), Slot::Wait(_)));
         assert_eq!(f.request(&key("canary"), 0, &[]), Slot::Granted);
         f.report(&key("canary"), FleetReport::Idle, 0);
-        assert!(matches!(f.request(&key("early"), 100, &[]), Slot::Wait(_)));
-        assert_eq!(f.request(&key("late"), 100, &[]), Slot::Granted);
+        // Then arrival order.
+        assert!(matches!(f.request(&key("late"), 100, &[]), Slot::Wait(_)));
+        assert_eq!(f.request(&key("early"), 100, &[]), Slot::Granted);
+    }
+
+    #[test]
+    fn a_later_wave_waits_until_the_earlier_one_is_done_even_with_free_slots() {
+        let f = fleet(5, FailurePolicy::Continue);
+        assert_eq!(f.request(&key("canary"), 0, &[]), Slot::Granted);
+        match f.request(&key("tenant"), 100, &[]) {
+            Slot::Wait(why) => assert!(why.contains("priority 0") && why.contains("t/canary"), "{why}"),
+            Slot::Granted => panic!("the canary wave is not done"),
+        }
+        f.report(&key("canary"), FleetReport::Idle, 0);
+        assert_eq!(f.request(&key("tenant"), 100, &[]), Slot::Granted);
+        // A canary the operator has not reconciled yet, whose spec changed, counts too.
+        let f = fleet(5, FailurePolicy::Continue);
+        let peers = [
+            Peer {
+                key: key("canary"),
+                phase: None,
+                priority: 0,
+                pending: true,
+            },
+            Peer {
+                key: key("tenant"),
+                phase: None,
+                priority: 100,
+                pending: true,
+            },
+        ];
+        assert!(matches!(f.request(&key("tenant"), 100, &peers), Slot::Wait(_)));
     }
 
     #[test]
     fn a_failure_pauses_new_upgrades_until_it_recovers() {
         let f = fleet(3, FailurePolicy::Pause);
         assert_eq!(f.request(&key("canary"), 0, &[]), Slot::Granted);
-        assert_eq!(f.request(&key("b"), 100, &[]), Slot::Granted);
+        assert_eq!(f.request(&key("b"), 0, &[]), Slot::Granted);
         f.report(&key("canary"), FleetReport::Failed, 0);
         match f.request(&key("c"), 100, &[]) {
             Slot::Wait(why) => assert!(why.contains("t/canary failed"), "{why}"),
             Slot::Granted => panic!("the wave must stop"),
         }
         // Those under way keep their slot.
-        assert_eq!(f.request(&key("b"), 100, &[]), Slot::Granted);
+        assert_eq!(f.request(&key("b"), 0, &[]), Slot::Granted);
         f.report(&key("canary"), FleetReport::Idle, 0);
+        f.report(&key("b"), FleetReport::Idle, 0);
         assert_eq!(f.request(&key("c"), 100, &[]), Slot::Granted);
 
         let f = fleet(3, FailurePolicy::Continue);
@@ -298,6 +349,7 @@ mod tests {
             key: key(n),
             phase: Some(phase),
             priority: 100,
+            pending: true,
         };
         let peers = [
             peer("x", UpgradePhase::Migrating),
@@ -305,10 +357,7 @@ mod tests {
             peer("me", UpgradePhase::Waiting),
         ];
         assert!(matches!(f.request(&key("me"), 100, &peers), Slot::Wait(_)));
-        let peers = [
-            peer("x", UpgradePhase::Failed),
-            peer("me", UpgradePhase::Waiting),
-        ];
+        let peers = [peer("x", UpgradePhase::Failed), peer("me", UpgradePhase::Waiting)];
         assert!(matches!(f.request(&key("me"), 100, &peers), Slot::Wait(w) if w.contains("t/x failed")));
         let peers = [peer("me", UpgradePhase::Waiting)];
         assert_eq!(f.request(&key("me"), 100, &peers), Slot::Granted);
@@ -323,6 +372,7 @@ mod tests {
             key: key("b"),
             phase: Some(UpgradePhase::Waiting),
             priority: 100,
+            pending: true,
         }];
         assert_eq!(f.request(&key("b"), 100, &peers), Slot::Granted);
     }

@@ -304,9 +304,7 @@ async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Err
     } else {
         diagnose::server_problem(&server_pods(ctx, &valid).await)
     };
-    let rolled_out_image = rolled_out
-        .then(|| server_image(&applied.deployment))
-        .flatten();
+    let rolled_out_image = rolled_out.then(|| server_image(&applied.deployment)).flatten();
     upgrade::settle(
         &mut plan,
         rolled_out_image.as_deref(),
@@ -418,7 +416,11 @@ async fn apply_planned(
             let job = render::migration_job::render(
                 valid,
                 &name,
-                ctx.config.migration_deadline.as_secs().try_into().unwrap_or(i64::MAX),
+                ctx.config
+                    .migration_deadline
+                    .as_secs()
+                    .try_into()
+                    .unwrap_or(i64::MAX),
             );
             apply::create_migration_job(ctx, valid, job).await?;
         }
@@ -500,7 +502,10 @@ async fn job_pod_message(ctx: &Context, valid: &validate::ValidInstance, job: &s
     {
         Ok(list) => list.items,
         Err(e) => {
-            warn!(error = &e as &dyn std::error::Error, "listing the migrate Job's pods failed");
+            warn!(
+                error = &e as &dyn std::error::Error,
+                "listing the migrate Job's pods failed"
+            );
             return None;
         }
     };
@@ -528,14 +533,20 @@ fn peers(ctx: &Context) -> Vec<fleet::Peer> {
     stores
         .iter()
         .flat_map(|s| s.state())
-        .map(|i| fleet::Peer {
-            key: (i.namespace().unwrap_or_default(), i.name_any()),
-            phase: i
-                .status
-                .as_ref()
-                .and_then(|s| s.upgrade.as_ref())
-                .map(|u| u.phase),
-            priority: upgrade::priority(i.labels()),
+        .map(|i| {
+            let status = i.status.as_ref();
+            // Pending: the spec's image is not the one the pods were last reported running (a new instance
+            // is not: it has no running image, and installs without an upgrade).
+            let pending = match (validate::validate(&i), status.and_then(|s| s.image.as_deref())) {
+                (Ok(v), Some(running)) => v.image != running,
+                _ => false,
+            };
+            fleet::Peer {
+                key: (i.namespace().unwrap_or_default(), i.name_any()),
+                phase: status.and_then(|s| s.upgrade.as_ref()).map(|u| u.phase),
+                priority: upgrade::priority(i.labels()),
+                pending,
+            }
         })
         .collect()
 }

@@ -280,10 +280,7 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
                 fleet: FleetReport::Holds,
             }
         }
-        Some(JobState::Succeeded {
-            result,
-            completed_at,
-        }) => {
+        Some(JobState::Succeeded { result, completed_at }) => {
             let mut s = base(o, UpgradePhase::RollingOut, now);
             s.job = Some(o.job_name.to_owned());
             s.started_at.get_or_insert_with(|| now.clone());
@@ -379,10 +376,7 @@ fn waiting(o: &Observed<'_>, why: &str, now: &Time) -> Plan {
     s.migrated_at = None;
     s.job = None;
     let from = o.running_version.unwrap_or("the running version");
-    let message = format!(
-        "the upgrade to {} waits: {why}; {from} keeps serving",
-        o.version
-    );
+    let message = format!("the upgrade to {} waits: {why}; {from} keeps serving", o.version);
     s.message = Some(message.clone());
     Plan {
         hold: true,
@@ -547,7 +541,11 @@ mod tests {
         o.job = Some(migrated(11));
         let p = plan(&o, &t(21));
         assert!(!p.hold);
-        assert_eq!(p.fleet, FleetReport::Holds, "the slot is held through the rollout");
+        assert_eq!(
+            p.fleet,
+            FleetReport::Holds,
+            "the slot is held through the rollout"
+        );
         let s = p.status.unwrap();
         assert_eq!(s.phase, UpgradePhase::RollingOut);
         assert_eq!(s.migrated_at, Some(t(20)));
@@ -604,7 +602,11 @@ mod tests {
         assert_eq!(p.fleet, FleetReport::Failed);
         let gate = p.gate.unwrap();
         assert_eq!((gate.reason, gate.stalled), ("MigrationFailed", true));
-        assert!(gate.message.contains("relation \"x\" does not exist"), "{}", gate.message);
+        assert!(
+            gate.message.contains("relation \"x\" does not exist"),
+            "{}",
+            gate.message
+        );
         assert!(gate.message.contains("1.0.0 keeps serving"), "{}", gate.message);
         let s = p.status.unwrap();
         assert_eq!(s.phase, UpgradePhase::Failed);
@@ -648,10 +650,20 @@ mod tests {
         });
         let p = plan(&o, &t(70));
         assert!(p.hold);
-        assert_eq!(p.fleet, FleetReport::Idle, "a refused downgrade does not stop the wave");
+        assert_eq!(
+            p.fleet,
+            FleetReport::Idle,
+            "a refused downgrade does not stop the wave"
+        );
         let gate = p.gate.unwrap();
         assert_eq!((gate.reason, gate.stalled), ("DowngradeRefused", true));
-        for part in ["spec.version 1.0.0", "up to 10", "schema version 90000", "migrated by 1.1.0", "1.1.0 keeps serving"] {
+        for part in [
+            "spec.version 1.0.0",
+            "up to 10",
+            "schema version 90000",
+            "migrated by 1.1.0",
+            "1.1.0 keeps serving",
+        ] {
             assert!(gate.message.contains(part), "{part}: {}", gate.message);
         }
         assert_eq!(p.status.unwrap().phase, UpgradePhase::Refused);
@@ -688,7 +700,10 @@ mod tests {
         let mut o = observed(None);
         o.running_image = None;
         let p = plan(&o, &t(1));
-        assert_eq!((p.hold, p.job, p.status, p.gate), (false, JobAction::None, None, None));
+        assert_eq!(
+            (p.hold, p.job, p.status, p.gate),
+            (false, JobAction::None, None, None)
+        );
         o.running_image = Some(NEW);
         assert_eq!(plan(&o, &t(1)).status, None);
     }

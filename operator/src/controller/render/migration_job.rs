@@ -123,7 +123,10 @@ mod tests {
         let c = &pod["containers"][0];
         let s = &server["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], s["image"]);
-        assert_eq!(c["args"], json!(["migrate", "--result-file", "/dev/termination-log"]));
+        assert_eq!(
+            c["args"],
+            json!(["migrate", "--result-file", "/dev/termination-log"])
+        );
         assert_eq!(c["env"], s["env"], "the same Secret references and user env");
         assert_eq!(c["envFrom"], s["envFrom"]);
         assert_eq!(c["securityContext"], s["securityContext"]);
@@ -142,7 +145,10 @@ mod tests {
             job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"],
             "migrate"
         );
-        assert_eq!(job["metadata"]["labels"]["app.kubernetes.io/managed-by"], "tmi-operator");
+        assert_eq!(
+            job["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "tmi-operator"
+        );
         assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "TmiInstance");
         let sa = service_account(&i);
         assert_eq!(sa.automount_service_account_token, Some(false));
