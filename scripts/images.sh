@@ -13,6 +13,12 @@
 # blobs, so that `ctr images import`, `kind load image-archive` and `crane push` all accept it. Also writes
 # `OUT_DIR/pause.tar`, the node's sandbox image, from the pause binary the cluster build made.
 #
+# Also writes two test-only server images for the upgrade tests (e2e/tests/pods/upgrades.rs), from the same
+# binary: `tmi-server-next.tar` (tag `<version>-next`) and `tmi-server-broken.tar` (tag `<version>-broken`). They
+# differ from tmi-server.tar only by TMI_TEST_EXTRA_MIGRATION in the image config: `upgrade` adds one migration
+# (a newer release with a schema change), `fail` adds one that fails (a release whose migration breaks). A
+# release publishes tmi-server.tar and tmi-operator.tar, never these.
+#
 # The images run as UID/GID 65532 ("nonroot"), like distroless' nonroot base. Timestamps come from the commit
 # (SOURCE_DATE_EPOCH), so the same commit gives the same image digests.
 #
@@ -59,7 +65,8 @@ mkdir -p "$out"
 # image NAME BINARY_PATH ENTRYPOINT_JSON_ARGS... : lays the root filesystem, assembles and exports the image.
 build_image() {
   local name=$1 binary=$2 title=$3 extra_dirs=$4; shift 4
-  local ref="$registry/$name:$version" lay="$work/$name-layout"
+  local repo=${REPOSITORY:-$name} tag=${TAG:-$version}
+  local ref="$registry/$repo:$tag" lay="$work/$name-layout"
   python3 scripts/oci.py layer "$work/$name-layer.tar" "$epoch" "$binary" "$extra_dirs"
   umoci init --layout "$lay"
   umoci new --image "$lay:$version"
@@ -70,7 +77,7 @@ build_image() {
     --config.env PATH=/usr/local/bin:/usr/bin:/bin)
   local e; for e in "$@"; do args+=("$e"); done
   local label
-  for label in "org.opencontainers.image.source=$source_url" "org.opencontainers.image.version=$version" \
+  for label in "org.opencontainers.image.source=$source_url" "org.opencontainers.image.version=$tag" \
     "org.opencontainers.image.revision=$revision" "org.opencontainers.image.licenses=Apache-2.0" \
     "org.opencontainers.image.title=$title" "org.opencontainers.image.created=$created"; do
     args+=(--config.label "$label" --manifest.annotation "$label")
@@ -86,6 +93,12 @@ build_image() {
 build_image tmi-server "$CARGO_TARGET_DIR/$target/release/tmi-server" "tmi-server" data \
   --config.entrypoint /usr/local/bin/tmi-server --config.exposedports 8080/tcp \
   --config.env TMI_SERVER_INTERFACE=0.0.0.0
+for variant in next:upgrade broken:fail; do
+  REPOSITORY=tmi-server TAG="$version-${variant%%:*}" build_image "tmi-server-${variant%%:*}" \
+    "$CARGO_TARGET_DIR/$target/release/tmi-server" "tmi-server" data \
+    --config.entrypoint /usr/local/bin/tmi-server --config.exposedports 8080/tcp \
+    --config.env TMI_SERVER_INTERFACE=0.0.0.0 --config.env "TMI_TEST_EXTRA_MIGRATION=${variant#*:}"
+done
 build_image tmi-operator "$CARGO_TARGET_DIR/$target/release/tmi-operator" "tmi-operator" "" \
   --config.entrypoint /usr/local/bin/tmi-operator --config.cmd run
 

@@ -28,6 +28,10 @@ const CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// `make images`): the sandbox image first, then the project's.
 pub const IMAGES: [&str; 3] = ["pause", "tmi-server", "tmi-operator"];
 
+/// Test-only server images the node imports when `make images` wrote them (the upgrade tests need them):
+/// the same binary tagged `<version>-next` (one more migration) and `<version>-broken` (a failing migration).
+pub const TEST_IMAGES: [&str; 2] = ["tmi-server-next", "tmi-server-broken"];
+
 /// What `scripts/isolated.sh` tells the harness.
 #[derive(Debug, Clone)]
 pub struct Isolation {

@@ -29,6 +29,8 @@ mod exposure;
 mod keycloak;
 #[path = "pods/sign_in.rs"]
 mod sign_in;
+#[path = "pods/upgrades.rs"]
+mod upgrades;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
