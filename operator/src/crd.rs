@@ -134,11 +134,40 @@ pub struct TmiInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsSpec>,
 
+    /// Whether the operator moves this instance to newer versions by itself, in fleet waves (docs/upgrades.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeSpec>,
+
     /// How users reach TMI from outside the cluster: an Ingress or a Gateway API HTTPRoute for
     /// `spec.hostname`, with WebSocket timeouts and session affinity set for the chosen controller, and TLS
     /// from cert-manager or an existing Secret. Omit (or `type: None`) to keep TMI inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<ExposureSpec>,
+}
+
+/// Automated updates.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    /// `Manual` (effective default): run `spec.version`, nothing else. `Patch`: run the operator's default TMI
+    /// version (the release it was tested with, `--default-tmi-version`) when that is a newer patch release of
+    /// `spec.version` (same major and minor). `Minor`: also when it is a newer minor release (same major).
+    /// The version run is reported in `status.upgrade.targetVersion` and `status.version`; `spec` is never
+    /// changed. Ignored when `spec.image` is set (an image pins the version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<UpgradePolicy>,
+}
+
+/// Which newer versions an instance follows by itself.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UpgradePolicy {
+    /// Only `spec.version`.
+    #[default]
+    Manual,
+    /// The operator's default version when it is a newer patch release of `spec.version`.
+    Patch,
+    /// The operator's default version when it is a newer release with the same major version.
+    Minor,
 }
 
 /// Runtime mode of the server.

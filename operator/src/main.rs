@@ -51,6 +51,10 @@ struct RunArgs {
     /// keeps going.
     #[arg(long, env = "UPGRADE_FAILURE_POLICY", value_enum, default_value = "pause")]
     upgrade_failure_policy: FailurePolicyArg,
+    /// The TMI version instances with `spec.upgrade.policy` Patch or Minor follow: by default the release this
+    /// operator was built and tested with.
+    #[arg(long, env = "DEFAULT_TMI_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    default_tmi_version: String,
     /// Seconds a migrate Job may run before it is failed (`activeDeadlineSeconds`).
     #[arg(long, env = "MIGRATION_TIMEOUT_SECONDS", default_value_t = 600)]
     migration_timeout_seconds: u64,
@@ -133,6 +137,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         },
         migration_deadline: Duration::from_secs(args.migration_timeout_seconds.max(1)),
+        default_version: args.default_tmi_version,
         ..controller::Config::default()
     };
     let shutdown = Box::pin(shutdown_signal()).shared();

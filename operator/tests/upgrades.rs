@@ -443,3 +443,126 @@ async fn a_failing_canary_stops_the_wave_until_it_is_set_back() {
     }
     op.stop().await;
 }
+
+/// Two operator builds against the same instances: build A (default TMI version 1.0.0) runs three, then build B
+/// (default 1.0.1) takes over. The instance that follows patch releases is upgraded to 1.0.1 through a migrate
+/// Job (its `spec.version` still says 1.0.0); the one without a policy and the one on another minor version are
+/// not touched at all: their Deployments and pods stay exactly as they were.
+#[tokio::test]
+async fn an_operator_upgrade_restarts_only_the_instances_that_follow_its_version() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-opup").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    put_secret(
+        c,
+        &ns.name,
+        "db",
+        &[("url", "postgres://tmi:pw@db.example:5432/tmi")],
+    )
+    .await;
+    let with = |name: &str, version: &str, policy: &str| {
+        format!(
+            r#"
+apiVersion: tmi.dev/v1alpha1
+kind: TmiInstance
+metadata: {{ name: {name} }}
+spec:
+  version: {version}
+  database: {{ external: {{ urlSecretRef: {{ name: db, key: url }} }} }}
+{policy}"#
+        )
+    };
+    apply_instance(c, &ns.name, &with("manual", "1.0.0", ""))
+        .await
+        .unwrap();
+    apply_instance(
+        c,
+        &ns.name,
+        &with("follower", "1.0.0", "  upgrade: { policy: Patch }\n"),
+    )
+    .await
+    .unwrap();
+    apply_instance(
+        c,
+        &ns.name,
+        &with("elsewhere", "0.9.5", "  upgrade: { policy: Patch }\n"),
+    )
+    .await
+    .unwrap();
+
+    let mut a = config(&ns.name);
+    a.default_version = "1.0.0".into();
+    let op = Operator::start(a).await;
+    wait_all(
+        c,
+        &ns.name,
+        "all Ready under build A",
+        Duration::from_secs(120),
+        |i| has_condition(i, "Ready", "True"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the Deployments' own status updates settle
+    op.stop().await;
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), &ns.name);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.clone(), &ns.name);
+    let snapshot = |name: &'static str| {
+        let (deployments, pods) = (deployments.clone(), pods.clone());
+        async move {
+            let d = deployments.get(&format!("{name}-server")).await.unwrap();
+            let lp = kube::api::ListParams::default().labels(&format!(
+                "app.kubernetes.io/instance={name},app.kubernetes.io/component=server"
+            ));
+            let uids: BTreeSet<String> = pods
+                .list(&lp)
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            (d.metadata.generation, d.resource_version(), uids)
+        }
+    };
+    let before = (snapshot("manual").await, snapshot("elsewhere").await);
+
+    let mut b = config(&ns.name);
+    b.default_version = "1.0.1".into();
+    let op = Operator::start(b).await;
+    let follower = wait_for(
+        c,
+        &ns.name,
+        "follower",
+        "upgraded to the operator's version",
+        |i| {
+            phase(i) == Some(UpgradePhase::Succeeded)
+                && has_condition(i, "Ready", "True")
+                && i.status.as_ref().and_then(|s| s.version.as_deref()) == Some("1.0.1")
+        },
+    )
+    .await;
+    assert_eq!(follower.spec.version, "1.0.0", "spec is never changed");
+    let u = follower.status.unwrap().upgrade.unwrap();
+    assert_eq!(
+        (u.from_version.as_deref(), u.target_version.as_str()),
+        (Some("1.0.0"), "1.0.1")
+    );
+    assert!(u.job.is_some(), "the upgrade went through a migrate Job");
+    // Build B has reconciled every instance a few times over (2 s resync) by now.
+    let reconciles = op.metrics.reconcile_count();
+    let started = Instant::now();
+    while op.metrics.reconcile_count() < reconciles + 9 {
+        assert!(started.elapsed() < TIMEOUT, "build B stopped reconciling");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = (snapshot("manual").await, snapshot("elsewhere").await);
+    assert_eq!(
+        before, after,
+        "an instance that does not follow the operator's version was touched"
+    );
+    for name in ["manual", "elsewhere"] {
+        let i = wait_for(c, &ns.name, name, "Ready", |i| has_condition(i, "Ready", "True")).await;
+        assert_eq!(i.status.as_ref().unwrap().upgrade, None, "{name} had no upgrade");
+    }
+    op.stop().await;
+}

@@ -70,6 +70,8 @@ pub struct Config {
     pub upgrades: fleet::Limits,
     /// `activeDeadlineSeconds` of a migrate Job.
     pub migration_deadline: Duration,
+    /// The TMI version this operator release was tested with: what `spec.upgrade.policy` follows.
+    pub default_version: String,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             reporter: names::FIELD_MANAGER.to_owned(),
             upgrades: fleet::Limits::default(),
             migration_deadline: Duration::from_secs(600),
+            default_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 }
@@ -238,8 +241,15 @@ pub async fn reconcile(obj: Arc<TmiInstance>, ctx: Arc<Context>) -> Result<Actio
     result
 }
 
+/// The validated instance with its automated-update policy applied (pure).
+fn effective(obj: &TmiInstance, config: &Config) -> Result<validate::ValidInstance, validate::InvalidSpec> {
+    let mut valid = validate::validate(obj)?;
+    upgrade::follow(&mut valid, &config.default_version);
+    Ok(valid)
+}
+
 async fn reconcile_inner(obj: &TmiInstance, ctx: &Context) -> Result<Action, Error> {
-    let valid = match validate::validate(obj) {
+    let valid = match effective(obj, &ctx.config) {
         Ok(valid) => valid,
         Err(invalid) => {
             // A retry cannot fix a bad spec: report it and wait for an edit.
@@ -537,7 +547,10 @@ fn peers(ctx: &Context) -> Vec<fleet::Peer> {
             let status = i.status.as_ref();
             // Pending: the spec's image is not the one the pods were last reported running (a new instance
             // is not: it has no running image, and installs without an upgrade).
-            let pending = match (validate::validate(&i), status.and_then(|s| s.image.as_deref())) {
+            let pending = match (
+                effective(&i, &ctx.config),
+                status.and_then(|s| s.image.as_deref()),
+            ) {
                 (Ok(v), Some(running)) => v.image != running,
                 _ => false,
             };

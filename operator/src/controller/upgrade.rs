@@ -21,13 +21,73 @@
 //!   database holds a migration the target does not know, it exits with code 3 and changes nothing, and the
 //!   upgrade is `Refused` with a message naming both versions. A downgrade to a release with the same
 //!   schema is allowed.
+//! - Automated updates (`spec.upgrade.policy`, [`follow`]): `Patch` moves an instance to the operator's default
+//!   version when that is a newer patch release of `spec.version`, `Minor` also to a newer minor release; never
+//!   across a major version, never to a pre-release, never with `spec.image` set, and never by writing `spec`.
+//!   So upgrading the operator upgrades the instances that opted in (in waves), and restarts no other: their
+//!   rendered pod template does not change.
 //! - A SQLite instance has no migrate Job (its volume is mounted by the one server pod); its server migrates
 //!   at start, and refuses a newer schema there (the pod's condition says so).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 
-use crate::crd::{UpgradePhase, UpgradeStatus};
+use crate::controller::{names, validate::ValidInstance};
+use crate::crd::{UpgradePhase, UpgradePolicy, UpgradeStatus};
+
+/// A release version `MAJOR.MINOR.PATCH` with an optional pre-release (`v` prefix allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    /// Major.
+    pub major: u64,
+    /// Minor.
+    pub minor: u64,
+    /// Patch.
+    pub patch: u64,
+    /// Whether it carries a pre-release suffix (`1.2.3-rc.1`).
+    pub pre_release: bool,
+}
+
+impl Version {
+    /// Parses `v?MAJOR.MINOR.PATCH(-PRE)?`.
+    pub fn parse(s: &str) -> Option<Version> {
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let (core, pre) = match s.split_once('-') {
+            Some((c, p)) => (c, !p.is_empty()),
+            None => (s, false),
+        };
+        let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+        let (major, minor, patch) = (parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(Version {
+            major,
+            minor,
+            patch,
+            pre_release: pre,
+        })
+    }
+}
+
+/// Applies the instance's automated-update policy: the version (and default image) it should run, given the
+/// operator's default version. Pure; `spec` is not touched, only the effective values.
+pub fn follow(valid: &mut ValidInstance, default_version: &str) {
+    if valid.image_pinned || valid.upgrade_policy == UpgradePolicy::Manual {
+        return;
+    }
+    let (Some(current), Some(default)) = (Version::parse(&valid.version), Version::parse(default_version))
+    else {
+        return;
+    };
+    let same_channel = match valid.upgrade_policy {
+        UpgradePolicy::Manual => false,
+        UpgradePolicy::Patch => (default.major, default.minor) == (current.major, current.minor),
+        UpgradePolicy::Minor => default.major == current.major,
+    };
+    let newer = (default.major, default.minor, default.patch) > (current.major, current.minor, current.patch);
+    if same_channel && newer && !default.pre_release {
+        valid.version = default_version.to_owned();
+        valid.image = format!("{}:{default_version}", names::DEFAULT_IMAGE_REPOSITORY);
+    }
+}
 
 /// Label that orders instances in the fleet's upgrade queue: an integer, lower goes first.
 pub const PRIORITY_LABEL: &str = "tmi.dev/upgrade-priority";
@@ -716,6 +776,52 @@ mod tests {
         assert_eq!(priority(&labels), 0);
         labels.insert(PRIORITY_LABEL.to_owned(), "canary".to_owned());
         assert_eq!(priority(&labels), DEFAULT_PRIORITY);
+    }
+
+    #[test]
+    fn policies_follow_the_operators_version_within_their_channel_only() {
+        use crate::controller::test_support::{EXTERNAL, valid_from_yaml};
+        let run = |policy: UpgradePolicy, pinned: bool, default: &str| {
+            let mut v = valid_from_yaml(EXTERNAL); // spec.version 1.2.3
+            v.upgrade_policy = policy;
+            v.image_pinned = pinned;
+            follow(&mut v, default);
+            (v.version, v.image)
+        };
+        let image = |v: &str| format!("ghcr.io/tmi-operator/tmi-server:{v}");
+        assert_eq!(run(UpgradePolicy::Manual, false, "1.2.9").0, "1.2.3");
+        assert_eq!(
+            run(UpgradePolicy::Patch, false, "1.2.9"),
+            ("1.2.9".into(), image("1.2.9"))
+        );
+        assert_eq!(
+            run(UpgradePolicy::Patch, false, "1.3.0").0,
+            "1.2.3",
+            "not across a minor"
+        );
+        assert_eq!(run(UpgradePolicy::Minor, false, "1.3.0").0, "1.3.0");
+        assert_eq!(
+            run(UpgradePolicy::Minor, false, "2.0.0").0,
+            "1.2.3",
+            "never across a major"
+        );
+        assert_eq!(
+            run(UpgradePolicy::Patch, false, "1.2.1").0,
+            "1.2.3",
+            "never backwards"
+        );
+        assert_eq!(
+            run(UpgradePolicy::Patch, false, "1.2.9-rc.1").0,
+            "1.2.3",
+            "never to a pre-release"
+        );
+        assert_eq!(
+            run(UpgradePolicy::Patch, true, "1.2.9").0,
+            "1.2.3",
+            "an image pins the version"
+        );
+        assert_eq!(Version::parse("v1.2.3").map(|v| v.minor), Some(2));
+        assert_eq!(Version::parse("1.2"), None);
     }
 
     #[test]

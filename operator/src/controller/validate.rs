@@ -48,6 +48,10 @@ pub struct ValidInstance {
     pub version: String,
     /// Effective server image.
     pub image: String,
+    /// Whether `spec.image` pins the image (automated updates then do nothing).
+    pub image_pinned: bool,
+    /// `spec.upgrade.policy`, effective default `Manual`.
+    pub upgrade_policy: crate::crd::UpgradePolicy,
     /// `spec.imagePullSecrets`.
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Effective build mode.
@@ -394,6 +398,8 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         generation: obj.metadata.generation,
         version: spec.version.clone(),
         image,
+        image_pinned: spec.image.is_some(),
+        upgrade_policy: spec.upgrade.as_ref().and_then(|u| u.policy).unwrap_or_default(),
         image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
         build_mode,
         replicas,
