@@ -26,7 +26,7 @@ enum Command {
     /// Print the TmiInstance CustomResourceDefinition as YAML.
     Crd,
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", tmi_operator::crd_yaml()?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 

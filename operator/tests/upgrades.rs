@@ -246,8 +246,26 @@ async fn twenty_instances_upgrade_at_most_three_at_a_time() {
         .collect();
     let by_timestamps = max_overlap(&intervals);
 
-    // The same from the API server's write order (finer than seconds).
-    let seen = seen.lock().unwrap();
+    // The same from the API server's write order (finer than seconds), once the watches caught up.
+    let started = Instant::now();
+    loop {
+        let caught_up = {
+            let s = seen.lock().unwrap();
+            s.job_completed.len() == 20 && s.deployment_upgraded.len() == 20
+        };
+        if caught_up {
+            break;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the watches never saw every Job complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in &watches {
+        w.abort();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let events: Vec<(i64, i64)> = seen
         .job_created
         .iter()
@@ -293,10 +311,6 @@ async fn twenty_instances_upgrade_at_most_three_at_a_time() {
     );
     assert!(by_timestamps <= 3, "more than 3 Jobs ran at once: {intervals:?}");
     assert_eq!(by_revisions, 3, "at most 3 at once, and the limit was used");
-    drop(seen);
-    for w in watches {
-        w.abort();
-    }
     op.stop().await;
 }
 
