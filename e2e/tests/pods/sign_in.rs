@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tmi_operator::crd::TmiInstance;
 
-use super::keycloak::{self, Keycloak, Realm};
+use super::keycloak::{self, Keycloak, Realm, query_param};
 use super::{cp, database, install_operator, is_ready, redis_url, service, wait_instance};
 
 /// The client callback the test registers in the instance's allowlist.
@@ -25,20 +25,6 @@ fn browser(ca_pem: &[u8]) -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    reqwest::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn challenge(verifier: &str) -> String {
-    use base64::Engine;
-    use sha2::Digest;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
 /// Applies the client Secret, the CA ConfigMap and a production-mode instance with Keycloak as its
@@ -91,15 +77,10 @@ fn apply(ns: &str, name: &str, db_url: &str, realm: &Realm, issuer: &str, ca_pem
 
 /// One sign-in as `user` through the instance at `base`: the token answer.
 async fn sign_in(http: &reqwest::Client, base: &str, user: &str) -> Value {
-    let verifier = format!(
-        "v-{}-{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let (verifier, challenge) = keycloak::pkce();
     let res = http
         .get(format!(
-            "{base}/oauth2/authorize?idp=keycloak&scope=openid%20profile%20email&code_challenge={}&code_challenge_method=S256&client_callback={CLIENT_CALLBACK}&state=e2e",
-            challenge(&verifier)
+            "{base}/oauth2/authorize?idp=keycloak&scope=openid%20profile%20email&code_challenge={challenge}&code_challenge_method=S256&client_callback={CLIENT_CALLBACK}&state=e2e"
         ))
         .send()
         .await
@@ -218,7 +199,7 @@ async fn a_production_instance_signs_people_in_through_keycloak() {
         .get(format!(
             "{}/oauth2/authorize?idp=tmi&scope=openid&code_challenge={}&code_challenge_method=S256&client_callback={CLIENT_CALLBACK}&login_hint=alice",
             tmi.base,
-            challenge(&"x".repeat(50))
+            keycloak::pkce().1
         ))
         .send()
         .await

@@ -18,17 +18,15 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SubsecRound, Utc};
-use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::revocations::credential_key;
-use super::tokens::{AuthUser, Claims, TokenPair, Tokens};
+use super::tokens::{AuthUser, Claims, TokenPair, Tokens, kv_err, random_token, token_hash};
 use crate::domain::{admin, wire};
 use crate::error::ApiError;
 use crate::store::{ClientCredentialRecord, StoreError, groups};
@@ -158,21 +156,6 @@ pub struct Created {
     pub secret: String,
 }
 
-/// `n` random bytes, base64url without padding.
-fn random_token(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// SHA-256 of a secret, lower-case hex (the stored form).
-fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Creates a credential for the caller. The contract reserves this to administrators and security
 /// reviewers (memberships read from the database, administrators by `admin::among`) and refuses
 /// service accounts.
@@ -209,7 +192,7 @@ pub async fn create(tokens: &Tokens, caller: &AuthUser, body: &Value) -> Result<
         id: Uuid::new_v4(),
         owner_uuid: owner,
         client_id: format!("{CLIENT_ID_PREFIX}{}", random_token(CLIENT_ID_BYTES)),
-        secret_sha256: digest(&secret),
+        secret_sha256: token_hash(&secret),
         name: new.name,
         description: new.description,
         created_at: now,
@@ -415,11 +398,6 @@ fn lockout_key(client_id: &str) -> String {
     format!("client_credentials:locked:{client_id}")
 }
 
-fn kv_err(e: anyhow::Error) -> ApiError {
-    tracing::error!(error = %e, "token store unavailable");
-    ApiError::ServiceUnavailable("Token store unavailable".into())
-}
-
 fn locked(seconds: u64) -> ApiError {
     ApiError::TooManyRequests(
         "Too many failed authentication attempts; retry later".into(),
@@ -473,7 +451,7 @@ pub async fn grant(tokens: &Tokens, client: &ClientAuth) -> Result<TokenPair, Ap
         return Err(locked(left));
     }
     let now = Utc::now();
-    let presented = digest(&client.secret);
+    let presented = token_hash(&client.secret);
     let credential = tokens
         .store
         .client_credential_by_client_id(&client.client_id)
@@ -563,7 +541,7 @@ mod tests {
     #[test]
     fn generated_values_have_the_contract_shape() {
         let secret = random_token(SECRET_BYTES);
-        assert_eq!(URL_SAFE_NO_PAD.decode(&secret).unwrap().len(), 32, "256 bits");
+        assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&secret).unwrap().len(), 32, "256 bits");
         assert_ne!(secret, random_token(SECRET_BYTES));
         let id = format!("{CLIENT_ID_PREFIX}{}", random_token(CLIENT_ID_BYTES));
         assert!(well_formed(&id), "{id}");
@@ -573,7 +551,7 @@ mod tests {
         assert!(!well_formed(&format!("tmi_cc_{}", "a".repeat(CLIENT_ID_MAX))));
         // Known-answer SHA-256 (of "abc").
         assert_eq!(
-            digest("abc"),
+            token_hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

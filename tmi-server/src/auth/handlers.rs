@@ -7,16 +7,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use super::provider::{AuthorizeStart, FlowSecrets, Identity};
+use super::provider::{AuthorizeStart, FlowSecrets, Identity, pkce_s256};
 use super::tokens::{
-    AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, token_cookies,
-    with_cookies,
+    AuthUser, MaybeAuthUser, REFRESH_COOKIE, TokenPair, clear_cookies, cookie_value, kv_err, random_token,
+    token_cookies, with_cookies,
 };
 use crate::error::ApiError;
 use crate::extract::{MaybeJsonBody, Query, RawBody};
@@ -114,10 +111,6 @@ struct ProviderLeg {
     flow: FlowSecrets,
 }
 
-fn kv_unavailable<E>(_: E) -> ApiError {
-    ApiError::ServiceUnavailable("Token store unavailable".into())
-}
-
 /// `callback` with `params` appended to its query.
 fn with_query(callback: &str, params: &[(&str, &str)]) -> String {
     let sep = if callback.contains('?') { '&' } else { '?' };
@@ -126,14 +119,6 @@ fn with_query(callback: &str, params: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{k}={}", urlencode(v)))
         .collect();
     format!("{callback}{sep}{}", q.join("&"))
-}
-
-/// A fresh random token for codes and states (256 bits).
-fn random_code() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    URL_SAFE_NO_PAD.encode(b)
 }
 
 /// `GET /oauth2/authorize`: validates the request; the `tmi` provider mints a code and redirects
@@ -204,7 +189,7 @@ pub async fn authorize(
     let login_hint = q.login_hint.filter(|h| !h.is_empty());
     // The provider leg gets a state of its own: the client's may be short or reused, and it only
     // has to come back to the client.
-    let provider_state = random_code();
+    let provider_state = random_token(32);
     match provider
         .authorize(
             &provider_state,
@@ -226,7 +211,7 @@ pub async fn authorize(
                 .kv
                 .set(&format!("pkce:{code}"), &value, FLOW_TTL)
                 .await
-                .map_err(kv_unavailable)?;
+                .map_err(kv_err)?;
             let location = with_query(&callback, &[("code", &code), ("state", &oauth_state)]);
             Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
         }
@@ -244,7 +229,7 @@ pub async fn authorize(
                 .kv
                 .set(&format!("oauth_state:{provider_state}"), &value, FLOW_TTL)
                 .await
-                .map_err(kv_unavailable)?;
+                .map_err(kv_err)?;
             Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
         }
     }
@@ -272,7 +257,7 @@ pub async fn callback(
         .kv
         .take(&format!("oauth_state:{st}"))
         .await
-        .map_err(kv_unavailable)?
+        .map_err(kv_err)?
         .ok_or_else(|| bad_request("Invalid or expired state"))?;
     let leg: ProviderLeg = serde_json::from_str(&leg).map_err(ApiError::internal)?;
     if let Some(err) = q.get("error") {
@@ -300,7 +285,7 @@ pub async fn callback(
         .complete(code, &leg.flow, &state.config.oauth_callback_url)
         .await
         .inspect_err(|e| tracing::info!(provider = %leg.provider, error = %e, "sign-in refused"))?;
-    let tmi_code = random_code();
+    let tmi_code = random_token(32);
     let binding = PkceBinding {
         provider: leg.provider,
         challenge: leg.challenge,
@@ -313,7 +298,7 @@ pub async fn callback(
         .kv
         .set(&format!("pkce:{tmi_code}"), &value, FLOW_TTL)
         .await
-        .map_err(kv_unavailable)?;
+        .map_err(kv_err)?;
     let location = with_query(
         &leg.client_callback,
         &[("code", &tmi_code), ("state", &leg.client_state)],
@@ -343,10 +328,6 @@ fn form_or_json<T: for<'de> Deserialize<'de> + Default>(
         return Ok(T::default());
     }
     serde_urlencoded::from_bytes(&raw.0).map_err(|e| ApiError::invalid(e.to_string()))
-}
-
-fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// `POST /oauth2/token?idp=`.
@@ -404,10 +385,10 @@ pub async fn token(
         .kv
         .take(&format!("pkce:{code}"))
         .await
-        .map_err(|_| ApiError::ServiceUnavailable("Token store unavailable".into()))?
+        .map_err(kv_err)?
         .ok_or_else(invalid_grant)?;
     let binding: PkceBinding = serde_json::from_str(&binding).map_err(ApiError::internal)?;
-    if binding.provider != idp || s256(&verifier) != binding.challenge {
+    if binding.provider != idp || pkce_s256(&verifier) != binding.challenge {
         return Err(invalid_grant());
     }
     let identity = match binding.identity {
@@ -671,10 +652,10 @@ mod tests {
     }
 
     #[test]
-    fn pkce_s256() {
+    fn pkce_s256_known_answer() {
         // Expected value computed independently (Python hashlib + urlsafe_b64encode).
         assert_eq!(
-            s256("dBjftJeZ4CVP-mJ0m7aCmeOXQeHdbyx0c4Nj8tTm1Rk"),
+            pkce_s256("dBjftJeZ4CVP-mJ0m7aCmeOXQeHdbyx0c4Nj8tTm1Rk"),
             "D_6B4OBSMpFkHAmnoYmoU7-8NNx4wfs7MtzkKYkDSbc"
         );
     }

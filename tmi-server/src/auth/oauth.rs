@@ -16,8 +16,9 @@ use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
 use super::claims::Claims;
-use super::provider::{AuthorizeStart, FlowSecrets, Identity, IdentityProvider, ProviderInfo};
+use super::provider::{AuthorizeStart, FlowSecrets, Identity, IdentityProvider, ProviderInfo, pkce_s256};
 use super::provider_config::OAuthProviderConfig;
+use super::tokens::random_token;
 use crate::error::ApiError;
 
 /// How long a JWKS is trusted before it is fetched again.
@@ -86,20 +87,6 @@ fn denied(msg: impl Into<String>) -> ApiError {
 
 fn invalid_token(msg: impl Into<String>) -> ApiError {
     ApiError::OAuth(StatusCode::UNAUTHORIZED, "invalid_token", msg.into())
-}
-
-fn random_token() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-fn s256(verifier: &str) -> String {
-    use base64::Engine;
-    use sha2::Digest;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
 }
 
 impl OAuthProvider {
@@ -429,8 +416,8 @@ impl IdentityProvider for OAuthProvider {
     ) -> Result<AuthorizeStart, ApiError> {
         let e = self.endpoints().await?;
         let flow = FlowSecrets {
-            code_verifier: random_token(),
-            nonce: self.cfg.is_oidc().then(random_token),
+            code_verifier: random_token(32),
+            nonce: self.cfg.is_oidc().then(|| random_token(32)),
         };
         let mut url = url::Url::parse(&e.authorization)
             .map_err(|_| unavailable(&self.cfg, "authorization endpoint is not a URL"))?;
@@ -441,7 +428,7 @@ impl IdentityProvider for OAuthProvider {
                 .append_pair("redirect_uri", callback_url)
                 .append_pair("scope", &self.cfg.scopes.join(" "))
                 .append_pair("state", state)
-                .append_pair("code_challenge", &s256(&flow.code_verifier))
+                .append_pair("code_challenge", &pkce_s256(&flow.code_verifier))
                 .append_pair("code_challenge_method", "S256");
             if let Some(n) = &flow.nonce {
                 q.append_pair("nonce", n);

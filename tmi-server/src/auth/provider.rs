@@ -29,6 +29,12 @@ pub struct Identity {
     pub groups: Vec<String>,
 }
 
+/// PKCE's S256 code challenge of `verifier` (RFC 7636 §4.2): base64url(sha256(verifier)).
+pub fn pkce_s256(verifier: &str) -> String {
+    use sha2::Digest;
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
 /// Secrets of one sign-in towards an external provider, kept server-side with its `state`: the
 /// PKCE verifier of the provider leg and, for OpenID Connect, the `nonce` the id_token must carry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

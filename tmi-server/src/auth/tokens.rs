@@ -89,10 +89,20 @@ impl JwtKeys {
     }
 }
 
-/// `sha256(token)` in hex: the revocation key of an access token.
+/// `sha256(token)` in hex: the revocation key of an access token, and the stored form of a
+/// client secret.
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `bytes` random bytes, base64url without padding: codes, states, tickets, secrets.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
 /// The names of TMI's built-in groups: a provider's group of the same name is dropped at sign-in,
@@ -231,7 +241,8 @@ pub struct Tokens {
     pub revocations: Arc<Revocations>,
 }
 
-fn kv_err(e: anyhow::Error) -> ApiError {
+/// The answer when the token store (Redis or process memory) fails.
+pub fn kv_err(e: anyhow::Error) -> ApiError {
     tracing::error!(error = %e, "token store unavailable");
     ApiError::ServiceUnavailable("Token store unavailable".into())
 }

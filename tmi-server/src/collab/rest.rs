@@ -9,8 +9,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -231,9 +229,7 @@ pub async fn ticket(
     if effective_role(&tm, &Subject::from(&user)).is_none() {
         return Err(not_found());
     }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let ticket = crate::auth::tokens::random_token(32);
     let data = Ticket {
         user_id: user.user.internal_uuid,
         provider: user.provider().to_owned(),

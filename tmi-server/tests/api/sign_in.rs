@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Options, Res, TestApp, challenge};
-use crate::keycloak::{self, Keycloak, Realm};
+use crate::keycloak::{self, Keycloak, Realm, query_param};
 
 /// The client callback the tests register (in the server's allowlist).
 const CLIENT_CALLBACK: &str = "http://localhost:8079/";
@@ -52,13 +52,6 @@ async fn spawn(backend: Backend, vars: Vec<(&'static str, String)>) -> TestApp {
     .await
 }
 
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let url = reqwest::Url::parse(url).ok()?;
-    url.query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Steps of one sign-in, so that tests can stop or tamper between them.
 struct Flow {
     verifier: String,
@@ -95,7 +88,7 @@ async fn start(app: &TestApp, idp: &str, user: &str, password: &str) -> Flow {
         query_param(&to_idp, "redirect_uri").as_deref(),
         Some(TMI_CALLBACK)
     );
-    let idp_redirect = keycloak::login(&no_redirects(), &to_idp, user, password)
+    let idp_redirect = keycloak::login(&keycloak::browser(), &to_idp, user, password)
         .await
         .expect("Keycloak login");
     assert!(idp_redirect.starts_with(TMI_CALLBACK), "{idp_redirect}");
@@ -103,13 +96,6 @@ async fn start(app: &TestApp, idp: &str, user: &str, password: &str) -> Flow {
         verifier,
         idp_redirect,
     }
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
 }
 
 /// The provider's redirect, delivered to the test server's callback.
@@ -145,12 +131,7 @@ async fn sign_in(app: &TestApp, idp: &str, user: &str) -> String {
 }
 
 fn jwt_claims(token: &str) -> Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("JWT payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("JSON claims")
+    keycloak::jwt_parts(token).1
 }
 
 /// OIDC through discovery: identity, provider groups in TMI, ACLs on an IdP group, administrators by
@@ -353,7 +334,7 @@ pub async fn refusals(backend: Backend) {
         .header("location")
         .expect("Location");
     assert!(
-        keycloak::login(&no_redirects(), &to_idp, "alice", "wrong")
+        keycloak::login(&keycloak::browser(), &to_idp, "alice", "wrong")
             .await
             .is_err()
     );
@@ -461,7 +442,7 @@ async fn id_token(realm: &Realm, nonce: &str) -> String {
         "{}&nonce={nonce}",
         realm.authorization_url(TMI_CALLBACK, "st", None)
     );
-    let back = keycloak::login(&no_redirects(), &url, "alice", "alice-password")
+    let back = keycloak::login(&keycloak::browser(), &url, "alice", "alice-password")
         .await
         .expect("login");
     let code = query_param(&back, "code").expect("code");
@@ -473,14 +454,7 @@ async fn id_token(realm: &Realm, nonce: &str) -> String {
 }
 
 fn jwt_header(token: &str) -> Value {
-    use base64::Engine;
-    let h = token.split('.').next().expect("header");
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(h)
-            .expect("b64"),
-    )
-    .expect("json")
+    keycloak::jwt_parts(token).0
 }
 
 both_backends!(oidc_sign_in, plain_oauth_sign_in, refusals);
