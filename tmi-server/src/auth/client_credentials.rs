@@ -541,7 +541,14 @@ mod tests {
     #[test]
     fn generated_values_have_the_contract_shape() {
         let secret = random_token(SECRET_BYTES);
-        assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&secret).unwrap().len(), 32, "256 bits");
+        assert_eq!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&secret)
+                .unwrap()
+                .len(),
+            32,
+            "256 bits"
+        );
         assert_ne!(secret, random_token(SECRET_BYTES));
         let id = format!("{CLIENT_ID_PREFIX}{}", random_token(CLIENT_ID_BYTES));
         assert!(well_formed(&id), "{id}");
