@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test bench-api bench-collab bench-operator controlplane cluster-up cluster-shell cluster-down crds docs fmt lint images
+.PHONY: run test bench bench-report bench-api bench-collab bench-operator controlplane cluster-up cluster-shell cluster-down crds docs fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -11,15 +11,30 @@ test:
 	scripts/test.sh
 
 # Benchmarks (release builds), with the same services the tests use but Keycloak (a JVM starting beside the
-# measurements would disturb them). See docs/server.md and docs/operator.md.
+# measurements would disturb them). See docs/server.md and docs/operator.md. Each suite also writes its results
+# to $(BENCH_RESULTS_DIR)/<suite>.json; `make bench` runs them all and then `bench-report`, which turns those
+# files into docs/benchmarks.md and its SVG charts (docs/benchmarks/). One suite alone: `make bench-api
+# bench-report` refreshes the page with that suite's new figures and the others' last ones.
+BENCH_RESULTS_DIR ?= $(CURDIR)/target/bench-results
+export BENCH_RESULTS_DIR
+
+bench: bench-api bench-collab bench-operator
+	$(MAKE) bench-report
+
+bench-report:
+	cargo run -q -p tmi-bench-report -- $(BENCH_RESULTS_DIR) docs/benchmarks.md
+
 bench-api:
+	mkdir -p $(BENCH_RESULTS_DIR)
 	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-server --bench api
 
 # Collaboration: WebSocket fan-out latency and operations/s on one and two replicas (docs/development.md).
 bench-collab:
+	mkdir -p $(BENCH_RESULTS_DIR)
 	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-server --bench collab
 
 bench-operator:
+	mkdir -p $(BENCH_RESULTS_DIR)
 	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-operator --bench operator
 
 # Builds the local cluster (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
