@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 #[macro_use]
 mod sql;
+#[macro_use]
+pub mod teams;
 #[cfg(test)]
 mod json_roundtrip;
 #[cfg(test)]
@@ -344,7 +346,7 @@ pub type MetadataMap = std::collections::HashMap<Uuid, Vec<MetadataEntry>>;
 
 /// Everything the server persists.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + teams::OrgStore {
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -66,6 +66,7 @@ pub fn migrator() -> Result<&'static Migrator, crate::store::StoreError> {
 }
 
 sql_store!(Postgres, sqlx::Postgres);
+org_store!(Postgres, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {

@@ -74,7 +74,7 @@ where
 
 /// A store whose calls are retried on serialization failures and deadlocks.
 pub struct Retrying<S> {
-    inner: S,
+    pub(super) inner: S,
 }
 
 impl<S> Retrying<S> {

@@ -76,6 +76,7 @@ pub fn migrator() -> Result<&'static Migrator, crate::store::StoreError> {
 }
 
 sql_store!(Sqlite, sqlx::Sqlite);
+org_store!(Sqlite, sqlx::Sqlite);
 
 #[cfg(test)]
 mod tests {

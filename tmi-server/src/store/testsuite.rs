@@ -59,6 +59,7 @@ pub async fn run_all(store: &dyn Store) {
     token_revocations(store).await;
     provider_groups(store).await;
     client_credentials(store).await;
+    teams_and_projects(store).await;
 }
 
 async fn client_credentials(store: &dyn Store) {
@@ -859,4 +860,240 @@ pub async fn legacy_member_is_listed(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(again, members);
+}
+
+fn unit(
+    kind: &str,
+    team: Option<Uuid>,
+    name: &str,
+    creator: Uuid,
+    at: chrono::DateTime<Utc>,
+) -> teams::OrgUnitRecord {
+    teams::OrgUnitRecord {
+        id: Uuid::new_v4(),
+        kind: kind.into(),
+        team_id: team,
+        name: name.into(),
+        status: "active".into(),
+        created_by: creator,
+        version: 1,
+        created_at: at,
+        modified_at: at,
+        doc: json!({"name": name, "status": "active"}),
+    }
+}
+
+/// Teams, projects, their members, relationships, metadata and notes (migration 0013).
+async fn teams_and_projects(store: &dyn Store) {
+    use teams::{OrgNoteRecord, OrgUnitFilter, PROJECT, RelationRecord, TEAM};
+    let lead = store
+        .upsert_login_user(&user("org-lead"))
+        .await
+        .unwrap()
+        .internal_uuid;
+    let dev = store
+        .upsert_login_user(&user("org-dev"))
+        .await
+        .unwrap()
+        .internal_uuid;
+    let t0 = Utc::now().trunc_subsecs(6);
+    let platform = unit(TEAM, None, "Platform Ünits", lead, t0);
+    let infra = unit(TEAM, None, "Infra", dev, t0 + chrono::Duration::seconds(1));
+    store.insert_org_unit(&infra, &[dev], &[], &[]).await.unwrap();
+    let parent = RelationRecord {
+        from_id: platform.id,
+        to_id: infra.id,
+        relationship: "parent".into(),
+    };
+    store
+        .insert_org_unit(
+            &platform,
+            &[lead, dev],
+            std::slice::from_ref(&parent),
+            &[entry("tier", "1")],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_org_unit(&platform, &[], &[], &[]).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.get_org_unit(TEAM, platform.id).await.unwrap(), platform);
+    assert!(matches!(
+        store.get_org_unit(PROJECT, platform.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.list_metadata(platform.id).await.unwrap(),
+        vec![entry("tier", "1")]
+    );
+    assert!(store.is_team_member(platform.id, dev).await.unwrap());
+    assert!(!store.is_team_member(infra.id, lead).await.unwrap());
+    assert_eq!(store.relations_of(infra.id).await.unwrap(), vec![parent.clone()]);
+
+    // Lists: what a member sees, newest first, with counts and filters.
+    let filter = |visible_to: Option<Uuid>| OrgUnitFilter {
+        kind: TEAM,
+        visible_to,
+        ids: Some(vec![platform.id, infra.id]),
+        limit: 10,
+        ..Default::default()
+    };
+    let (seen, total) = store.list_org_units(&filter(Some(dev))).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        seen.iter().map(|s| s.record.id).collect::<Vec<_>>(),
+        vec![infra.id, platform.id]
+    );
+    assert_eq!(
+        (seen[1].member_count, seen[1].project_count, seen[1].note_count),
+        (2, 0, 0)
+    );
+    let (seen, total) = store.list_org_units(&filter(Some(lead))).await.unwrap();
+    assert_eq!((total, seen[0].record.id), (1, platform.id));
+    let by_name = OrgUnitFilter {
+        name_contains: Some("ünits".into()),
+        ..filter(None)
+    };
+    assert_eq!(
+        store.list_org_units(&by_name).await.unwrap().1,
+        1,
+        "case-insensitive, Unicode"
+    );
+    let by_member = OrgUnitFilter {
+        member: Some(lead),
+        ..filter(None)
+    };
+    assert_eq!(store.list_org_units(&by_member).await.unwrap().1, 1);
+    let by_status = OrgUnitFilter {
+        statuses: vec!["archived".into()],
+        ..filter(None)
+    };
+    assert_eq!(store.list_org_units(&by_status).await.unwrap().1, 0);
+    let none = OrgUnitFilter {
+        ids: Some(Vec::new()),
+        ..filter(None)
+    };
+    assert_eq!(store.list_org_units(&none).await.unwrap().1, 0);
+
+    // Optimistic locking; members, relationships and metadata replaced.
+    let mut next = platform.clone();
+    next.name = "Platform".into();
+    next.version = 2;
+    store
+        .update_org_unit(&next, 1, &[lead], &[], Some(&[]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.update_org_unit(&next, 1, &[lead], &[], None).await,
+        Err(StoreError::VersionMismatch)
+    ));
+    let ghost = unit(TEAM, None, "Ghost", lead, t0);
+    assert!(matches!(
+        store.update_org_unit(&ghost, 1, &[], &[], None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.get_org_unit(TEAM, platform.id).await.unwrap().name,
+        "Platform"
+    );
+    assert!(!store.is_team_member(platform.id, dev).await.unwrap());
+    assert!(store.relations_of(infra.id).await.unwrap().is_empty());
+    assert!(store.list_metadata(platform.id).await.unwrap().is_empty());
+
+    // A project of the team: the team cannot go while it has one; a threat model naming the project
+    // keeps the project.
+    let gateway = unit(PROJECT, Some(platform.id), "Gateway", lead, t0);
+    store
+        .insert_org_unit(&gateway, &[], &[], &[entry("k", "v")])
+        .await
+        .unwrap();
+    let projects = OrgUnitFilter {
+        kind: PROJECT,
+        visible_to: Some(lead),
+        team_id: Some(platform.id),
+        limit: 10,
+        ..Default::default()
+    };
+    let (seen, total) = store.list_org_units(&projects).await.unwrap();
+    assert_eq!((total, seen[0].team_name.as_deref()), (1, Some("Platform")));
+    let outsider = OrgUnitFilter {
+        visible_to: Some(dev),
+        ..projects.clone()
+    };
+    assert_eq!(
+        store.list_org_units(&outsider).await.unwrap().1,
+        0,
+        "through the team"
+    );
+    assert!(matches!(
+        store.delete_org_unit(TEAM, platform.id).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut model = tm("org-lead", "Uses the gateway", "active");
+    model.doc["project_id"] = json!(gateway.id.to_string());
+    store.insert_threat_model(&model, &[]).await.unwrap();
+    assert!(matches!(
+        store.delete_org_unit(PROJECT, gateway.id).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut moved = model.clone();
+    moved.doc["project_id"] = serde_json::Value::Null;
+    moved.version = 2;
+    store.update_threat_model(&moved, 1, None).await.unwrap();
+
+    // Notes: private ones only when asked for; a note belongs to its parent.
+    let note = |sharable: bool, name: &str, at| OrgNoteRecord {
+        id: Uuid::new_v4(),
+        parent_id: gateway.id,
+        sharable,
+        created_at: at,
+        modified_at: at,
+        doc: json!({"name": name, "content": "c"}),
+    };
+    let open = note(true, "open", t0);
+    let private = note(false, "private", t0 + chrono::Duration::seconds(1));
+    store.insert_org_note(&open).await.unwrap();
+    store.insert_org_note(&private).await.unwrap();
+    let (shown, total) = store.list_org_notes(gateway.id, false, 10, 0).await.unwrap();
+    assert_eq!((total, shown), (1, vec![open.clone()]));
+    let (shown, total) = store.list_org_notes(gateway.id, true, 1, 1).await.unwrap();
+    assert_eq!((total, shown), (2, vec![private.clone()]));
+    let mut edited = open.clone();
+    edited.doc["name"] = json!("edited");
+    edited.sharable = false;
+    store.update_org_note(&edited).await.unwrap();
+    assert_eq!(store.get_org_note(gateway.id, open.id).await.unwrap(), edited);
+    assert!(matches!(
+        store.get_org_note(platform.id, open.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let stray = OrgNoteRecord {
+        parent_id: platform.id,
+        ..edited.clone()
+    };
+    assert!(matches!(
+        store.update_org_note(&stray).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_org_note(platform.id, open.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_org_note(gateway.id, open.id).await.unwrap();
+    assert_eq!(store.list_org_notes(gateway.id, true, 10, 0).await.unwrap().1, 1);
+
+    // Deleting takes notes and metadata along; then the team may go.
+    store.delete_org_unit(PROJECT, gateway.id).await.unwrap();
+    assert!(matches!(
+        store.get_org_note(gateway.id, private.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.list_metadata(gateway.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.delete_org_unit(PROJECT, gateway.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_org_unit(TEAM, platform.id).await.unwrap();
+    assert!(!store.is_team_member(platform.id, lead).await.unwrap());
 }
