@@ -14,8 +14,6 @@ pub fn router() -> Routes {
         .get("/addons", addons)
         .get("/intake/surveys", surveys)
         .get("/intake/survey_responses", survey_responses)
-        .get("/projects", projects)
-        .get("/teams", teams)
 }
 
 #[derive(Deserialize)]
@@ -36,10 +34,4 @@ pub async fn surveys(_u: AuthUser, Query(p): Query<Page>) -> Json<Value> {
 }
 pub async fn survey_responses(_u: AuthUser, Query(p): Query<Page>) -> Json<Value> {
     empty("survey_responses", &p)
-}
-pub async fn projects(_u: AuthUser, Query(p): Query<Page>) -> Json<Value> {
-    empty("projects", &p)
-}
-pub async fn teams(_u: AuthUser, Query(p): Query<Page>) -> Json<Value> {
-    empty("teams", &p)
 }

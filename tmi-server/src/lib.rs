@@ -32,6 +32,7 @@ pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod teams;
 pub mod telemetry;
 pub mod threat_models;
 pub mod versioning;
@@ -55,6 +56,7 @@ pub fn routes() -> Routes {
         .merge(resources::router())
         .merge(metadata::router())
         .merge(collab::router())
+        .merge(teams::router())
 }
 
 /// The whole HTTP surface: every route behind the gate, and the layers around them.

@@ -21,6 +21,7 @@ pub mod live;
 pub mod metadata;
 pub mod preferences;
 pub mod sessions;
+pub mod teams;
 pub mod threat_model;
 pub mod threat_model_patch;
 pub mod uris;

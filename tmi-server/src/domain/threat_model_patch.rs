@@ -86,6 +86,7 @@ pub async fn apply(
     set_plain_fields(&mut next, &input)?;
     if p.changed("project_id") {
         set_project(&mut next, p.after("project_id"))?;
+        crate::domain::teams::check_project(store, next.doc.get("project_id")).await?;
     }
     if p.changed("status") {
         set_status(&mut next, caller, p.after.get("status"))?;
