@@ -236,13 +236,26 @@ pub fn prepare(kind: &UnitKind, body: Value) -> Result<Prepared, ApiError> {
     })
 }
 
-/// The writable view of a stored unit, which JSON Patch documents apply to.
+/// The array-valued writable fields (empty when unset, so that a patch may `add` to them).
+const ARRAY_FIELDS: &[&str] = &[
+    "related_teams",
+    "related_projects",
+    "members",
+    "responsible_parties",
+];
+
+/// The writable view of a stored unit, which JSON Patch documents apply to: every writable field,
+/// unset ones as `null` (or `[]` for arrays), so that `replace` works on them as on the full
+/// document upstream patches.
 pub fn writable(kind: &UnitKind, rec: &OrgUnitRecord) -> Value {
     let mut m = Map::new();
     for f in kind.fields {
-        if let Some(v) = rec.doc.get(*f) {
-            m.insert((*f).to_owned(), v.clone());
-        }
+        let unset = if ARRAY_FIELDS.contains(f) {
+            json!([])
+        } else {
+            Value::Null
+        };
+        m.insert((*f).to_owned(), rec.doc.get(*f).cloned().unwrap_or(unset));
     }
     Value::Object(m)
 }
@@ -684,9 +697,7 @@ pub fn note_list_item(n: &OrgNoteRecord) -> Value {
 pub fn note_writable(n: &OrgNoteRecord) -> Value {
     let mut m = Map::new();
     for f in NOTE_FIELDS {
-        if let Some(v) = n.doc.get(*f) {
-            m.insert((*f).to_owned(), v.clone());
-        }
+        m.insert((*f).to_owned(), n.doc.get(*f).cloned().unwrap_or(Value::Null));
     }
     m.insert("sharable".into(), json!(n.sharable));
     Value::Object(m)

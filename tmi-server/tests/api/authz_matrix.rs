@@ -739,9 +739,323 @@ async fn client_credential_operations(b: Backend) {
     app.get(base, Some(&sa)).await.expect_error(401, "unauthorized");
 }
 
+/// Who may call a team or project operation (`domain::teams`; `x-tmi-authz` is `ownership: none`
+/// on all of them, so the handlers decide).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OrgAccess {
+    /// Any signed-in caller: the lists, creating a team, metadata.
+    SignedIn,
+    /// Members of the team (of a project: of its team) and administrators.
+    Member,
+    /// The creator and administrators.
+    Creator,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OrgWho {
+    Creator,
+    Member,
+    Outsider,
+    Admin,
+    Anonymous,
+}
+
+/// One prepared team or project request.
+struct OrgCase {
+    path: String,
+    body: Option<(&'static str, Vec<u8>)>,
+    ok: u16,
+    access: OrgAccess,
+    /// The team or project id in `path`.
+    unit: Option<String>,
+    /// The note id in `path`.
+    note: Option<String>,
+    /// The metadata key in `path`.
+    key: Option<String>,
+}
+
+struct OrgWorld {
+    app: TestApp,
+    creator: Session,
+    member: Session,
+    outsider: Session,
+    admin: Session,
+    member_id: String,
+}
+
+impl OrgWorld {
+    fn token(&self, who: OrgWho) -> Option<&str> {
+        match who {
+            OrgWho::Creator => Some(&self.creator.access),
+            OrgWho::Member => Some(&self.member.access),
+            OrgWho::Outsider => Some(&self.outsider.access),
+            OrgWho::Admin => Some(&self.admin.access),
+            OrgWho::Anonymous => None,
+        }
+    }
+
+    async fn create(&self, path: &str, body: Value) -> String {
+        let r = self.app.post(path, Some(&self.creator.access), body).await;
+        r.expect(201)["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A fresh fixture for `method template` (so that destructive calls never share one).
+    async fn prepare(&self, method: &Method, template: &str) -> Option<OrgCase> {
+        let team = self
+            .create(
+                "/teams",
+                json!({"name": "M", "members": [{"user_id": self.member_id}]}),
+            )
+            .await;
+        let project_based = template.starts_with("/projects");
+        let unit = if project_based && template != "/projects" {
+            self.create("/projects", json!({"name": "P", "team_id": team}))
+                .await
+        } else {
+            team.clone()
+        };
+        let parent = if project_based {
+            format!("/projects/{unit}")
+        } else {
+            format!("/teams/{unit}")
+        };
+        let note = if template.contains("note_id}") {
+            Some(
+                self.create(&format!("{parent}/notes"), json!({"name": "N", "content": "c"}))
+                    .await,
+            )
+        } else {
+            None
+        };
+        let key = if template.ends_with("/{key}") {
+            let k = unique_key();
+            self.app
+                .post(
+                    &format!("{parent}/metadata"),
+                    Some(&self.creator.access),
+                    json!({"key": k, "value": "v"}),
+                )
+                .await
+                .expect(201);
+            Some(k)
+        } else {
+            None
+        };
+        let path = template
+            .replace("{team_id}", &unit)
+            .replace("{project_id}", &unit)
+            .replace("{team_note_id}", note.as_deref().unwrap_or_default())
+            .replace("{project_note_id}", note.as_deref().unwrap_or_default())
+            .replace("{key}", key.as_deref().unwrap_or_default());
+        let case = |body, ok, access| OrgCase {
+            path: path.clone(),
+            body,
+            ok,
+            access,
+            unit: template.contains("_id}").then(|| unit.clone()),
+            note: note.clone(),
+            key: key.clone(),
+        };
+        let tail = template
+            .trim_start_matches("/teams/{team_id}")
+            .trim_start_matches("/projects/{project_id}");
+        let replace = if project_based {
+            json!({"name": "P2", "team_id": team})
+        } else {
+            json!({"name": "T2"})
+        };
+        let edit = json!([{"op": "replace", "path": "/description", "value": "d"}]);
+        use OrgAccess::*;
+        Some(match (method.as_str(), template, tail) {
+            ("GET", "/teams" | "/projects", _) => case(None, 200, SignedIn),
+            ("POST", "/teams", _) => case(json_body(json!({"name": "T"})), 201, SignedIn),
+            ("POST", "/projects", _) => case(json_body(json!({"name": "P", "team_id": team})), 201, Member),
+            ("GET", _, "") => case(None, 200, Member),
+            ("PUT", _, "") => case(json_body(replace), 200, Member),
+            ("PATCH", _, "") => case(patch_body(edit), 200, Member),
+            ("DELETE", _, "") => case(None, 204, Creator),
+            ("GET", _, "/metadata") => case(None, 200, SignedIn),
+            ("POST", _, "/metadata") => case(
+                json_body(json!({"key": unique_key(), "value": "v"})),
+                201,
+                SignedIn,
+            ),
+            ("PUT", _, "/metadata/{key}") => case(
+                json_body(json!({"key": key.clone().unwrap_or_default(), "value": "w"})),
+                200,
+                SignedIn,
+            ),
+            ("DELETE", _, "/metadata/{key}") => case(None, 204, SignedIn),
+            ("POST", _, "/metadata/bulk") => case(
+                json_body(json!([{"key": unique_key(), "value": "v"}])),
+                201,
+                SignedIn,
+            ),
+            ("PUT", _, "/metadata/bulk") => {
+                case(json_body(json!([{"key": "k", "value": "v"}])), 200, SignedIn)
+            }
+            ("PATCH", _, "/metadata/bulk") => case(
+                json_body(
+                    json!({"patches": [{"id": unit, "operations": [{"op": "add", "path": "/x", "value": "1"}]}]}),
+                ),
+                200,
+                SignedIn,
+            ),
+            ("GET", _, "/notes") => case(None, 200, Member),
+            ("POST", _, "/notes") => case(json_body(json!({"name": "N", "content": "c"})), 201, Member),
+            ("GET", _, t) if t.starts_with("/notes/") => case(None, 200, Member),
+            ("PUT", _, t) if t.starts_with("/notes/") => {
+                case(json_body(json!({"name": "N2", "content": "c2"})), 200, Member)
+            }
+            ("PATCH", _, t) if t.starts_with("/notes/") => case(
+                patch_body(json!([{"op": "replace", "path": "/name", "value": "N3"}])),
+                200,
+                Member,
+            ),
+            ("DELETE", _, t) if t.starts_with("/notes/") => case(None, 204, Member),
+            _ => return None,
+        })
+    }
+}
+
+fn org_permitted(who: OrgWho, access: OrgAccess) -> bool {
+    match who {
+        OrgWho::Anonymous => false,
+        OrgWho::Creator | OrgWho::Admin => true,
+        OrgWho::Member => access != OrgAccess::Creator,
+        OrgWho::Outsider => access == OrgAccess::SignedIn,
+    }
+}
+
+/// The matrix of every team and project operation of the contract: each must be served and have a
+/// fixture, and answer the team's creator, a member, an outsider, an administrator and an
+/// unauthenticated caller as `domain::teams` rules; a missing team, project, note or metadata key
+/// is 404 for callers who hold the access (a missing team or project: for every signed-in caller),
+/// and a malformed id 400 before authentication.
+async fn teams_and_projects_matrix(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let creator = app.login("olga").await;
+    let member = app.login("mike").await;
+    let outsider = app.login("otto").await;
+    let admin = app.login("adam").await;
+    app.add_to_group("adam", tmi_server::store::groups::ADMINISTRATORS)
+        .await;
+    let member_id = app
+        .state
+        .store
+        .find_user("tmi", "mike")
+        .await
+        .unwrap()
+        .unwrap()
+        .internal_uuid
+        .to_string();
+    let w = OrgWorld {
+        app,
+        creator,
+        member,
+        outsider,
+        admin,
+        member_id,
+    };
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut operations = 0;
+    for t in CONTRACT.templates() {
+        if !(t.starts_with("/teams") || t.starts_with("/projects")) {
+            continue;
+        }
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            if CONTRACT.operation(method.as_str(), &t).is_none() {
+                continue;
+            }
+            operations += 1;
+            let label = format!("{method} {t}");
+            if w.prepare(&method, &t).await.is_none() {
+                failures.push(format!("{label}: no fixture"));
+                continue;
+            }
+            for who in [
+                OrgWho::Creator,
+                OrgWho::Member,
+                OrgWho::Outsider,
+                OrgWho::Admin,
+                OrgWho::Anonymous,
+            ] {
+                let Some(c) = w.prepare(&method, &t).await else {
+                    break;
+                };
+                let mut check = |variant: &str, got: &crate::helpers::Res, want: u16| {
+                    checked += 1;
+                    if got.status.as_u16() != want {
+                        failures.push(format!(
+                            "{label} [{variant}] as {who:?}: got {}, want {want}; body {}",
+                            got.status, got.body
+                        ));
+                    }
+                };
+                let send = |path: String, body: Option<(&'static str, Vec<u8>)>| {
+                    let method = method.clone();
+                    let w = &w;
+                    async move { w.app.send(method, &path, w.token(who), body, &[]).await }
+                };
+                let permitted = org_permitted(who, c.access);
+                let denied = if who == OrgWho::Anonymous { 401 } else { 403 };
+                let want = if permitted { c.ok } else { denied };
+                check("allowed", &send(c.path.clone(), c.body.clone()).await, want);
+                let signed_in = |s: u16| if who == OrgWho::Anonymous { 401 } else { s };
+                if let Some(unit) = &c.unit {
+                    let missing = c.path.replacen(unit, &uuid::Uuid::new_v4().to_string(), 1);
+                    check(
+                        "missing unit",
+                        &send(missing, c.body.clone()).await,
+                        signed_in(404),
+                    );
+                    let malformed = c.path.replacen(unit, "not-a-uuid", 1);
+                    check("malformed id", &send(malformed, c.body.clone()).await, 400);
+                }
+                if let Some(note) = &c.note {
+                    let missing = c.path.replacen(note, &uuid::Uuid::new_v4().to_string(), 1);
+                    check(
+                        "missing note",
+                        &send(missing, c.body.clone()).await,
+                        if permitted { 404 } else { denied },
+                    );
+                }
+                if let Some(key) = &c.key {
+                    let missing = c.path.replacen(&format!("/{key}"), "/no-such-key", 1);
+                    let body = c.body.as_ref().map(|(ct, _)| {
+                        (
+                            *ct,
+                            json!({"key": "no-such-key", "value": "w"})
+                                .to_string()
+                                .into_bytes(),
+                        )
+                    });
+                    check("missing key", &send(missing, body).await, signed_in(404));
+                }
+            }
+        }
+    }
+    assert_eq!(operations, 38, "the contract's team and project operations");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("team and project matrix: {operations} operations, {checked} checks");
+}
+
 both_backends!(
     matrix,
     owner_only_fields,
     group_and_everyone_entries,
-    client_credential_operations
+    client_credential_operations,
+    teams_and_projects_matrix
 );

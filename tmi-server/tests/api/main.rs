@@ -49,5 +49,6 @@ mod me_links;
 mod rules;
 mod schemathesis;
 mod sign_in;
+mod teams_projects;
 mod threat_models;
 mod xss;
