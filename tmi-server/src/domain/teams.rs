@@ -434,7 +434,11 @@ pub async fn check_project(store: &dyn Store, project_id: Option<&Value>) -> Res
 }
 
 /// Whether the caller is an administrator (read from the database, as every admin check is).
+/// Service-account tokens never act as administrators (as on the threat-model list).
 pub async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
+    if user.is_service_account() {
+        return Ok(false);
+    }
     admin::is_administrator(
         state.store.as_ref(),
         &state.config.admins,
@@ -491,6 +495,28 @@ async fn resolve_people(store: &dyn Store, entries: Option<&Value>) -> Result<Va
     Ok(Value::Array(out))
 }
 
+/// A unit's relationships as written, less those whose other end has since been deleted (deleting a
+/// unit deletes its relationship rows, not the other units' documents).
+pub async fn related(store: &dyn Store, kind: &UnitKind, rec: &OrgUnitRecord) -> Result<Value, ApiError> {
+    let Some(Value::Array(items)) = rec.doc.get(kind.related_field) else {
+        return Ok(json!([]));
+    };
+    let live = store.relations_of(rec.id).await?;
+    Ok(Value::Array(
+        items
+            .iter()
+            .filter(|e| {
+                live.iter().any(|r| {
+                    r.from_id == rec.id
+                        && e[kind.related_id].as_str() == Some(r.to_id.to_string().as_str())
+                        && e["relationship"].as_str() == Some(r.relationship.as_str())
+                })
+            })
+            .cloned()
+            .collect(),
+    ))
+}
+
 /// The full `Team` or `Project` document.
 pub async fn render(
     store: &dyn Store,
@@ -509,7 +535,7 @@ pub async fn render(
         "version": rec.version,
         "metadata": metadata,
         "notes": notes.iter().map(note_list_item).collect::<Vec<_>>(),
-        kind.related_field: rec.doc.get(kind.related_field).cloned().unwrap_or_else(|| json!([])),
+        kind.related_field: related(store, kind, rec).await?,
         "responsible_parties": resolve_people(store, rec.doc.get("responsible_parties")).await?,
     });
     for f in ["description", "uri", "email_address"] {

@@ -211,7 +211,9 @@ pub async fn patch(
     let current = accessible(&state, &user, kind, &p).await?;
     let pre = versioning::check(&headers, current.version, state.config.require_if_match)?;
     let (ops, _) = patch::parse(&ops, kind.fields)?;
-    let doc = patch::apply(&rules::writable(kind, &current), &ops)?;
+    let mut view = rules::writable(kind, &current);
+    view[kind.related_field] = rules::related(state.store.as_ref(), kind, &current).await?;
+    let doc = patch::apply(&view, &ops)?;
     state
         .spec
         .validate_component(kind.input_schema, &doc)

@@ -404,6 +404,33 @@ async fn relationships(b: Backend) {
     app.get("/teams?relationship=cousin&related_to=x", Some(&alice.access))
         .await
         .expect(400);
+
+    // Deleting a team drops the relationships other teams had to it.
+    let gone = team(&app, &alice, json!({"name": "Gone"})).await;
+    let stays = team(
+        &app,
+        &alice,
+        json!({"name": "Stays", "related_teams": [{"related_team_id": gone["id"], "relationship": "dependency"}]}),
+    )
+    .await;
+    let stays_path = format!("/teams/{}", stays["id"].as_str().unwrap());
+    app.delete(
+        &format!("/teams/{}", gone["id"].as_str().unwrap()),
+        Some(&alice.access),
+    )
+    .await
+    .expect(204);
+    assert_eq!(
+        app.get(&stays_path, Some(&alice.access)).await.expect(200)["related_teams"],
+        json!([])
+    );
+    app.patch(
+        &stays_path,
+        Some(&alice.access),
+        json!([{"op": "replace", "path": "/name", "value": "Still"}]),
+    )
+    .await
+    .expect(200);
 }
 
 async fn notes(b: Backend) {
