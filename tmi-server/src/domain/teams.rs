@@ -628,6 +628,19 @@ pub fn add_creator(p: &mut Prepared, creator: Uuid) {
     }
 }
 
+/// A team PUT without `members` keeps the current members (an explicit list, even an empty one,
+/// replaces them): omitting the field must not lock every member out of the team.
+pub fn keep_members(p: &mut Prepared, current: &OrgUnitRecord) {
+    let Some(Value::Array(items)) = current.doc.get("members") else {
+        return;
+    };
+    p.members = items
+        .iter()
+        .filter_map(|e| e["user_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()))
+        .collect();
+    p.doc["members"] = Value::Array(items.clone());
+}
+
 /// The next version of `current` with the prepared fields.
 pub fn successor(current: &OrgUnitRecord, p: &Prepared, by: Uuid, at: DateTime<Utc>) -> OrgUnitRecord {
     let mut doc = p.doc.clone();

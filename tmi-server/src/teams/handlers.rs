@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Params, id_param, uuid_param};
 use crate::auth::tokens::AuthUser;
-use crate::domain::teams::{self as rules, PROJECTS, Prepared, UnitKind};
+use crate::domain::teams::{self as rules, PROJECTS, Prepared, TEAMS, UnitKind};
 use crate::domain::wire;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -182,8 +182,9 @@ async fn save(
     Ok(res)
 }
 
-/// `PUT /teams/{id}`, `PUT /projects/{id}`: full replacement of the writable fields (members,
-/// responsible parties and relationships included).
+/// `PUT /teams/{id}`, `PUT /projects/{id}`: full replacement of the writable fields (responsible
+/// parties and relationships included; a team's members too when the body lists them, and kept
+/// when it leaves `members` out).
 pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -194,7 +195,11 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let current = accessible(&state, &user, kind, &p).await?;
     let pre = versioning::check(&headers, current.version, state.config.require_if_match)?;
-    let prepared = rules::prepare(kind, body)?;
+    let members_given = body.get("members").is_some_and(|m| !m.is_null());
+    let mut prepared = rules::prepare(kind, body)?;
+    if kind.kind == TEAMS.kind && !members_given {
+        rules::keep_members(&mut prepared, &current);
+    }
     save(&state, &user, kind, &current, prepared, pre).await
 }
 

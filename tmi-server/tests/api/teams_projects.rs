@@ -160,6 +160,19 @@ async fn team_lifecycle(b: Backend) {
         .await
         .expect_error(403, "forbidden");
 
+    // A PUT that leaves `members` out keeps them (upstream's own workflow test PUTs only name,
+    // description and status).
+    let kept = app
+        .put(
+            &path,
+            Some(&bob.access),
+            json!({"name": "Platform", "description": "Again", "status": "active"}),
+        )
+        .await;
+    assert_eq!(kept.expect(200)["members"].as_array().unwrap().len(), 2);
+    assert_eq!(kept.body["version"], 3);
+    app.get(&path, Some(&bob.access)).await.expect(200);
+
     // JSON Patch on the writable fields.
     let patched = app
         .patch(
@@ -171,7 +184,7 @@ async fn team_lifecycle(b: Backend) {
         .await;
     assert_eq!(patched.expect(200)["description"], "Updated");
     assert_eq!(patched.body["status"], "on_hold");
-    assert_eq!(patched.body["version"], 3);
+    assert_eq!(patched.body["version"], 4);
     app.patch(
         &path,
         Some(&alice.access),
