@@ -1050,6 +1050,40 @@ async fn teams_and_projects_matrix(b: Backend) {
         failures.join("\n")
     );
     eprintln!("team and project matrix: {operations} operations, {checked} checks");
+
+    // An administrator's service account acts as its user, never as an administrator: it sees only
+    // the teams its user belongs to, and is refused the others.
+    let sa = service_account(&w.app, &w.admin.access).await;
+    let all = w.app.get("/teams?limit=1000", Some(&w.admin.access)).await;
+    let all = all.expect(200)["total"].as_i64().unwrap();
+    let admin_id = w
+        .app
+        .state
+        .store
+        .find_user("tmi", "adam")
+        .await
+        .unwrap()
+        .unwrap()
+        .internal_uuid;
+    let own = w
+        .app
+        .get(
+            &format!("/teams?member_user_id={admin_id}"),
+            Some(&w.admin.access),
+        )
+        .await;
+    let own = own.expect(200)["total"].as_i64().unwrap();
+    assert!(own < all, "{own} of {all}");
+    assert_eq!(
+        w.app.get("/teams?limit=1000", Some(&sa)).await.expect(200)["total"],
+        own
+    );
+    let olgas = w.app.get("/teams", Some(&w.creator.access)).await;
+    let olgas_team = olgas.expect(200)["teams"][0]["id"].as_str().unwrap().to_owned();
+    w.app
+        .get(&format!("/teams/{olgas_team}"), Some(&sa))
+        .await
+        .expect_error(403, "forbidden");
 }
 
 both_backends!(
