@@ -1,7 +1,7 @@
 //! The TMI REST API server: a drop-in compatible reimplementation of TMI on PostgreSQL or SQLite.
 //!
 //! Layers (docs/architecture.md): HTTP modules (`auth`, `me`, `features`, `health`,
-//! `threat_models`, `resources`, `metadata`, `collab`'s REST and WebSocket endpoints) each expose a
+//! `threat_models`, `resources`, `metadata`, `teams`, `collab`'s REST and WebSocket endpoints) each expose a
 //! `router()`, behind the request `gate`; they call the `domain` layer, which reads and writes
 //! through the `store` trait. The collaboration hub (`collab::hub`) sits beside the domain.
 //! This file only merges the routers and adds the layers; `startup` connects and serves.
