@@ -19,6 +19,13 @@
 # (a newer release with a schema change), `fail` adds one that fails (a release whose migration breaks). A
 # release publishes tmi-server.tar and tmi-operator.tar, never these.
 #
+# And a test-only backup image for the backups before migration (spec.upgrade.backup, e2e/tests/pods/backups.rs):
+# `tmi-pgdump.tar` (ghcr.io/tmi-operator/tmi-pgdump:<version>), whose root filesystem holds the machine's Debian
+# pg_dump and pg_restore (package postgresql-client-<major>, the same major as the tests' PostgreSQL server, under
+# /usr/lib/postgresql/<major>/bin), exactly the shared libraries they load (resolved with ldd), and Debian's
+# busybox-static for /bin/sh and the few tools the backup script calls. Nothing is downloaded but the Debian
+# packages; nothing is committed.
+#
 # The images run as UID/GID 65532 ("nonroot"), like distroless' nonroot base. Timestamps come from the commit
 # (SOURCE_DATE_EPOCH), so the same commit gives the same image digests.
 #
@@ -35,6 +42,7 @@ export CARGO_TARGET_DIR=${TMI_IMAGES_TARGET_DIR:-$cache/target-images}
 ensure_tools() {
   local need=()
   command -v umoci >/dev/null || need+=(umoci)
+  [ -x /bin/busybox ] || need+=(busybox-static)
   command -v musl-gcc >/dev/null || need+=(musl-tools)
   [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
   if [ ${#need[@]} -gt 0 ]; then
@@ -62,12 +70,17 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tmi-images.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
 
-# image NAME BINARY_PATH ENTRYPOINT_JSON_ARGS... : lays the root filesystem, assembles and exports the image.
+# build_image NAME BINARY_PATH|ROOTFS_DIR TITLE EXTRA_DIRS UMOCI_CONFIG_ARGS... : lays the root filesystem (one
+# binary, or a prepared directory), assembles and exports the image.
 build_image() {
   local name=$1 binary=$2 title=$3 extra_dirs=$4; shift 4
   local repo=${REPOSITORY:-$name} tag=${TAG:-$version}
   local ref="$registry/$repo:$tag" lay="$work/$name-layout"
-  python3 scripts/oci.py layer "$work/$name-layer.tar" "$epoch" "$binary" "$extra_dirs"
+  if [ -d "$binary" ]; then
+    python3 scripts/oci.py rootfs "$work/$name-layer.tar" "$epoch" "$binary"
+  else
+    python3 scripts/oci.py layer "$work/$name-layer.tar" "$epoch" "$binary" "$extra_dirs"
+  fi
   umoci init --layout "$lay"
   umoci new --image "$lay:$version"
   umoci raw add-layer --image "$lay:$version" --history.created "$created" \
@@ -101,6 +114,30 @@ for variant in next:upgrade broken:fail; do
 done
 build_image tmi-operator "$CARGO_TARGET_DIR/$target/release/tmi-operator" "tmi-operator" "" \
   --config.entrypoint /usr/local/bin/tmi-operator --config.cmd run
+
+# The backup test image: pg_dump and pg_restore of the machine's newest postgresql-client, their libraries, busybox.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/pg_dump" ]; then
+  root="$work/tmi-pgdump-root"
+  mkdir -p "$root/bin" "$root/${pg_bin#/}" "$root/usr/local/bin"
+  cp /bin/busybox "$root/bin/busybox"
+  for tool in sh date mkdir rm mv ls grep sed sort tail cut wc tr id cat sync; do
+    ln -s busybox "$root/bin/$tool"
+  done
+  for tool in pg_dump pg_restore; do
+    cp "$pg_bin/$tool" "$root/${pg_bin#/}/$tool"
+    ln -s "$pg_bin/$tool" "$root/usr/local/bin/$tool"
+  done
+  # Every library ldd resolves, at the path the loader will look for it (symbolic links followed).
+  ldd "$pg_bin/pg_dump" "$pg_bin/pg_restore" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u |
+    while read -r lib; do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  REPOSITORY=tmi-pgdump build_image tmi-pgdump "$root" "tmi-pgdump (test only)" "" --config.cmd /bin/sh
+else
+  echo "no postgresql-client under /usr/lib/postgresql: skipping tmi-pgdump.tar (scripts/packages.sh installs it)" >&2
+fi
 
 # The local node's sandbox image, from the cluster build's pause binary: only where the cluster was built
 # (`make test` and `make cluster-up` set TMI_CONTROLPLANE_BIN), since a release needs no pause image of ours.

@@ -2,11 +2,15 @@
 """The two steps of scripts/images.sh that no Debian tool does as needed.
 
   oci.py layer OUT.tar EPOCH BINARY EXTRA_DIRS   # one reproducible image layer
+  oci.py rootfs OUT.tar EPOCH DIR                # a prepared directory as one reproducible image layer
   oci.py archive LAYOUT_DIR REF OUT.tar          # an OCI layout as one archive, named REF
 
 `layer` writes the root filesystem as an uncompressed tar with fixed timestamps and explicit owners (root, and
 UID/GID 65532 for the non-root user's home and for each directory in the comma-separated EXTRA_DIRS), so that no
 privileged chown or fakeroot is needed and the same inputs give the same digest.
+
+`rootfs` does the same for a directory the caller laid out (files, directories and symbolic links, owned by
+root, modes kept), and adds /etc/passwd, /etc/group (root and the non-root user) and a writable /tmp.
 
 `archive` names the image REF in index.json (the `org.opencontainers.image.ref.name` and
 `io.containerd.image.name` annotations, which `ctr images import` reads) and adds a Docker-style manifest.json
@@ -67,6 +71,40 @@ def layer(out, epoch, binary, extra_dirs):
             add(tar, name, kind, mode, uid, data)
 
 
+def rootfs(out, epoch, root):
+    mtime = int(epoch)
+    passwd = b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/tmp:/sbin/nologin\n"
+    group = b"root:x:0:\nnonroot:x:65532:\n"
+    extra = {
+        "etc": (tarfile.DIRTYPE, 0o755, None),
+        "etc/group": (tarfile.REGTYPE, 0o644, group),
+        "etc/passwd": (tarfile.REGTYPE, 0o644, passwd),
+        "tmp": (tarfile.DIRTYPE, 0o1777, None),
+    }
+    names = set(extra)
+    for base, dirs, files in os.walk(root):
+        for n in dirs + files:
+            names.add(os.path.relpath(os.path.join(base, n), root))
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(names):
+            if name in extra:
+                kind, mode, data = extra[name]
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = kind, mode
+                if data is not None:
+                    info.size = len(data)
+            else:
+                data = None
+                info = tar.gettarinfo(os.path.join(root, name), arcname=name)
+                if info.isreg():
+                    with open(os.path.join(root, name), "rb") as f:
+                        data = f.read()
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = mtime
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+
 def archive(layout, ref, out):
     index_path = os.path.join(layout, "index.json")
     with open(index_path) as f:
@@ -115,6 +153,8 @@ def archive(layout, ref, out):
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "layer":
         layer(*sys.argv[2:])
+    elif len(sys.argv) == 5 and sys.argv[1] == "rootfs":
+        rootfs(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "archive":
         archive(*sys.argv[2:])
     else:

@@ -134,7 +134,8 @@ pub struct TmiInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsSpec>,
 
-    /// Whether the operator moves this instance to newer versions by itself, in fleet waves (docs/upgrades.md).
+    /// How version changes happen: whether the operator moves this instance to newer versions by itself, in
+    /// fleet waves, and whether the migrate Job backs the database up first (docs/upgrades.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeSpec>,
 
@@ -145,7 +146,7 @@ pub struct TmiInstanceSpec {
     pub exposure: Option<ExposureSpec>,
 }
 
-/// Automated updates.
+/// Automated updates and backups before migration.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeSpec {
@@ -156,6 +157,58 @@ pub struct UpgradeSpec {
     /// changed. Ignored when `spec.image` is set (an image pins the version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<UpgradePolicy>,
+
+    /// A `pg_dump` of the database before each migration, onto a PersistentVolumeClaim you name (off unless
+    /// `enabled`). External PostgreSQL only: a SQLite instance with it enabled is refused (`ConfigValid=False`).
+    /// A failed backup fails the upgrade before anything is migrated (`Stalled/BackupFailed`); the old version
+    /// keeps serving. Restore with `pg_restore` (docs/upgrades.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<UpgradeBackup>,
+}
+
+/// The backup the migrate Job takes before it migrates.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeBackup {
+    /// Take the backup. Effective default: `false` (the settings below are kept but unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Where the dumps go: an existing PersistentVolumeClaim in the instance's namespace, writable by UID/GID
+    /// 65532 (the pod's `fsGroup`). Each backup is one file,
+    /// `<instance>-<fromVersion>-to-<toVersion>-<UTC timestamp>.dump` (`pg_dump --format=custom`), written under
+    /// a temporary name and renamed once complete. Size it for `keep` dumps; a custom-format dump is
+    /// compressed, typically a fraction of the database's size on disk.
+    pub persistent_volume_claim: BackupVolumeClaim,
+
+    /// Image holding `/bin/sh` and a `pg_dump` (on its `PATH`) whose major version is the server's or newer:
+    /// `pg_dump` must never be older than the server it dumps (it refuses to). Effective default:
+    /// `docker.io/library/postgres:18-alpine`, which dumps PostgreSQL 9.2 to 18. Pin a digest in production.
+    #[x_kube(validation = Rule::new("self.matches('^[^\\s]+$')").message("spec.upgrade.backup.image must be an image reference without whitespace"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// How many of this instance's dumps to keep on the volume, the newest first; older ones are removed after
+    /// a successful backup. Omit to keep every dump.
+    #[schemars(range(min = 1, max = 1000))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<i32>,
+}
+
+/// A PersistentVolumeClaim and a directory in it.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupVolumeClaim {
+    /// Name of an existing PersistentVolumeClaim in the instance's namespace. The operator never creates or
+    /// deletes it.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && size(self) <= 253").message("spec.upgrade.backup.persistentVolumeClaim.claimName must be a PersistentVolumeClaim name"))]
+    pub claim_name: String,
+
+    /// Directory inside the volume for the dumps (mounted as the volume's `subPath`; created when missing).
+    /// Effective default: the volume's root. Give each instance its own when instances share a claim.
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("spec.upgrade.backup.persistentVolumeClaim.subPath must be a relative path without '..'"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
 }
 
 /// Which newer versions an instance follows by itself.
@@ -970,6 +1023,10 @@ pub struct UpgradeStatus {
     /// The version whose migrate Job brought the database to `schemaVersion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_migrated_by: Option<String>,
+    /// The dump the migrate Job wrote before this upgrade's migration (`spec.upgrade.backup`): its file name
+    /// in the backup volume's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
 }
 
 /// Effective settings: the operator's defaults applied to the spec.

@@ -418,11 +418,11 @@ async fn apply_planned(
 ) -> Result<apply::Applied, Error> {
     match plan.job {
         upgrade::JobAction::Create => {
-            let name = plan
-                .status
-                .as_ref()
-                .and_then(|s| s.job.clone())
-                .unwrap_or_default();
+            let status = plan.status.as_ref();
+            let name = status.and_then(|s| s.job.clone()).unwrap_or_default();
+            let from = status
+                .and_then(|s| s.from_version.as_deref())
+                .unwrap_or("unknown");
             let job = render::migration_job::render(
                 valid,
                 &name,
@@ -431,6 +431,7 @@ async fn apply_planned(
                     .as_secs()
                     .try_into()
                     .unwrap_or(i64::MAX),
+                from,
             );
             apply::create_migration_job(ctx, valid, job).await?;
         }
@@ -470,12 +471,21 @@ async fn observe_job(
     if !complete && !failed {
         return Some(upgrade::JobState::Running);
     }
-    let message = job_pod_message(ctx, valid, name).await;
+    let pods = job_pods(ctx, valid, name).await;
+    let message = migrate_message(&pods);
     let result = message.as_deref().and_then(upgrade::MigrationResult::parse);
+    let backup = backup_outcome(&pods);
     if complete {
         return Some(upgrade::JobState::Succeeded {
             result,
             completed_at: job.status.as_ref().and_then(|s| s.completion_time.clone()),
+            backup: backup.and_then(|(ok, m)| ok.then_some(m)),
+        });
+    }
+    if let Some((false, m)) = backup {
+        // The newest pod's backup failed: its migration never started.
+        return Some(upgrade::JobState::BackupFailed {
+            message: diagnose::tail(&m),
         });
     }
     let reason = job
@@ -503,10 +513,14 @@ async fn observe_job(
     })
 }
 
-/// The termination message of the newest terminated container of the Job's pods (IO, uncached).
-async fn job_pod_message(ctx: &Context, valid: &validate::ValidInstance, job: &str) -> Option<String> {
+/// The Job's pods (IO, uncached); none when the list fails (only the diagnosis is lost).
+async fn job_pods(
+    ctx: &Context,
+    valid: &validate::ValidInstance,
+    job: &str,
+) -> Vec<k8s_openapi::api::core::v1::Pod> {
     let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &valid.namespace);
-    let pods = match api
+    match api
         .list(&kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
         .await
     {
@@ -516,9 +530,35 @@ async fn job_pod_message(ctx: &Context, valid: &validate::ValidInstance, job: &s
                 error = &e as &dyn std::error::Error,
                 "listing the migrate Job's pods failed"
             );
-            return None;
+            Vec::new()
         }
-    };
+    }
+}
+
+/// The backup init container of the Job's newest pod that ran one, once it terminated: whether it succeeded,
+/// and its termination message (the dump's file name, or the log tail of a failure).
+fn backup_outcome(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<(bool, String)> {
+    pods.iter()
+        .filter_map(|p| {
+            let c = p
+                .status
+                .as_ref()?
+                .init_container_statuses
+                .as_ref()?
+                .iter()
+                .find(|c| c.name == render::migration_job::BACKUP_CONTAINER)?;
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            Some((
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                (t.exit_code == 0, t.message.clone().unwrap_or_default()),
+            ))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, outcome)| outcome)
+}
+
+/// The termination message of the newest terminated migrate container of the Job's pods.
+fn migrate_message(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<String> {
     pods.iter()
         .filter_map(|p| {
             let c = p

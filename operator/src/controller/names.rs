@@ -44,6 +44,9 @@ pub const INPUTS_HASH_ANNOTATION: &str = "tmi.dev/inputs-hash";
 pub const APPLIED_HASH_ANNOTATION: &str = "tmi.dev/applied-hash";
 /// Default server image repository; the tag is `spec.version`.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "ghcr.io/tmi-operator/tmi-server";
+/// Image of the backup before migration when `spec.upgrade.backup.image` is unset: upstream PostgreSQL, whose
+/// `pg_dump` (18) dumps servers from 9.2 to 18.
+pub const DEFAULT_BACKUP_IMAGE: &str = "docker.io/library/postgres:18-alpine";
 /// Port tmi-server listens on (`TMI_SERVER_PORT`).
 pub const SERVER_PORT: i32 = 8080;
 /// Port of the Service in front of the server.

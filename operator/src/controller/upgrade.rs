@@ -26,6 +26,9 @@
 //!   across a major version, never to a pre-release, never with `spec.image` set, and never by writing `spec`.
 //!   So upgrading the operator upgrades the instances that opted in (in waves), and restarts no other: their
 //!   rendered pod template does not change.
+//! - With `spec.upgrade.backup`, the Job dumps the database before it migrates; a failed backup fails the
+//!   upgrade (`BackupFailed`) with nothing migrated, like a failed migration, and a successful one is named in
+//!   `status.upgrade.backup`.
 //! - A SQLite instance has no migrate Job (its volume is mounted by the one server pod); its server migrates
 //!   at start, and refuses a newer schema there (the pod's condition says so).
 
@@ -140,6 +143,13 @@ pub enum JobState {
         result: Option<MigrationResult>,
         /// `status.completionTime`.
         completed_at: Option<Time>,
+        /// The dump file the backup init container wrote, when it ran.
+        backup: Option<String>,
+    },
+    /// The backup before the migration failed (`spec.upgrade.backup`): nothing was migrated.
+    BackupFailed {
+        /// The tail of the backup container's output, credentials masked.
+        message: String,
     },
     /// Failed (retries exhausted, deadline exceeded, or exit code 3).
     Failed {
@@ -186,7 +196,7 @@ pub enum JobAction {
 /// A condition the upgrade imposes on the instance while the Deployment is held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gate {
-    /// Condition reason: `UpgradeWaiting`, `Migrating`, `MigrationFailed` or `DowngradeRefused`.
+    /// Condition reason: `UpgradeWaiting`, `Migrating`, `MigrationFailed`, `BackupFailed` or `DowngradeRefused`.
     pub reason: &'static str,
     /// Human-readable.
     pub message: String,
@@ -263,6 +273,7 @@ fn base(o: &Observed<'_>, phase: UpgradePhase, now: &Time) -> UpgradeStatus {
         finished_at: None,
         schema_version: o.previous.and_then(|p| p.schema_version),
         schema_migrated_by: o.previous.and_then(|p| p.schema_migrated_by.clone()),
+        backup: same.and_then(|p| p.backup.clone()),
     }
 }
 
@@ -340,8 +351,15 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
                 fleet: FleetReport::Holds,
             }
         }
-        Some(JobState::Succeeded { result, completed_at }) => {
+        Some(JobState::Succeeded {
+            result,
+            completed_at,
+            backup,
+        }) => {
             let mut s = base(o, UpgradePhase::RollingOut, now);
+            if backup.is_some() {
+                s.backup.clone_from(backup);
+            }
             s.job = Some(o.job_name.to_owned());
             s.started_at.get_or_insert_with(|| now.clone());
             s.migrated_at = Some(completed_at.clone().unwrap_or_else(|| now.clone()));
@@ -350,7 +368,11 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
                 s.schema_migrated_by = Some(o.version.to_owned());
             }
             s.message = Some(format!(
-                "the migration succeeded{}; rolling out {}",
+                "{}the migration succeeded{}; rolling out {}",
+                s.backup
+                    .as_ref()
+                    .map(|b| format!("the backup {b} was written; "))
+                    .unwrap_or_default(),
                 s.schema_version
                     .map(|v| format!(" (schema version {v})"))
                     .unwrap_or_default(),
@@ -362,6 +384,36 @@ pub fn plan(o: &Observed<'_>, now: &Time) -> Plan {
                 status: Some(s),
                 gate: None,
                 fleet: FleetReport::Holds,
+            }
+        }
+        Some(JobState::BackupFailed { message }) => {
+            let mut s = base(o, UpgradePhase::Failed, now);
+            s.job = Some(o.job_name.to_owned());
+            s.finished_at = Some(
+                o.previous
+                    .filter(|p| p.target_image == o.image && p.finished_at.is_some())
+                    .and_then(|p| p.finished_at.clone())
+                    .unwrap_or_else(|| now.clone()),
+            );
+            let m = format!(
+                "the backup before the migration to {} failed (Job {}); nothing was migrated, {from} keeps \
+                 serving, the Deployment is unchanged. Fix spec.upgrade.backup (or its volume), set spec.version \
+                 back to {from}, then to {} again. Output: {message}",
+                o.version, o.job_name, o.version
+            );
+            s.message = Some(m.clone());
+            Plan {
+                hold: true,
+                job: JobAction::None,
+                status: Some(s),
+                gate: Some(Gate {
+                    reason: "BackupFailed",
+                    message: m,
+                    stalled: true,
+                }),
+                // A failed upgrade, like a failed migration: the wave stops (the fleet rebuilds a pause from
+                // `phase: Failed` after a restart, whatever failed).
+                fleet: FleetReport::Failed,
             }
         }
         Some(JobState::Failed { result, message }) => {
@@ -555,6 +607,7 @@ mod tests {
                 r#"{{"result":"Migrated","schemaVersion":{schema},"applied":[{schema}],"knownSchemaVersion":{schema}}}"#
             )),
             completed_at: Some(t(20)),
+            backup: None,
         }
     }
 
@@ -687,6 +740,59 @@ mod tests {
         assert_eq!(p.job, JobAction::DeleteFailed);
         assert_eq!(p.fleet, FleetReport::Idle);
         assert_eq!(p.status.unwrap().phase, UpgradePhase::Cancelled);
+    }
+
+    #[test]
+    fn a_failed_backup_holds_the_deployment_and_stalls_with_its_own_reason() {
+        let s = observed_status();
+        let mut o = observed(Some(&s));
+        o.job = Some(JobState::BackupFailed {
+            message: "backup failed: cannot write to /backup on PersistentVolumeClaim dumps".into(),
+        });
+        let p = plan(&o, &t(40));
+        assert!(p.hold, "the Deployment is untouched");
+        assert_eq!(p.job, JobAction::None);
+        assert_eq!(p.fleet, FleetReport::Failed);
+        let gate = p.gate.unwrap();
+        assert_eq!((gate.reason, gate.stalled), ("BackupFailed", true));
+        for part in [
+            "cannot write to /backup",
+            "nothing was migrated",
+            "1.0.0 keeps serving",
+        ] {
+            assert!(gate.message.contains(part), "{part}: {}", gate.message);
+        }
+        assert_eq!(p.status.unwrap().phase, UpgradePhase::Failed);
+    }
+
+    #[test]
+    fn the_backup_written_is_named_in_the_status() {
+        let s = observed_status();
+        let mut o = observed(Some(&s));
+        o.job = Some(JobState::Succeeded {
+            result: None,
+            completed_at: Some(t(20)),
+            backup: Some("acme-1.0.0-to-1.1.0-20261203T160000Z.dump".into()),
+        });
+        let s = plan(&o, &t(21)).status.unwrap();
+        assert_eq!(
+            s.backup.as_deref(),
+            Some("acme-1.0.0-to-1.1.0-20261203T160000Z.dump")
+        );
+        assert!(
+            s.message
+                .as_deref()
+                .unwrap()
+                .contains("acme-1.0.0-to-1.1.0-20261203T160000Z.dump")
+        );
+        // Kept through the rollout (the Job is no longer looked at).
+        let mut o = observed(Some(&s));
+        o.running_image = Some(NEW);
+        let mut p = plan(&o, &t(30));
+        settle(&mut p, Some(NEW), None, &t(30));
+        let s = p.status.unwrap();
+        assert_eq!(s.phase, UpgradePhase::Succeeded);
+        assert!(s.backup.is_some());
     }
 
     #[test]

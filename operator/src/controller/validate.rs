@@ -52,6 +52,8 @@ pub struct ValidInstance {
     pub image_pinned: bool,
     /// `spec.upgrade.policy`, effective default `Manual`.
     pub upgrade_policy: crate::crd::UpgradePolicy,
+    /// `spec.upgrade.backup`, when enabled (external PostgreSQL only).
+    pub backup: Option<Backup>,
     /// `spec.imagePullSecrets`.
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Effective build mode.
@@ -100,6 +102,19 @@ pub struct ValidInstance {
     pub jwt_generated: bool,
 }
 
+/// The effective backup before migration (`spec.upgrade.backup` with `enabled: true`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// The PersistentVolumeClaim the dumps go to.
+    pub claim_name: String,
+    /// The directory inside it, if any.
+    pub sub_path: Option<String>,
+    /// The image running `pg_dump`.
+    pub image: String,
+    /// How many dumps of this instance to keep; `None`: all.
+    pub keep: Option<i32>,
+}
+
 /// The effective exposure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exposure {
@@ -111,6 +126,39 @@ pub struct Exposure {
     pub cookie_affinity: bool,
     /// WebSocket idle timeout at the proxy, seconds.
     pub idle_timeout_seconds: i32,
+}
+
+/// `spec.upgrade.backup` with its defaults, when enabled; refused for SQLite (which has no migrate Job).
+fn backup(spec: &crate::crd::TmiInstanceSpec, database: &Database) -> Result<Option<Backup>, InvalidSpec> {
+    let Some(b) = spec
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.backup.as_ref())
+        .filter(|b| b.enabled == Some(true))
+    else {
+        return Ok(None);
+    };
+    if let Database::Sqlite { .. } = database {
+        return Err(invalid(
+            "spec.upgrade.backup.enabled",
+            "a backup before migration needs spec.database.external: a SQLite instance has no migrate Job \
+             (its server migrates at start); back up its volume instead",
+        ));
+    }
+    Ok(Some(Backup {
+        claim_name: b.persistent_volume_claim.claim_name.clone(),
+        sub_path: b
+            .persistent_volume_claim
+            .sub_path
+            .clone()
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .filter(|p| !p.is_empty()),
+        image: b
+            .image
+            .clone()
+            .unwrap_or_else(|| names::DEFAULT_BACKUP_IMAGE.to_owned()),
+        keep: b.keep,
+    }))
 }
 
 /// Default WebSocket idle timeout at the proxy: one hour.
@@ -390,6 +438,7 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         None => service_url.clone(),
     };
     let probes = server.probes.unwrap_or_default();
+    let backup = backup(spec, &database)?;
 
     Ok(ValidInstance {
         name,
@@ -400,6 +449,7 @@ pub fn validate(obj: &TmiInstance) -> Result<ValidInstance, InvalidSpec> {
         image,
         image_pinned: spec.image.is_some(),
         upgrade_policy: spec.upgrade.as_ref().and_then(|u| u.policy).unwrap_or_default(),
+        backup,
         image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
         build_mode,
         replicas,
