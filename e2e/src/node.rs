@@ -29,8 +29,9 @@ const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const IMAGES: [&str; 3] = ["pause", "tmi-server", "tmi-operator"];
 
 /// Test-only server images the node imports when `make images` wrote them (the upgrade tests need them):
-/// the same binary tagged `<version>-next` (one more migration) and `<version>-broken` (a failing migration).
-pub const TEST_IMAGES: [&str; 2] = ["tmi-server-next", "tmi-server-broken"];
+/// the same binary tagged `<version>-next` (one more migration) and `<version>-broken` (a failing migration),
+/// and `tmi-pgdump` (pg_dump and a shell, for the backups before migration).
+pub const TEST_IMAGES: [&str; 3] = ["tmi-server-next", "tmi-server-broken", "tmi-pgdump"];
 
 /// What `scripts/isolated.sh` tells the harness.
 #[derive(Debug, Clone)]

@@ -23,6 +23,8 @@ use tmi_operator::crd::TmiInstance;
 mod common;
 use common::tmi::{Next, Tmi, cell_id, state_cell_ids};
 
+#[path = "pods/backups.rs"]
+mod backups;
 #[path = "pods/exposure.rs"]
 mod exposure;
 #[path = "../../tmi-server/tests/common/keycloak.rs"]

@@ -177,8 +177,8 @@ pub struct UpgradeBackup {
     /// Where the dumps go: an existing PersistentVolumeClaim in the instance's namespace, writable by UID/GID
     /// 65532 (the pod's `fsGroup`). Each backup is one file,
     /// `<instance>-<fromVersion>-to-<toVersion>-<UTC timestamp>.dump` (`pg_dump --format=custom`), written under
-    /// a temporary name and renamed once complete. Size it for `keep` dumps; a custom-format dump is
-    /// compressed, typically a fraction of the database's size on disk.
+    /// a temporary name and renamed once complete. Size it for `keep` dumps (a custom-format dump is
+    /// compressed and holds no index data, so it is usually much smaller than the database on disk).
     pub persistent_volume_claim: BackupVolumeClaim,
 
     /// Image holding `/bin/sh` and a `pg_dump` (on its `PATH`) whose major version is the server's or newer:
@@ -204,7 +204,7 @@ pub struct BackupVolumeClaim {
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$') && size(self) <= 253").message("spec.upgrade.backup.persistentVolumeClaim.claimName must be a PersistentVolumeClaim name"))]
     pub claim_name: String,
 
-    /// Directory inside the volume for the dumps (mounted as the volume's `subPath`; created when missing).
+    /// Directory inside the volume for the dumps, relative to its root; the backup creates it when missing.
     /// Effective default: the volume's root. Give each instance its own when instances share a claim.
     #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("spec.upgrade.backup.persistentVolumeClaim.subPath must be a relative path without '..'"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
