@@ -52,7 +52,8 @@ const BACKUP_VOLUME: &str = "backup";
 /// (`TMI_DATABASE_URL`, from the server's Secret), `TMI_BACKUP_DIR`, `TMI_BACKUP_INSTANCE`, `TMI_BACKUP_NAME`
 /// (`<instance>-<from>-to-<to>`), `TMI_BACKUP_KEEP` (empty: keep all) and `TMI_BACKUP_CLAIM` (for messages).
 /// Its last line on failure says why (the operator shows the log tail); on success it writes the file name to
-/// the termination message.
+/// the termination message. `keep` counts only this instance's dumps: the versions in the name must look like
+/// versions, so `acme`'s count never includes `acme-2-1.0.0-to-1.1.0-….dump`.
 const BACKUP_SCRIPT: &str = r#"set -eu
 dir=$TMI_BACKUP_DIR
 mkdir -p "$dir" 2>/dev/null || true
@@ -68,14 +69,15 @@ trap 'rm -f "$tmp"' EXIT
 started=$(date +%s)
 if ! out=$(pg_dump --format=custom --no-password --file="$tmp" --dbname="$TMI_DATABASE_URL" 2>&1); then
   printf '%s\n' "$out" >&2
-  echo "backup failed: pg_dump: $(printf '%s' "$out" | tr '\n' ' ')" >&2
+  echo "backup failed: $(printf '%s' "$out" | tr '\n\t' '  ')" >&2
   exit 1
 fi
 mv "$tmp" "$dir/$name"
 trap - EXIT
 echo "wrote $name ($(wc -c < "$dir/$name") bytes) in $(( $(date +%s) - started )) s"
 if [ -n "$TMI_BACKUP_KEEP" ]; then
-  ls -1 "$dir" | grep -E "^$TMI_BACKUP_INSTANCE-.+-to-.+-[0-9]{8}T[0-9]{6}Z[.]dump$" \
+  v='v?[0-9]+[.][0-9]+[.][0-9]+(-[0-9A-Za-z.-]+)?'
+  ls -1 "$dir" | grep -E "^$TMI_BACKUP_INSTANCE-($v|unknown)-to-$v-[0-9]{8}T[0-9]{6}Z[.]dump$" \
     | sed -E 's/^(.*)-([0-9]{8}T[0-9]{6}Z)[.]dump$/\2 \1-\2.dump/' | sort -r \
     | tail -n +"$((TMI_BACKUP_KEEP + 1))" | cut -d ' ' -f 2 | while read -r old; do
       rm -f "$dir/$old" && echo "removed $old (keep $TMI_BACKUP_KEEP)"
