@@ -6,10 +6,11 @@
 #   runc, containernetworking-plugins the real node's runtime and pod network (bridge, host-local, loopback)
 #   iptables, conntrack              kube-proxy's rules and connection cleanup
 #   umoci, musl-tools, ca-certificates make images (scripts/images.sh)
+#   busybox-static                   the backup test image's shell (tmi-pgdump.tar, with postgresql's pg_dump)
 #   iproute2, util-linux, curl       the namespaces (ip, unshare) and readiness checks
 set -euo pipefail
 packages=(postgresql redis-server openjdk-17-jre-headless maven runc containernetworking-plugins iptables
-  conntrack umoci musl-tools ca-certificates iproute2 util-linux curl)
+  conntrack umoci musl-tools ca-certificates busybox-static iproute2 util-linux curl)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
