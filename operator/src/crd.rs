@@ -184,7 +184,7 @@ pub struct UpgradeBackup {
     /// Image holding `/bin/sh` and a `pg_dump` (on its `PATH`) whose major version is the server's or newer:
     /// `pg_dump` must never be older than the server it dumps (it refuses to). Effective default:
     /// `docker.io/library/postgres:18-alpine`, which dumps PostgreSQL 9.2 to 18. Pin a digest in production.
-    #[x_kube(validation = Rule::new("self.matches('^[^\\s]+$')").message("spec.upgrade.backup.image must be an image reference without whitespace"))]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message("spec.upgrade.backup.image must be an image reference without whitespace"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 
