@@ -109,8 +109,9 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The migrate Job's pod: its backup container's running time, from the kubelet's timestamps.
-async fn backup_seconds(client: &kube::Client, ns: &str, job: &str) -> i64 {
+/// The migrate Job's pod, from the kubelet's timestamps (seconds): how long its backup container ran, and how
+/// long after the backup container started the migrate container started (what the backup adds to the Job).
+async fn backup_seconds(client: &kube::Client, ns: &str, job: &str) -> (i64, i64) {
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
         .await
@@ -122,7 +123,17 @@ async fn backup_seconds(client: &kube::Client, ns: &str, job: &str) -> i64 {
         .unwrap()
         .terminated
         .unwrap();
-    t.finished_at.unwrap().0.as_second() - t.started_at.unwrap().0.as_second()
+    let m = status.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    let backup_started = t.started_at.unwrap().0.as_second();
+    (
+        t.finished_at.unwrap().0.as_second() - backup_started,
+        m.started_at.unwrap().0.as_second() - backup_started,
+    )
 }
 
 /// `psql` on the admin URL with another database name.
@@ -238,10 +249,17 @@ async fn the_migrate_job_dumps_the_database_first_and_the_dump_restores() {
     ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 
-    let dump_seconds = backup_seconds(&ns.client, &ns.name, &job).await;
+    let (dump_seconds, migrate_after) = backup_seconds(&ns.client, &ns.name, &job).await;
+    // The same dump by the host's pg_dump, timed to the millisecond (the kubelet's timestamps are seconds).
+    let began = Instant::now();
+    run(Command::new("pg_dump")
+        .args(["--format=custom", "--file=/dev/null", "--dbname"])
+        .arg(on_database(&admin, db.rsplit_once('/').unwrap().1)));
+    let host_dump = began.elapsed();
     eprintln!(
         "backup before migration (2 replicas, real pods): dump {dump} {size} bytes, pg_dump container ran \
-         {dump_seconds} s; Job created +{} s → Job done +{} s → rolled out +{} s after the request; Ready \
+         {dump_seconds} s, migrate container started {migrate_after} s after the backup container; host pg_dump \
+         of the test database (migrated by then) {host_dump:.1?}; Job created +{} s → Job done +{} s → rolled out +{} s after the request; Ready \
          observed {ready_after:.1?} after the apply; host pg_restore {restore_time:.1?}",
         secs(&u["startedAt"]) - secs(&u["requestedAt"]),
         secs(&u["migratedAt"]) - secs(&u["requestedAt"]),
