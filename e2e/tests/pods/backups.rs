@@ -251,11 +251,15 @@ async fn the_migrate_job_dumps_the_database_first_and_the_dump_restores() {
 
     let (dump_seconds, migrate_after) = backup_seconds(&ns.client, &ns.name, &job).await;
     // The same dump by the host's pg_dump, timed to the millisecond (the kubelet's timestamps are seconds).
+    let host_file = std::env::temp_dir().join(format!("host-{dump}"));
     let began = Instant::now();
     run(Command::new("pg_dump")
-        .args(["--format=custom", "--file=/dev/null", "--dbname"])
-        .arg(on_database(&admin, db.rsplit_once('/').unwrap().1)));
+        .args(["--format=custom", "--dbname"])
+        .arg(on_database(&admin, db.rsplit_once('/').unwrap().1))
+        .arg("--file")
+        .arg(&host_file));
     let host_dump = began.elapsed();
+    let _ = std::fs::remove_file(&host_file);
     eprintln!(
         "backup before migration (2 replicas, real pods): dump {dump} {size} bytes, pg_dump container ran \
          {dump_seconds} s, migrate container started {migrate_after} s after the backup container; host pg_dump \
