@@ -13,6 +13,7 @@
 //! error that `error_policy` retries with exponential backoff.
 
 pub mod apply;
+pub mod cache;
 pub mod cluster;
 pub mod diagnose;
 pub mod exposure;
@@ -736,15 +737,21 @@ async fn run_scope(
         Some(sel) => watcher::Config::default().labels(sel).any_semantic(),
         None => watcher::Config::default().any_semantic(),
     };
-    let mut controller = Controller::new(api::<TmiInstance>(&client, ns), instances)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+    // The instance cache keeps spec and status (both read), not managedFields (see `cache`).
+    let (instance_store, writer) = reflector::store::<TmiInstance>();
+    let instance_events =
+        watcher(api::<TmiInstance>(&client, ns), instances).modify(|i| cache::trim_meta(i.meta_mut()));
+    let mut controller = Controller::for_stream(
+        reflector::reflector(writer, instance_events).applied_objects(),
+        instance_store,
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
 
     macro_rules! owned_store {
         ($kind:ty) => {{
             let (reader, writer) = reflector::store::<$kind>();
-            // managedFields are half of a cached Deployment and never read: dropped before caching.
-            let events =
-                watcher(api::<$kind>(&client, ns), owned.clone()).modify(|o| o.managed_fields_mut().clear());
+            // Trimmed to what the apply diff and status read before caching (see `cache`).
+            let events = watcher(api::<$kind>(&client, ns), owned.clone()).modify(cache::trim_owned::<$kind>);
             let stream = reflector::reflector(writer, events)
                 .default_backoff()
                 .touched_objects();
@@ -777,8 +784,7 @@ async fn run_scope(
             let stream = futures::stream::once(async move {
                 cluster::wait_for_api(client.clone(), apis, $api, Duration::from_secs(60)).await;
                 let _ = tx.unbounded_send(());
-                watcher(api::<$kind>(&client, namespace.as_deref()), owned)
-                    .modify(|o| o.managed_fields_mut().clear())
+                watcher(api::<$kind>(&client, namespace.as_deref()), owned).modify(cache::trim_owned::<$kind>)
             })
             .flatten();
             let stream = reflector::reflector(writer, stream)
@@ -800,8 +806,8 @@ async fn run_scope(
     let secret_cfg = watcher::Config::default()
         .fields("type!=helm.sh/release.v1")
         .any_semantic();
-    let secret_events = watcher(api::<PartialObjectMeta<Secret>>(&client, ns), secret_cfg)
-        .modify(|o| o.managed_fields_mut().clear());
+    let secret_events =
+        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), secret_cfg).modify(cache::trim_secret_meta);
     let secret_stream = reflector::reflector(writer, secret_events)
         .default_backoff()
         .touched_objects();
