@@ -397,6 +397,95 @@ async fn steady_state_makes_zero_writes() {
     op.stop().await;
 }
 
+/// Another writer's edit of a field the operator sets (a merge patch, as `kubectl edit` or a script would do)
+/// is put back on the next resync, although the watch caches keep only the fields the operator's field manager
+/// owns (`controller::cache`): the edit takes the field over, so the cached object lacks it and the diff
+/// applies again. Fields the operator does not set stay as the other writer left them.
+#[tokio::test]
+async fn edits_of_operator_fields_are_put_back() {
+    let cp = tmi_e2e::shared();
+    let ns = cp.namespace("op-drift").await;
+    let c = &ns.client;
+    install_crd(c).await;
+    let op = Operator::start(config(&ns.name)).await;
+    db_secret(c, &ns.name).await;
+    apply_instance(c, &ns.name, &instance("drift", "")).await.unwrap();
+    wait_for(c, &ns.name, "drift", "Ready", ready).await;
+    let services: Api<Service> = Api::namespaced(c.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), &ns.name);
+    let original_service = services.get("drift").await.unwrap();
+    let original_labels = original_service.labels().clone();
+    let original_port = original_service.spec.unwrap().ports.unwrap()[0]
+        .target_port
+        .clone();
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+    };
+    let original_image = image(&deployments.get("drift-server").await.unwrap());
+
+    let editor = PatchParams {
+        field_manager: Some("someone-else".into()),
+        ..Default::default()
+    };
+    services
+        .patch(
+            "drift",
+            &editor,
+            &Patch::Merge(json!({
+                "metadata": {"labels": {"app.kubernetes.io/name": "edited", "team": "blue"}},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 9999}]}
+            })),
+        )
+        .await
+        .unwrap();
+    deployments
+        .patch(
+            "drift-server",
+            &editor,
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "server", "image": "registry.example/edited:1"}
+            ]}}}})),
+        )
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    loop {
+        let s = services.get("drift").await.unwrap();
+        let d = deployments.get("drift-server").await.unwrap();
+        let port = s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+            .target_port
+            .clone();
+        let name = s.labels().get("app.kubernetes.io/name").cloned();
+        if port == original_port
+            && name == original_labels.get("app.kubernetes.io/name").cloned()
+            && image(&d) == original_image
+        {
+            // The other writer's own label is theirs: left alone.
+            assert_eq!(s.labels().get("team").map(String::as_str), Some("blue"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the edits were not put back: Service {:?} {:?}, image {:?}",
+            s.labels(),
+            port,
+            image(&d)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    op.stop().await;
+}
+
 /// A missing Secret stalls the instance with its reason (no crash loop, nothing rolled); a Secret without the
 /// key gives `SecretKeyMissing`; creating the right Secret recovers it.
 #[tokio::test]
