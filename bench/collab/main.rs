@@ -66,6 +66,23 @@ const MIN_DELIVERED: f64 = 0.9;
 /// Upper half of every benchmark `operation_id`; the lower half is the operation's number.
 const TAG: u64 = 0xbe4c_c011_ab00_0000;
 const MAX_OPS: usize = 100_000;
+/// (replicas, participants, cells in the diagram).
+const SCENARIOS: &[(usize, usize, usize)] = &[
+    (1, 10, 100),
+    (1, 50, 100),
+    (2, 10, 100),
+    (2, 50, 100),
+    (1, 50, 2500),
+    (2, 50, 2500),
+];
+
+/// `TMI_BENCH_CELLS=2500` (a comma-separated list) runs only the scenarios of those diagram sizes.
+fn selected(&(_, _, cells): &(usize, usize, usize)) -> bool {
+    match std::env::var("TMI_BENCH_CELLS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|c| c.trim() == cells.to_string()),
+        _ => true,
+    }
+}
 
 /// What every socket reader shares.
 struct Shared {
@@ -461,9 +478,36 @@ impl Session {
     }
 }
 
-async fn scenario(replicas: usize, participants: usize, tck: f64, cores: f64) -> ScenarioResult {
+/// Fills the diagram with `n` cells that nobody edits (straight into its row, before the session
+/// starts), so that the writers' operations run against a diagram of the scenario's size.
+async fn fill(database_url: &str, diagram: &str, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let cells: Vec<Value> = (0..n).map(|i| node(&format!("f{i}"), i as i64)).collect();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE children SET doc = jsonb_set(doc, '{cells}', $1) WHERE id = $2")
+        .bind(sqlx::types::Json(Value::Array(cells)))
+        .bind(Uuid::parse_str(diagram).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+async fn scenario(
+    replicas: usize,
+    participants: usize,
+    cells: usize,
+    tck: f64,
+    cores: f64,
+) -> ScenarioResult {
     let name = format!(
-        "{replicas} replica{}, {participants} participants",
+        "{replicas} replica{}, {participants} participants, {cells} cells",
         if replicas == 1 { "" } else { "s" }
     );
     eprintln!("--- {name}");
@@ -486,6 +530,7 @@ async fn scenario(replicas: usize, participants: usize, tck: f64, cores: f64) ->
     }
     let acl: Vec<(&str, &str)> = users[1..].iter().map(|u| (u.as_str(), "writer")).collect();
     let (tm, d) = rs[0].diagram(&tokens[0], &acl).await;
+    fill(&env.database_url, &d, cells.saturating_sub(WRITERS * CELLS_PER_WRITER)).await;
     let session = rs[0].session(&tokens[0], &tm, &d).await;
 
     let shared = Arc::new(Shared::new());
@@ -765,8 +810,8 @@ async fn main() {
     // Each scenario is followed at once by its baselines, so that a ratio compares measurements
     // taken under the same background load.
     let mut results = Vec::new();
-    for (replicas, participants) in [(1, 10), (1, 50), (2, 10), (2, 50)] {
-        let r = scenario(replicas, participants, tck, cores).await;
+    for (replicas, participants, cells) in SCENARIOS.iter().copied().filter(|s| selected(s)) {
+        let r = scenario(replicas, participants, cells, tck, cores).await;
         eprintln!("    baselines");
         let b = baseline(&redis_url, &r).await;
         results.push((r, b));

@@ -122,165 +122,240 @@ fn kind_name(kind: &CellOperationKind) -> &str {
     }
 }
 
-fn cell_id(cell: &Cell) -> Option<&str> {
-    cell.get("id").and_then(Value::as_str)
-}
-
 /// Applies `operation` to `cells` (taken by value: the diagram's cells are changed in place, not
 /// copied; on a rejection the caller keeps nothing). Every added or updated cell passes the same
-/// check as a REST save (`diagrams::check_cell` against `spec`).
+/// check as a REST save (`diagrams::check_cell` against `spec`). Builds an index of the cells
+/// first (O(diagram)); a live diagram keeps a [`LiveCells`] instead and pays only for the cells an
+/// operation touches.
 pub fn apply(spec: &Spec, cells: Vec<Cell>, operation: &CellPatchOperation) -> Result<Applied, Rejection> {
-    if let PatchKind::Other(t) = &operation.kind {
-        return Err(Rejection::new(
-            RejectionReason::InvalidOperationType,
-            "invalid_operation_type",
-            format!("unknown operation type {t:?}; expected patch"),
-            None,
-        ));
+    let mut live = LiveCells::new(cells.into_iter().map(Value::Object).collect());
+    let (forward, inverse) = live.apply(spec, operation)?;
+    Ok(Applied {
+        cells: live.into_cells().into_iter().filter_map(into_object).collect(),
+        forward,
+        inverse,
+    })
+}
+
+fn into_object(v: Value) -> Option<Cell> {
+    match v {
+        Value::Object(m) => Some(m),
+        _ => None,
     }
-    if operation.cells.is_empty() {
-        return Err(Rejection::new(
-            RejectionReason::EmptyOperation,
-            "empty_cell_operations",
-            "the operation has no cell changes",
-            None,
-        ));
+}
+
+/// A diagram's cells in their stored order with an index by cell id: applying an operation costs
+/// O(cells it touches) (plus O(cells after the first removed one) for a removal).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveCells {
+    cells: Vec<Value>,
+    index: HashMap<String, usize>,
+}
+
+/// One planned change of [`LiveCells::apply`]'s first pass.
+enum Planned {
+    Add(Cell),
+    Update(usize, Cell),
+    Remove(usize),
+}
+
+impl LiveCells {
+    /// Indexes `cells` (entries that are not objects are dropped, as a stored diagram's are).
+    pub fn new(cells: Vec<Value>) -> Self {
+        let cells: Vec<Value> = cells.into_iter().filter(Value::is_object).collect();
+        let index = cells
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.get("id").and_then(Value::as_str).map(|id| (id.to_owned(), i)))
+            .collect();
+        Self { cells, index }
     }
-    // De-duplicate: the last change of a cell wins, at the position of its first mention.
-    let mut order: Vec<&str> = Vec::new();
-    let mut last: HashMap<&str, &CellOperation> = HashMap::new();
-    for op in &operation.cells {
-        if op.id.is_empty() || op.id.len() > 256 {
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The cells, to put back into the diagram document.
+    pub fn into_cells(self) -> Vec<Value> {
+        self.cells
+    }
+
+    /// Applies `operation` all-or-nothing: every change is checked first (a rejection leaves the
+    /// cells untouched), then written. Returns the changes that took effect (normalized) and the
+    /// changes that undo them.
+    pub fn apply(
+        &mut self,
+        spec: &Spec,
+        operation: &CellPatchOperation,
+    ) -> Result<(CellPatchOperation, CellPatchOperation), Rejection> {
+        if let PatchKind::Other(t) = &operation.kind {
             return Err(Rejection::new(
-                RejectionReason::ValidationFailed,
-                "invalid_cell_id",
-                "cell ids must be 1 to 256 characters",
+                RejectionReason::InvalidOperationType,
+                "invalid_operation_type",
+                format!("unknown operation type {t:?}; expected patch"),
                 None,
             ));
         }
-        if last.insert(op.id.as_str(), op).is_none() {
-            order.push(op.id.as_str());
+        if operation.cells.is_empty() {
+            return Err(Rejection::new(
+                RejectionReason::EmptyOperation,
+                "empty_cell_operations",
+                "the operation has no cell changes",
+                None,
+            ));
         }
-    }
-
-    let mut out = cells;
-    let mut index: HashMap<String, usize> = out
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| cell_id(c).map(|id| (id.to_owned(), i)))
-        .collect();
-    let mut forward = Vec::new();
-    let mut inverse = Vec::new();
-    let mut removed: Vec<usize> = Vec::new();
-    for id in order {
-        let op = last[id];
-        match &op.operation {
-            CellOperationKind::Add => {
-                let cell = prepare_data(spec, op, "add_requires_cell_data")?;
-                if index.contains_key(id) {
-                    return Err(Rejection::new(
-                        RejectionReason::ConflictDetected,
-                        "cell_already_exists",
-                        format!("cell {id} already exists"),
-                        Some(id),
-                    ));
-                }
-                index.insert(id.to_owned(), out.len());
-                out.push(cell.clone());
-                forward.push(CellOperation {
-                    id: id.to_owned(),
-                    operation: CellOperationKind::Add,
-                    data: Some(cell),
-                });
-                inverse.push(CellOperation {
-                    id: id.to_owned(),
-                    operation: CellOperationKind::Remove,
-                    data: None,
-                });
-            }
-            CellOperationKind::Update => {
-                let cell = prepare_data(spec, op, "update_requires_cell_data")?;
-                let Some(&i) = index.get(id) else {
-                    return Err(Rejection::new(
-                        RejectionReason::ConflictDetected,
-                        "update_nonexistent_cell",
-                        format!("cell {id} does not exist"),
-                        Some(id),
-                    ));
-                };
-                if out[i] == cell {
-                    continue;
-                }
-                let before = std::mem::replace(&mut out[i], cell.clone());
-                forward.push(CellOperation {
-                    id: id.to_owned(),
-                    operation: CellOperationKind::Update,
-                    data: Some(cell),
-                });
-                inverse.push(CellOperation {
-                    id: id.to_owned(),
-                    operation: CellOperationKind::Update,
-                    data: Some(before),
-                });
-            }
-            CellOperationKind::Remove => {
-                let Some(i) = index.remove(id) else {
-                    continue;
-                };
-                removed.push(i);
-                forward.push(CellOperation {
-                    id: id.to_owned(),
-                    operation: CellOperationKind::Remove,
-                    data: None,
-                });
-                inverse.push(CellOperation {
-                    id: id.to_owned(),
-                    operation: CellOperationKind::Add,
-                    data: Some(out[i].clone()),
-                });
-            }
-            CellOperationKind::Other(kind) => {
+        // De-duplicate: the last change of a cell wins, at the position of its first mention. So
+        // each cell is changed at most once and every check below reads the cells as they were.
+        let mut order: Vec<&str> = Vec::new();
+        let mut last: HashMap<&str, &CellOperation> = HashMap::new();
+        for op in &operation.cells {
+            if op.id.is_empty() || op.id.len() > 256 {
                 return Err(Rejection::new(
-                    RejectionReason::InvalidOperationType,
-                    "invalid_operation_type",
-                    format!("unknown cell operation {kind:?}; expected add, update or remove"),
-                    Some(id),
+                    RejectionReason::ValidationFailed,
+                    "invalid_cell_id",
+                    "cell ids must be 1 to 256 characters",
+                    None,
                 ));
             }
+            if last.insert(op.id.as_str(), op).is_none() {
+                order.push(op.id.as_str());
+            }
         }
+
+        // First pass: check everything, change nothing.
+        let mut plan: Vec<(&str, Planned)> = Vec::with_capacity(order.len());
+        let (mut adds, mut removes) = (0usize, 0usize);
+        for id in order {
+            let op = last[id];
+            match &op.operation {
+                CellOperationKind::Add => {
+                    let cell = prepare_data(spec, op, "add_requires_cell_data")?;
+                    if self.index.contains_key(id) {
+                        return Err(Rejection::new(
+                            RejectionReason::ConflictDetected,
+                            "cell_already_exists",
+                            format!("cell {id} already exists"),
+                            Some(id),
+                        ));
+                    }
+                    adds += 1;
+                    plan.push((id, Planned::Add(cell)));
+                }
+                CellOperationKind::Update => {
+                    let cell = prepare_data(spec, op, "update_requires_cell_data")?;
+                    let Some(&i) = self.index.get(id) else {
+                        return Err(Rejection::new(
+                            RejectionReason::ConflictDetected,
+                            "update_nonexistent_cell",
+                            format!("cell {id} does not exist"),
+                            Some(id),
+                        ));
+                    };
+                    if self.cells[i].as_object() == Some(&cell) {
+                        continue;
+                    }
+                    plan.push((id, Planned::Update(i, cell)));
+                }
+                CellOperationKind::Remove => {
+                    let Some(&i) = self.index.get(id) else {
+                        continue;
+                    };
+                    removes += 1;
+                    plan.push((id, Planned::Remove(i)));
+                }
+                CellOperationKind::Other(kind) => {
+                    return Err(Rejection::new(
+                        RejectionReason::InvalidOperationType,
+                        "invalid_operation_type",
+                        format!("unknown cell operation {kind:?}; expected add, update or remove"),
+                        Some(id),
+                    ));
+                }
+            }
+        }
+        if plan.is_empty() {
+            return Err(Rejection::new(
+                RejectionReason::NoStateChange,
+                "no_state_change",
+                "the operation changes nothing",
+                None,
+            ));
+        }
+        if self.cells.len() + adds - removes > MAX_CELLS {
+            return Err(Rejection::new(
+                RejectionReason::ValidationFailed,
+                "too_many_cells",
+                format!("a diagram holds at most {MAX_CELLS} cells"),
+                None,
+            ));
+        }
+
+        // Second pass: write. Removed cells leave the array after every other change, so the
+        // positions found above stay valid until then.
+        let mut forward = Vec::with_capacity(plan.len());
+        let mut inverse = Vec::with_capacity(plan.len());
+        let mut removed: Vec<usize> = Vec::with_capacity(removes);
+        for (id, change) in plan {
+            let (fwd, inv) = match change {
+                Planned::Add(cell) => {
+                    self.index.insert(id.to_owned(), self.cells.len());
+                    self.cells.push(Value::Object(cell.clone()));
+                    (
+                        (CellOperationKind::Add, Some(cell)),
+                        (CellOperationKind::Remove, None),
+                    )
+                }
+                Planned::Update(i, cell) => {
+                    let before = std::mem::replace(&mut self.cells[i], Value::Object(cell.clone()));
+                    (
+                        (CellOperationKind::Update, Some(cell)),
+                        (CellOperationKind::Update, into_object(before)),
+                    )
+                }
+                Planned::Remove(i) => {
+                    self.index.remove(id);
+                    removed.push(i);
+                    (
+                        (CellOperationKind::Remove, None),
+                        (CellOperationKind::Add, self.cells[i].as_object().cloned()),
+                    )
+                }
+            };
+            forward.push(CellOperation {
+                id: id.to_owned(),
+                operation: fwd.0,
+                data: fwd.1,
+            });
+            inverse.push(CellOperation {
+                id: id.to_owned(),
+                operation: inv.0,
+                data: inv.1,
+            });
+        }
+        if let Some(&first) = removed.iter().min() {
+            removed.sort_unstable();
+            let mut i = 0;
+            self.cells.retain(|_| {
+                let keep = removed.binary_search(&i).is_err();
+                i += 1;
+                keep
+            });
+            for (i, c) in self.cells.iter().enumerate().skip(first) {
+                if let Some(id) = c.get("id").and_then(Value::as_str)
+                    && let Some(slot) = self.index.get_mut(id)
+                {
+                    *slot = i;
+                }
+            }
+        }
+        // Undo applies the inverse changes in reverse order.
+        inverse.reverse();
+        Ok((patch(forward), patch(inverse)))
     }
-    if forward.is_empty() {
-        return Err(Rejection::new(
-            RejectionReason::NoStateChange,
-            "no_state_change",
-            "the operation changes nothing",
-            None,
-        ));
-    }
-    if !removed.is_empty() {
-        removed.sort_unstable();
-        let mut i = 0;
-        out.retain(|_| {
-            let keep = removed.binary_search(&i).is_err();
-            i += 1;
-            keep
-        });
-    }
-    if out.len() > MAX_CELLS {
-        return Err(Rejection::new(
-            RejectionReason::ValidationFailed,
-            "too_many_cells",
-            format!("a diagram holds at most {MAX_CELLS} cells"),
-            None,
-        ));
-    }
-    // Undo applies the inverse changes in reverse order.
-    inverse.reverse();
-    Ok(Applied {
-        cells: out,
-        forward: patch(forward),
-        inverse: patch(inverse),
-    })
 }
 
 #[cfg(test)]

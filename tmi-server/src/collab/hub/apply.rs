@@ -1,31 +1,95 @@
-//! Applying operations: a cell operation is checked against the stored cells and written, with
-//! `update_vector + 1`, under the database's row lock (writers on every replica queue in one
-//! order), and its event is published while this replica's apply lock is held (so this replica
-//! publishes in vector order). A refused operation answers `operation_rejected` with the current
-//! vector. IO: the store, the backend (publish, sequence numbers, history).
+//! Applying operations, by group commit. Each replica keeps the live diagram of a session it hosts
+//! in memory (`LiveDiagram`: the row and its cells indexed by id), so checking and applying an
+//! operation costs what it touches, not the diagram's size. Operations queue per session; whoever
+//! takes the session's apply lock commits everything queued: it applies the batch in memory, each
+//! accepted operation taking `update_vector + 1`, and writes the diagram row once, in one
+//! transaction, with a compare-and-swap on the row version. Only after that commit are the events
+//! published (in vector order, still under the lock) and the originators answered, so an
+//! acknowledged operation is in the database. When the swap fails (another replica or a REST
+//! write moved the row), the live diagram is reloaded and the whole batch is checked again, so
+//! the database still defines one total order across replicas. A refused operation answers
+//! `operation_rejected` with the vector it was checked against. IO: the store, the backend
+//! (publish, sequence numbers, history).
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::Hub;
 use super::bus::EnvelopeKind;
 use super::local::LocalSession;
 use super::messages::vector_of;
-use crate::collab::cells::{self, Rejection};
+use crate::collab::cells::{LiveCells, Rejection};
 use crate::collab::protocol::{
-    Cell, CellPatchOperation, DiagramOperationEvent, DiagramOperationRequest, OperationRejected,
+    CellPatchOperation, DiagramOperationEvent, DiagramOperationRequest, OperationRejected,
     RejectionReason, ServerMessage, User,
 };
 use crate::collab::registry::{HistoryEntry, SessionRecord};
-use crate::openapi::Spec;
-use crate::store::{ChildRecord, StoreError};
+use crate::store::{ChildRecord, Store, StoreError};
 
-/// What applying an operation gave: the applied change and the new vector, or the rejection with
-/// the vector it was checked against.
-type Outcome = Result<(cells::Applied, i64), (i64, Rejection)>;
+/// What a queued operation became: its history entry, or the rejection with the vector it was
+/// checked against.
+type Outcome = Result<HistoryEntry, (i64, Rejection)>;
+
+/// One operation of a batch: applied (forward, inverse, new vector) or rejected (the vector it
+/// was checked against, why).
+type Applied = Result<(CellPatchOperation, CellPatchOperation, i64), (i64, Rejection)>;
+
+/// Compare-and-swap attempts of one group commit before it gives up (each one follows a write by
+/// someone else).
+const COMMIT_ATTEMPTS: usize = 8;
+
+/// An operation waiting for the next group commit of its session.
+pub(super) struct Queued {
+    operation: CellPatchOperation,
+    user: User,
+    operation_id: Uuid,
+    seq: u64,
+    exclude: Option<Uuid>,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// The diagram of a session as this replica last loaded or committed it: the row (its document
+/// without `cells`) and the cells, indexed.
+pub(super) struct LiveDiagram {
+    row: ChildRecord,
+    cells: LiveCells,
+}
+
+impl LiveDiagram {
+    fn from_row(mut row: ChildRecord) -> Self {
+        let cells = match row.doc.get_mut("cells").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        Self {
+            row,
+            cells: LiveCells::new(cells),
+        }
+    }
+
+    /// Writes the row with the cells put back into its document (moved, not copied) when its
+    /// stored version is still `expected`.
+    async fn write(&mut self, store: &dyn Store, expected: i64) -> Result<(), StoreError> {
+        let cells = std::mem::take(&mut self.cells).into_cells();
+        if let Value::Object(doc) = &mut self.row.doc {
+            doc.insert("cells".into(), Value::Array(cells));
+        }
+        let written = store.update_child(&self.row, expected, None).await;
+        let cells = match self.row.doc.get_mut("cells").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        if let Value::Object(doc) = &mut self.row.doc {
+            doc.remove("cells");
+        }
+        self.cells = LiveCells::new(cells);
+        written
+    }
+}
 
 pub(super) fn rejected(operation_id: Uuid, seq: Option<u64>, vector: i64, r: Rejection) -> ServerMessage {
     ServerMessage::OperationRejected(OperationRejected {
@@ -61,61 +125,28 @@ fn save_failed(message: &str) -> Rejection {
     }
 }
 
-/// Applies `operation` to a diagram row in place: the cells move out of the row and back in (no
-/// copy of the diagram), `update_vector` and the version go up. `None` leaves the row unwritten.
-fn apply_to_row(
-    spec: &Spec,
-    mut next: ChildRecord,
-    operation: &CellPatchOperation,
-    now: DateTime<Utc>,
-    outcome: &mut Option<Outcome>,
-) -> Option<ChildRecord> {
-    let vector = vector_of(&next);
-    if next.deleted_at.is_some() {
-        *outcome = Some(Err((vector, diagram_gone())));
-        return None;
-    }
-    let cells_now: Vec<Cell> = match next.doc.get_mut("cells").map(Value::take) {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .filter_map(|c| match c {
-                Value::Object(m) => Some(m),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    match cells::apply(spec, cells_now, operation) {
-        Err(r) => {
-            *outcome = Some(Err((vector, r)));
-            None
-        }
-        Ok(mut applied) => {
-            let cells = std::mem::take(&mut applied.cells);
-            if let Value::Object(doc) = &mut next.doc {
-                doc.insert(
-                    "cells".into(),
-                    Value::Array(cells.into_iter().map(Value::Object).collect()),
-                );
-                doc.insert("update_vector".into(), json!(vector + 1));
-            }
-            next.version += 1;
-            next.modified_at = now;
-            *outcome = Some(Ok((applied, vector + 1)));
-            Some(next)
-        }
+/// Answers every queued operation with the same kind of rejection (vector 0: unknown).
+fn answer_all(batch: Vec<Queued>, rejection: impl Fn(&Queued) -> Rejection) {
+    for q in batch {
+        let r = rejection(&q);
+        let _ = q.done.send(Err((0, r)));
     }
 }
 
 impl Hub {
     /// The session's diagram, unless it was deleted.
     pub(super) async fn load_diagram(&self, record: &SessionRecord) -> anyhow::Result<ChildRecord> {
+        Ok(self.load_diagram_row(record).await?)
+    }
+
+    /// [`Self::load_diagram`] with the store's error.
+    async fn load_diagram_row(&self, record: &SessionRecord) -> Result<ChildRecord, StoreError> {
         let d = self
             .store
             .get_child(record.threat_model_id, "diagram", record.diagram_id)
             .await?;
         if d.deleted_at.is_some() {
-            return Err(StoreError::NotFound.into());
+            return Err(StoreError::NotFound);
         }
         Ok(d)
     }
@@ -177,9 +208,8 @@ impl Hub {
         result
     }
 
-    /// Applies `operation` to the stored diagram under the database's lock and publishes the event
-    /// while this replica's apply lock is held. Returns the history entry, or the rejection with
-    /// the current vector.
+    /// Queues `operation` for the session's next group commit and waits for its outcome; runs
+    /// that commit when it gets the apply lock before any other committer took the operation.
     async fn apply_locked(
         self: &Arc<Self>,
         local: &Arc<LocalSession>,
@@ -188,53 +218,136 @@ impl Hub {
         operation_id: Uuid,
         seq: u64,
         exclude: Option<Uuid>,
-    ) -> Result<HistoryEntry, (i64, Rejection)> {
-        let record = local.record();
-        let _serial = local.apply.lock().await;
-        let mut outcome: Option<Outcome> = None;
-        let now = Utc::now();
-        let written = self
-            .store
-            .update_child_locked(
-                record.threat_model_id,
-                "diagram",
-                record.diagram_id,
-                &mut |next: ChildRecord| apply_to_row(&self.spec, next, operation, now, &mut outcome),
-            )
-            .await;
-        let (applied, new_vector) = match (written, outcome) {
-            (Ok(_), Some(Ok(done))) => done,
-            (Ok(_), Some(Err(rejection))) => return Err(rejection),
-            (Err(StoreError::NotFound), _) => return Err((0, diagram_gone())),
-            (Err(e), _) => {
-                tracing::warn!(error = %e, "collaboration: saving the diagram failed");
-                return Err((
-                    0,
-                    save_failed("The operation could not be saved; resync and retry"),
-                ));
-            }
-            (Ok(_), None) => {
-                return Err((
-                    0,
-                    save_failed("The operation could not be saved; resync and retry"),
-                ));
-            }
-        };
-        self.announce(
-            local,
-            &record,
-            user,
+    ) -> Outcome {
+        let (done, mut outcome) = oneshot::channel();
+        local.queue().push(Queued {
+            operation: operation.clone(),
+            user: user.clone(),
             operation_id,
             seq,
             exclude,
-            &applied,
-            new_vector,
-        )
-        .await;
-        Ok(HistoryEntry {
-            forward: applied.forward,
-            inverse: applied.inverse,
+            done,
+        });
+        let mut live = local.apply.lock().await;
+        // A committer that held the lock while this waited may have taken the operation: it
+        // answers before it lets the lock go.
+        if let Ok(result) = outcome.try_recv() {
+            return result;
+        }
+        let batch = std::mem::take(&mut *local.queue());
+        self.commit(local, &mut live, batch).await;
+        drop(live);
+        outcome.await.unwrap_or_else(|_| {
+            Err((
+                0,
+                save_failed("The operation could not be saved; resync and retry"),
+            ))
         })
+    }
+
+    /// One group commit: applies `batch` to the live diagram (loading it when this replica has
+    /// none or it went stale), writes the row once, then publishes each applied operation's event
+    /// in vector order and answers every queued operation.
+    async fn commit(
+        self: &Arc<Self>,
+        local: &Arc<LocalSession>,
+        live: &mut Option<LiveDiagram>,
+        batch: Vec<Queued>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let record = local.record();
+        let now = Utc::now();
+        let mut attempt = 0;
+        let results = loop {
+            attempt += 1;
+            let fresh = live.is_none();
+            let diagram = match live {
+                Some(d) => d,
+                None => match self.load_diagram_row(&record).await {
+                    Ok(row) => live.insert(LiveDiagram::from_row(row)),
+                    Err(e) => {
+                        let gone = matches!(e, StoreError::NotFound);
+                        if !gone {
+                            tracing::warn!(error = %e, "collaboration: cannot load the diagram");
+                        }
+                        return answer_all(batch, |_| {
+                            if gone {
+                                diagram_gone()
+                            } else {
+                                save_failed("The operation could not be saved; resync and retry")
+                            }
+                        });
+                    }
+                },
+            };
+            let mut vector = vector_of(&diagram.row);
+            if diagram.row.deleted_at.is_some() {
+                *live = None;
+                return answer_all(batch, |_| diagram_gone());
+            }
+            let results: Vec<Applied> = batch
+                .iter()
+                .map(|q| match diagram.cells.apply(&self.spec, &q.operation) {
+                    Ok((forward, inverse)) => {
+                        vector += 1;
+                        Ok((forward, inverse, vector))
+                    }
+                    Err(r) => Err((vector, r)),
+                })
+                .collect();
+            if !results.iter().any(Result::is_ok) {
+                // Nothing to write, so no compare-and-swap proved the live diagram current: a
+                // rejection must come from the stored diagram, not a stale copy.
+                if fresh || attempt >= COMMIT_ATTEMPTS {
+                    break results;
+                }
+                *live = None;
+                continue;
+            }
+            let expected = diagram.row.version;
+            diagram.row.version += 1;
+            diagram.row.modified_at = now;
+            if let Value::Object(doc) = &mut diagram.row.doc {
+                doc.insert("update_vector".into(), json!(vector));
+            }
+            match diagram.write(self.store.as_ref(), expected).await {
+                Ok(()) => break results,
+                // Someone else wrote the row: reload it and check the whole batch again.
+                Err(StoreError::VersionMismatch) if attempt < COMMIT_ATTEMPTS => *live = None,
+                Err(e) => {
+                    *live = None;
+                    if matches!(e, StoreError::NotFound) {
+                        return answer_all(batch, |_| diagram_gone());
+                    }
+                    tracing::warn!(error = %e, "collaboration: saving the diagram failed");
+                    return answer_all(batch, |_| {
+                        save_failed("The operation could not be saved; resync and retry")
+                    });
+                }
+            }
+        };
+        for (q, result) in batch.into_iter().zip(results) {
+            let outcome = match result {
+                Ok((forward, inverse, new_vector)) => {
+                    self.announce(
+                        local,
+                        &record,
+                        &q.user,
+                        q.operation_id,
+                        q.seq,
+                        q.exclude,
+                        &forward,
+                        new_vector,
+                    )
+                    .await;
+                    Ok(HistoryEntry { forward, inverse })
+                }
+                Err(rejection) => Err(rejection),
+            };
+            let _ = q.done.send(outcome);
+        }
     }
 
     /// Publishes an applied operation's event. When that fails, the operation is stored but not
@@ -248,7 +361,7 @@ impl Hub {
         operation_id: Uuid,
         seq: u64,
         exclude: Option<Uuid>,
-        applied: &cells::Applied,
+        forward: &CellPatchOperation,
         new_vector: i64,
     ) {
         let event = ServerMessage::DiagramOperationEvent(DiagramOperationEvent {
@@ -256,7 +369,7 @@ impl Hub {
             operation_id,
             sequence_number: seq,
             update_vector: new_vector,
-            operation: applied.forward.clone(),
+            operation: forward.clone(),
         });
         let kind = EnvelopeKind::Operation {
             update_vector: new_vector,
@@ -346,5 +459,72 @@ mod tests {
         };
         assert_eq!(r.update_vector, 0);
         assert_eq!(f.hub.stored_vector(&local).await.unwrap(), 0);
+    }
+
+    fn add(name: u32) -> CellPatchOperation {
+        op(json!([{"id": format!("6f1c3a0e-0000-4000-8000-{name:012}"), "operation": "add", "data": {"shape": "process"}}]))
+    }
+
+    #[tokio::test]
+    async fn concurrent_operations_are_all_stored_and_delivered_in_vector_order() {
+        let f = Fixture::new().await;
+        let (alice_id, local, _alice, _) = f.join("alice").await;
+        let (_, _, mut bob, _) = f.join("bob").await;
+        let replies = futures::future::join_all((0..20).map(|n| {
+            let (hub, local) = (f.hub.clone(), local.clone());
+            async move {
+                hub.operation(&local, alice_id, &user("alice"), &request(add(n)))
+                    .await
+            }
+        }))
+        .await;
+        assert!(replies.iter().all(Option::is_none), "{replies:?}");
+        assert_eq!(f.cells().await.len(), 20);
+        assert_eq!(f.hub.stored_vector(&local).await.unwrap(), 20);
+        let last = |m: &ServerMessage| {
+            matches!(m, ServerMessage::DiagramOperationEvent(e) if e.update_vector == 20)
+        };
+        let vectors: Vec<i64> = wait_for(&mut bob, last)
+            .await
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::DiagramOperationEvent(e) => Some(e.update_vector),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(vectors, (1..=20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_write_by_someone_else_is_seen_by_the_next_operation() {
+        let f = Fixture::new().await;
+        let (alice_id, local, _alice, _) = f.join("alice").await;
+        let reply = f
+            .hub
+            .operation(&local, alice_id, &user("alice"), &request(add(1)))
+            .await;
+        assert!(reply.is_none(), "{reply:?}");
+        // Another replica (or a REST save) adds cell 2 behind this replica's live diagram.
+        let (tm, d) = (f.session.threat_model_id, f.session.diagram_id);
+        let mut row = f.store.get_child(tm, "diagram", d).await.unwrap();
+        let expected = row.version;
+        row.doc["cells"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"id": "6f1c3a0e-0000-4000-8000-000000000002", "shape": "process"}));
+        row.doc["update_vector"] = json!(2);
+        row.version += 1;
+        f.store.update_child(&row, expected, None).await.unwrap();
+        let update = op(json!([{"id": "6f1c3a0e-0000-4000-8000-000000000002", "operation": "update",
+            "data": {"shape": "actor"}}]));
+        let reply = f
+            .hub
+            .operation(&local, alice_id, &user("alice"), &request(update))
+            .await;
+        assert!(reply.is_none(), "{reply:?}");
+        assert_eq!(f.hub.stored_vector(&local).await.unwrap(), 3);
+        let cells = f.cells().await;
+        assert_eq!(cells.len(), 2);
+        assert_eq!(cells[1]["shape"], "actor");
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::apply::{LiveDiagram, Queued};
 use crate::collab::protocol::{ParticipantPermissions, User};
 use crate::collab::registry::SessionRecord;
 
@@ -83,8 +84,11 @@ pub(super) struct Dispatch {
 pub struct LocalSession {
     pub(super) record: Mutex<SessionRecord>,
     dispatch: Mutex<Dispatch>,
-    /// Serializes this replica's diagram writes, so that it publishes them in vector order.
-    pub(super) apply: tokio::sync::Mutex<()>,
+    /// Serializes this replica's group commits (so that it publishes in vector order) and holds
+    /// the live diagram they apply to (`None` until loaded, or after someone else wrote it).
+    pub(super) apply: tokio::sync::Mutex<Option<LiveDiagram>>,
+    /// Operations waiting for the next group commit.
+    queue: Mutex<Vec<Queued>>,
     pub(super) last_seq: AtomicU64,
 }
 
@@ -96,7 +100,8 @@ impl LocalSession {
                 delivered: i64::MIN,
                 ..Dispatch::default()
             }),
-            apply: tokio::sync::Mutex::new(()),
+            apply: tokio::sync::Mutex::new(None),
+            queue: Mutex::default(),
             last_seq: AtomicU64::new(0),
         }
     }
@@ -110,6 +115,10 @@ impl LocalSession {
 
     pub(super) fn set_record(&self, record: SessionRecord) {
         *self.record.lock().unwrap_or_else(|p| p.into_inner()) = record;
+    }
+
+    pub(super) fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn dispatch(&self) -> std::sync::MutexGuard<'_, Dispatch> {
