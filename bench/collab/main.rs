@@ -530,7 +530,12 @@ async fn scenario(
     }
     let acl: Vec<(&str, &str)> = users[1..].iter().map(|u| (u.as_str(), "writer")).collect();
     let (tm, d) = rs[0].diagram(&tokens[0], &acl).await;
-    fill(&env.database_url, &d, cells.saturating_sub(WRITERS * CELLS_PER_WRITER)).await;
+    fill(
+        &env.database_url,
+        &d,
+        cells.saturating_sub(WRITERS * CELLS_PER_WRITER),
+    )
+    .await;
     let session = rs[0].session(&tokens[0], &tm, &d).await;
 
     let shared = Arc::new(Shared::new());

@@ -1,10 +1,11 @@
 //! The shared state under collaboration: a handful of Redis primitives (strings, hashes, sets,
-//! capped lists, a counter, one pub/sub channel) behind one trait, so that the session logic in
-//! `registry` is written once. IO: `RedisBackend` talks to Redis (shared by every replica);
+//! capped lists, a counter, pub/sub: one channel plus one channel per topic, which a subscriber
+//! follows only while it needs it) behind one trait, so that the session logic in `registry` is
+//! written once. IO: `RedisBackend` talks to Redis (shared by every replica);
 //! `MemoryBackend` keeps the same structures in process memory for a single instance.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -48,8 +49,25 @@ pub trait Backend: Send + Sync {
     async fn pop(&self, key: &str) -> anyhow::Result<Option<String>>;
     /// Publishes on the collaboration channel.
     async fn publish(&self, payload: &str) -> anyhow::Result<()>;
-    /// Starts the subscription to the collaboration channel. Called once per process.
+    /// Starts the subscription to the collaboration channel (and to the followed topics' channels,
+    /// see [`Backend::follow`]). Called once per process.
     fn subscribe(&self) -> mpsc::Receiver<Signal>;
+    /// Publishes on a topic's own channel: only subscribers that follow the topic get it.
+    async fn publish_to(&self, topic: &str, payload: &str) -> anyhow::Result<()> {
+        let _ = topic;
+        self.publish(payload).await
+    }
+    /// Adds a topic's channel to the subscription; returns once the subscription is active (or,
+    /// while the subscriber connection is down, when it will be resubscribed on reconnecting).
+    async fn follow(&self, topic: &str) -> anyhow::Result<()> {
+        let _ = topic;
+        Ok(())
+    }
+    /// Drops a topic's channel from the subscription.
+    async fn unfollow(&self, topic: &str) -> anyhow::Result<()> {
+        let _ = topic;
+        Ok(())
+    }
     async fn ping(&self) -> anyhow::Result<()>;
 }
 
@@ -250,11 +268,20 @@ impl Backend for MemoryBackend {
     }
 }
 
+/// The topics a Redis subscriber follows, and the subscriber connection's command half while it
+/// is connected.
+#[derive(Default)]
+struct Topics {
+    followed: BTreeSet<String>,
+    sink: Option<redis::aio::PubSubSink>,
+}
+
 /// Redis shared by every replica.
 pub struct RedisBackend {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
+    topics: Arc<Mutex<Topics>>,
 }
 
 impl RedisBackend {
@@ -272,7 +299,17 @@ impl RedisBackend {
             client,
             conn,
             prefix: format!("{prefix}{namespace}"),
+            topics: Arc::default(),
         })
+    }
+
+    fn topics(&self) -> std::sync::MutexGuard<'_, Topics> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The channel of a topic.
+    fn topic_channel(&self, topic: &str) -> String {
+        format!("{}events:{topic}", self.prefix)
     }
 
     fn key(&self, key: &str) -> String {
@@ -412,6 +449,44 @@ impl Backend for RedisBackend {
             .map(drop)
     }
 
+    async fn publish_to(&self, topic: &str, payload: &str) -> anyhow::Result<()> {
+        self.query::<i64>(redis::cmd("PUBLISH").arg(self.topic_channel(topic)).arg(payload))
+            .await
+            .map(drop)
+    }
+
+    async fn follow(&self, topic: &str) -> anyhow::Result<()> {
+        let channel = self.topic_channel(topic);
+        let sink = {
+            let mut t = self.topics();
+            t.followed.insert(channel.clone());
+            t.sink.clone()
+        };
+        // Without a connection the subscriber task subscribes every followed topic when it
+        // (re)connects.
+        if let Some(mut sink) = sink {
+            tokio::time::timeout(Duration::from_secs(5), sink.subscribe(&channel))
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out subscribing to a collaboration channel"))??;
+        }
+        Ok(())
+    }
+
+    async fn unfollow(&self, topic: &str) -> anyhow::Result<()> {
+        let channel = self.topic_channel(topic);
+        let sink = {
+            let mut t = self.topics();
+            t.followed.remove(&channel);
+            t.sink.clone()
+        };
+        if let Some(mut sink) = sink {
+            tokio::time::timeout(Duration::from_secs(5), sink.unsubscribe(&channel))
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out unsubscribing from a collaboration channel"))??;
+        }
+        Ok(())
+    }
+
     /// A task keeps one subscriber connection; when it drops (Redis restarted, network cut) the
     /// task reconnects with backoff and reports a [`Signal::Gap`], since messages published in
     /// between are lost.
@@ -419,17 +494,28 @@ impl Backend for RedisBackend {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         let client = self.client.clone();
         let channel = self.channel();
+        let topics = self.topics.clone();
         tokio::spawn(async move {
             let mut first = true;
             let mut backoff = Duration::from_millis(100);
             loop {
                 let connected = async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&channel).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
+                    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+                    sink.subscribe(&channel).await?;
+                    // Publish the sink first, then subscribe what is followed by now: a topic
+                    // followed later is subscribed by `follow` through the published sink.
+                    let followed: Vec<String> = {
+                        let mut t = topics.lock().unwrap_or_else(|p| p.into_inner());
+                        t.sink = Some(sink.clone());
+                        t.followed.iter().cloned().collect()
+                    };
+                    if !followed.is_empty() {
+                        sink.subscribe(&followed).await?;
+                    }
+                    Ok::<_, redis::RedisError>(stream)
                 };
                 match tokio::time::timeout(Duration::from_secs(5), connected).await {
-                    Ok(Ok(pubsub)) => {
+                    Ok(Ok(mut stream)) => {
                         backoff = Duration::from_millis(100);
                         if !first {
                             tracing::info!("collaboration bus: resubscribed to Redis");
@@ -438,7 +524,6 @@ impl Backend for RedisBackend {
                             }
                         }
                         first = false;
-                        let mut stream = pubsub.into_on_message();
                         loop {
                             let msg = tokio::select! {
                                 msg = stream.next() => msg,
@@ -453,6 +538,7 @@ impl Backend for RedisBackend {
                                 return;
                             }
                         }
+                        topics.lock().unwrap_or_else(|p| p.into_inner()).sink = None;
                         tracing::warn!("collaboration bus: Redis subscription lost; reconnecting");
                         // Whatever was published until the resubscription is lost.
                         if tx.send(Signal::Gap).await.is_err() {
@@ -460,9 +546,13 @@ impl Backend for RedisBackend {
                         }
                     }
                     Ok(Err(e)) => {
+                        topics.lock().unwrap_or_else(|p| p.into_inner()).sink = None;
                         tracing::warn!(error = ?e.kind(), "collaboration bus: cannot subscribe to Redis");
                     }
-                    Err(_) => tracing::warn!("collaboration bus: timed out subscribing to Redis"),
+                    Err(_) => {
+                        topics.lock().unwrap_or_else(|p| p.into_inner()).sink = None;
+                        tracing::warn!("collaboration bus: timed out subscribing to Redis");
+                    }
                 }
                 if tx.is_closed() {
                     return;

@@ -4,6 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json;
 
@@ -418,4 +419,81 @@ async fn a_stopping_replica_answers_once_more_with_connection_close_then_exits()
         during.headers
     );
     r.terminate();
+}
+
+/// How many connections subscribe to a Redis channel.
+async fn subscribers(redis: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(redis)
+        .await
+        .unwrap();
+    n
+}
+
+/// Waits (at most 10 s) until `channel` has `want` subscribers; returns the last count.
+async fn subscribers_become(redis: &mut redis::aio::MultiplexedConnection, channel: &str, want: i64) -> i64 {
+    let mut n = subscribers(redis, channel).await;
+    for _ in 0..200 {
+        if n == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n = subscribers(redis, channel).await;
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_replica_receives_only_the_sessions_it_hosts() {
+    let env = Env::postgres(Some(Env::test_redis())).await;
+    let r1 = env.replica().await;
+    let r2 = env.replica().await;
+    let alice = r1.login("alice").await;
+    let bob = r2.login("bob").await;
+    let (tm, d) = r1.diagram(&alice, &[("bob", "writer")]).await;
+    let session = r1.session(&alice, &tm, &d).await;
+    let sid = session["session_id"].as_str().unwrap();
+    let channel = format!("{}collab:events:{sid}", env.prefix);
+    let mut redis = redis::Client::open(Env::test_redis())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    // Only alice's replica hosts the session: only it subscribes to the session's channel.
+    let mut a = joined(&r1, &alice, &session).await;
+    assert_eq!(subscribers(&mut redis, &channel).await, 1);
+    // Operations travel on that channel, not on one every replica reads.
+    let mut counter = redis::Client::open(Env::test_redis())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    counter
+        .subscribe(format!("{}collab:events", env.prefix))
+        .await
+        .unwrap();
+    a.op(json!([{"id": "a0", "operation": "add", "data": node("a0", 0)}]))
+        .await;
+
+    // Bob joins on the other replica, which then follows the session too, and sees the edits.
+    let mut b = joined(&r2, &bob, &session).await;
+    assert_eq!(subscribers(&mut redis, &channel).await, 2);
+    a.op(json!([{"id": "a1", "operation": "add", "data": node("a1", 1)}]))
+        .await;
+    let event = b.expect("diagram_operation_event").await;
+    assert_eq!(event["operation"]["cells"][0]["id"], cid("a1").as_str());
+
+    // Bob leaves: his replica hosts nothing of the session any more and stops following it.
+    b.close().await;
+    assert_eq!(subscribers_become(&mut redis, &channel, 1).await, 1);
+    let (cells, vector) = stored_cells(&r1, &alice, &tm, &d).await;
+    assert_eq!((cells.len(), vector), (2, 2));
+    // Nothing of the session went over the shared channel (this can only miss a stray message,
+    // never fail on a slow one).
+    let mut shared = counter.into_on_message();
+    let stray = tokio::time::timeout(Duration::from_millis(300), shared.next()).await;
+    assert!(stray.is_err(), "session traffic on the shared channel: {stray:?}");
 }

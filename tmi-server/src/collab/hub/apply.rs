@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -24,10 +24,11 @@ use super::local::LocalSession;
 use super::messages::vector_of;
 use crate::collab::cells::{LiveCells, Rejection};
 use crate::collab::protocol::{
-    CellPatchOperation, DiagramOperationEvent, DiagramOperationRequest, OperationRejected,
-    RejectionReason, ServerMessage, User,
+    CellPatchOperation, DiagramOperationEvent, DiagramOperationRequest, OperationRejected, RejectionReason,
+    ServerMessage, User,
 };
 use crate::collab::registry::{HistoryEntry, SessionRecord};
+use crate::openapi::Spec;
 use crate::store::{ChildRecord, Store, StoreError};
 
 /// What a queued operation became: its history entry, or the rejection with the vector it was
@@ -37,10 +38,6 @@ type Outcome = Result<HistoryEntry, (i64, Rejection)>;
 /// One operation of a batch: applied (forward, inverse, new vector) or rejected (the vector it
 /// was checked against, why).
 type Applied = Result<(CellPatchOperation, CellPatchOperation, i64), (i64, Rejection)>;
-
-/// Compare-and-swap attempts of one group commit before it gives up (each one follows a write by
-/// someone else).
-const COMMIT_ATTEMPTS: usize = 8;
 
 /// An operation waiting for the next group commit of its session.
 pub(super) struct Queued {
@@ -69,6 +66,14 @@ impl LiveDiagram {
             row,
             cells: LiveCells::new(cells),
         }
+    }
+
+    /// The row with the cells put back into its document.
+    fn into_row(mut self) -> ChildRecord {
+        if let Value::Object(doc) = &mut self.row.doc {
+            doc.insert("cells".into(), Value::Array(self.cells.into_cells()));
+        }
+        self.row
     }
 
     /// Writes the row with the cells put back into its document (moved, not copied) when its
@@ -125,12 +130,46 @@ fn save_failed(message: &str) -> Rejection {
     }
 }
 
-/// Answers every queued operation with the same kind of rejection (vector 0: unknown).
-fn answer_all(batch: Vec<Queued>, rejection: impl Fn(&Queued) -> Rejection) {
+const SAVE_FAILED: &str = "The operation could not be saved; resync and retry";
+
+/// Answers every queued operation with the same rejection (vector 0: unknown).
+fn answer_all(batch: Vec<Queued>, rejection: Rejection) {
     for q in batch {
-        let r = rejection(&q);
-        let _ = q.done.send(Err((0, r)));
+        let _ = q.done.send(Err((0, rejection.clone())));
     }
+}
+
+/// Answers every queued operation after the store failed.
+fn fail_all(batch: Vec<Queued>, e: &StoreError) {
+    if matches!(e, StoreError::NotFound) {
+        return answer_all(batch, diagram_gone());
+    }
+    tracing::warn!(error = %e, "collaboration: saving the diagram failed");
+    answer_all(batch, save_failed(SAVE_FAILED));
+}
+
+/// Applies a batch to a diagram in order, each accepted operation taking the next vector; when any
+/// was accepted, the row gets the new vector, the next version and `now`.
+fn apply_batch(spec: &Spec, diagram: &mut LiveDiagram, batch: &[Queued], now: DateTime<Utc>) -> Vec<Applied> {
+    let mut vector = vector_of(&diagram.row);
+    let results: Vec<Applied> = batch
+        .iter()
+        .map(|q| match diagram.cells.apply(spec, &q.operation) {
+            Ok((forward, inverse)) => {
+                vector += 1;
+                Ok((forward, inverse, vector))
+            }
+            Err(r) => Err((vector, r)),
+        })
+        .collect();
+    if results.iter().any(Result::is_ok) {
+        diagram.row.version += 1;
+        diagram.row.modified_at = now;
+        if let Value::Object(doc) = &mut diagram.row.doc {
+            doc.insert("update_vector".into(), json!(vector));
+        }
+    }
+    results
 }
 
 impl Hub {
@@ -245,9 +284,12 @@ impl Hub {
         })
     }
 
-    /// One group commit: applies `batch` to the live diagram (loading it when this replica has
-    /// none or it went stale), writes the row once, then publishes each applied operation's event
-    /// in vector order and answers every queued operation.
+    /// One group commit. Fast path: `batch` is applied to the live diagram and the row written
+    /// with a compare-and-swap on its version. When this replica has no live diagram, or someone
+    /// else wrote the row since (the swap fails, or every operation was refused by a copy that no
+    /// swap proved current), the batch is applied again to the row read under the database's row
+    /// lock, as writers on several replicas queue there. Then each applied operation's event is
+    /// published, in vector order, and every queued operation is answered.
     async fn commit(
         self: &Arc<Self>,
         local: &Arc<LocalSession>,
@@ -259,81 +301,78 @@ impl Hub {
         }
         let record = local.record();
         let now = Utc::now();
-        let mut attempt = 0;
-        let results = loop {
-            attempt += 1;
-            let fresh = live.is_none();
-            let diagram = match live {
-                Some(d) => d,
-                None => match self.load_diagram_row(&record).await {
-                    Ok(row) => live.insert(LiveDiagram::from_row(row)),
+        if let Some(diagram) = live.as_mut() {
+            let expected = diagram.row.version;
+            let results = apply_batch(&self.spec, diagram, &batch, now);
+            if results.iter().any(Result::is_ok) {
+                match diagram.write(self.store.as_ref(), expected).await {
+                    Ok(()) => return self.finish(local, &record, batch, results).await,
+                    Err(StoreError::VersionMismatch) => {}
                     Err(e) => {
-                        let gone = matches!(e, StoreError::NotFound);
-                        if !gone {
-                            tracing::warn!(error = %e, "collaboration: cannot load the diagram");
-                        }
-                        return answer_all(batch, |_| {
-                            if gone {
-                                diagram_gone()
-                            } else {
-                                save_failed("The operation could not be saved; resync and retry")
-                            }
-                        });
+                        *live = None;
+                        return fail_all(batch, &e);
+                    }
+                }
+            }
+        }
+        *live = None;
+        // What the locked pass gave: the diagram when nothing was written, and the results.
+        let mut kept: Option<(Option<LiveDiagram>, Vec<Applied>)> = None;
+        let mut gone = false;
+        let spec = self.spec.clone();
+        let written = self
+            .store
+            .update_child_locked(
+                record.threat_model_id,
+                "diagram",
+                record.diagram_id,
+                &mut |row: ChildRecord| {
+                    kept = None;
+                    gone = row.deleted_at.is_some();
+                    if gone {
+                        return None;
+                    }
+                    let mut diagram = LiveDiagram::from_row(row);
+                    let results = apply_batch(&spec, &mut diagram, &batch, now);
+                    if results.iter().any(Result::is_ok) {
+                        kept = Some((None, results));
+                        Some(diagram.into_row())
+                    } else {
+                        kept = Some((Some(diagram), results));
+                        None
                     }
                 },
-            };
-            let mut vector = vector_of(&diagram.row);
-            if diagram.row.deleted_at.is_some() {
-                *live = None;
-                return answer_all(batch, |_| diagram_gone());
+            )
+            .await;
+        match (written, kept) {
+            (Ok(Some(row)), Some((_, results))) => {
+                *live = Some(LiveDiagram::from_row(row));
+                self.finish(local, &record, batch, results).await;
             }
-            let results: Vec<Applied> = batch
-                .iter()
-                .map(|q| match diagram.cells.apply(&self.spec, &q.operation) {
-                    Ok((forward, inverse)) => {
-                        vector += 1;
-                        Ok((forward, inverse, vector))
-                    }
-                    Err(r) => Err((vector, r)),
-                })
-                .collect();
-            if !results.iter().any(Result::is_ok) {
-                // Nothing to write, so no compare-and-swap proved the live diagram current: a
-                // rejection must come from the stored diagram, not a stale copy.
-                if fresh || attempt >= COMMIT_ATTEMPTS {
-                    break results;
-                }
-                *live = None;
-                continue;
+            (Ok(None), Some((diagram, results))) => {
+                *live = diagram;
+                self.finish(local, &record, batch, results).await;
             }
-            let expected = diagram.row.version;
-            diagram.row.version += 1;
-            diagram.row.modified_at = now;
-            if let Value::Object(doc) = &mut diagram.row.doc {
-                doc.insert("update_vector".into(), json!(vector));
-            }
-            match diagram.write(self.store.as_ref(), expected).await {
-                Ok(()) => break results,
-                // Someone else wrote the row: reload it and check the whole batch again.
-                Err(StoreError::VersionMismatch) if attempt < COMMIT_ATTEMPTS => *live = None,
-                Err(e) => {
-                    *live = None;
-                    if matches!(e, StoreError::NotFound) {
-                        return answer_all(batch, |_| diagram_gone());
-                    }
-                    tracing::warn!(error = %e, "collaboration: saving the diagram failed");
-                    return answer_all(batch, |_| {
-                        save_failed("The operation could not be saved; resync and retry")
-                    });
-                }
-            }
-        };
+            (Ok(_), _) if gone => answer_all(batch, diagram_gone()),
+            (Err(e), _) => fail_all(batch, &e),
+            (Ok(_), None) => answer_all(batch, save_failed(SAVE_FAILED)),
+        }
+    }
+
+    /// Publishes the events of a committed batch in vector order and answers its operations.
+    async fn finish(
+        self: &Arc<Self>,
+        local: &Arc<LocalSession>,
+        record: &SessionRecord,
+        batch: Vec<Queued>,
+        results: Vec<Applied>,
+    ) {
         for (q, result) in batch.into_iter().zip(results) {
             let outcome = match result {
                 Ok((forward, inverse, new_vector)) => {
                     self.announce(
                         local,
-                        &record,
+                        record,
                         &q.user,
                         q.operation_id,
                         q.seq,
@@ -462,7 +501,9 @@ mod tests {
     }
 
     fn add(name: u32) -> CellPatchOperation {
-        op(json!([{"id": format!("6f1c3a0e-0000-4000-8000-{name:012}"), "operation": "add", "data": {"shape": "process"}}]))
+        op(
+            json!([{"id": format!("6f1c3a0e-0000-4000-8000-{name:012}"), "operation": "add", "data": {"shape": "process"}}]),
+        )
     }
 
     #[tokio::test]
@@ -481,9 +522,8 @@ mod tests {
         assert!(replies.iter().all(Option::is_none), "{replies:?}");
         assert_eq!(f.cells().await.len(), 20);
         assert_eq!(f.hub.stored_vector(&local).await.unwrap(), 20);
-        let last = |m: &ServerMessage| {
-            matches!(m, ServerMessage::DiagramOperationEvent(e) if e.update_vector == 20)
-        };
+        let last =
+            |m: &ServerMessage| matches!(m, ServerMessage::DiagramOperationEvent(e) if e.update_vector == 20);
         let vectors: Vec<i64> = wait_for(&mut bob, last)
             .await
             .iter()
@@ -515,8 +555,10 @@ mod tests {
         row.doc["update_vector"] = json!(2);
         row.version += 1;
         f.store.update_child(&row, expected, None).await.unwrap();
-        let update = op(json!([{"id": "6f1c3a0e-0000-4000-8000-000000000002", "operation": "update",
-            "data": {"shape": "actor"}}]));
+        let update = op(
+            json!([{"id": "6f1c3a0e-0000-4000-8000-000000000002", "operation": "update",
+            "data": {"shape": "actor"}}]),
+        );
         let reply = f
             .hub
             .operation(&local, alice_id, &user("alice"), &request(update))

@@ -1,6 +1,6 @@
-//! Events between replicas: every replica publishes its events on one channel (Redis pub/sub, or
-//! in process) and each replica hands the events of the sessions it has sockets in to those
-//! sockets: operations in vector order (`order`), broadcasts, participant lists, kicks and
+//! Events between replicas: every replica publishes a session's events on that session's channel
+//! (Redis pub/sub, or in process), which only the replicas with sockets in the session follow,
+//! and each replica hands the events to its sockets of the session: operations in vector order (`order`), broadcasts, participant lists, kicks and
 //! terminations. A gap that stays open, or a bus interruption, is closed by a resync from the
 //! database. IO: the backend (publish), the registry and the store (resync).
 
@@ -58,7 +58,10 @@ pub(super) enum EnvelopeKind {
 impl Hub {
     pub(super) async fn publish(&self, session_id: Uuid, kind: EnvelopeKind) -> anyhow::Result<()> {
         let payload = serde_json::to_string(&Envelope { session_id, kind })?;
-        self.registry.backend().publish(&payload).await
+        self.registry
+            .backend()
+            .publish_to(&session_id.to_string(), &payload)
+            .await
     }
 
     /// Publishes a broadcast; failures are logged (nothing durable depends on it).

@@ -1,6 +1,6 @@
 //! This replica's side of collaboration: the sockets it holds per session, the bus that carries
-//! events between replicas (one Redis pub/sub channel, or in-process without Redis: same code
-//! path), ordered delivery of operations by `update_vector`, applying operations to the stored
+//! events between replicas (one Redis pub/sub channel per session, which a replica follows only
+//! while it has sockets in the session; or in-process without Redis: same code path), ordered delivery of operations by `update_vector`, applying operations to the stored
 //! diagram, undo/redo, resync, and the background heartbeat and janitor. IO: the store, the
 //! backend, and the per-socket queues (the socket itself is driven by `socket`).
 //!
@@ -24,7 +24,7 @@ mod order;
 mod sockets;
 mod tasks;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,6 +80,9 @@ pub struct Hub {
     spec: Arc<Spec>,
     pub metrics: CollabMetrics,
     local: Mutex<HashMap<Uuid, Arc<LocalSession>>>,
+    /// The sessions whose bus channel this replica follows (it follows exactly those it has
+    /// sockets in); the lock also orders the follow and unfollow calls.
+    followed: tokio::sync::Mutex<HashSet<Uuid>>,
     shutting_down: AtomicBool,
     /// Dropped with the hub, which ends its background tasks.
     alive: tokio::sync::watch::Sender<()>,
@@ -104,6 +107,7 @@ impl Hub {
             spec,
             metrics,
             local: Mutex::default(),
+            followed: tokio::sync::Mutex::default(),
             shutting_down: AtomicBool::new(false),
             alive: tokio::sync::watch::channel(()).0,
         });
@@ -117,6 +121,48 @@ impl Hub {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Follows a session's bus channel while this replica has sockets in it and stops after the
+    /// last one left, so a replica receives only the traffic of the sessions it hosts.
+    pub(super) async fn track_subscription(&self, sid: Uuid) {
+        let mut followed = self.followed.lock().await;
+        let hosted = self.locals().contains_key(&sid);
+        if hosted == followed.contains(&sid) {
+            return;
+        }
+        let backend = self.registry.backend();
+        let topic = sid.to_string();
+        let result = if hosted {
+            backend.follow(&topic).await
+        } else {
+            backend.unfollow(&topic).await
+        };
+        match result {
+            Ok(()) if hosted => {
+                followed.insert(sid);
+            }
+            Ok(()) => {
+                followed.remove(&sid);
+            }
+            Err(e) => tracing::warn!(error = %e, "collaboration: changing the bus subscription failed"),
+        }
+    }
+
+    /// Stops following the channels of sessions that left this replica without a detach (ended).
+    pub(super) async fn untrack_gone_sessions(&self) {
+        let gone: Vec<Uuid> = {
+            let followed = self.followed.lock().await;
+            let locals = self.locals();
+            followed
+                .iter()
+                .filter(|s| !locals.contains_key(s))
+                .copied()
+                .collect()
+        };
+        for sid in gone {
+            self.track_subscription(sid).await;
+        }
     }
 }
 

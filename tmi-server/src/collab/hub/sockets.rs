@@ -38,10 +38,13 @@ impl Hub {
             conn_id,
             ConnHandle::new(user.clone(), permissions, data, control),
         );
+        // Follow the session's channel before reading the state, so no event falls in between.
+        self.track_subscription(sid).await;
         match self.load_diagram(record).await {
             Ok(diagram) => self.deliver_state(&local, conn_id, &diagram),
             Err(e) => {
                 self.detach_local(sid, conn_id);
+                self.track_subscription(sid).await;
                 let _ = self.registry.leave(sid, conn_id, user).await;
                 return Err(e);
             }
@@ -110,6 +113,7 @@ impl Hub {
     /// the host, else the first writer, else nobody.
     pub async fn detach(&self, sid: Uuid, conn_id: Uuid, user: &User) {
         self.detach_local(sid, conn_id);
+        self.track_subscription(sid).await;
         if let Err(e) = self.registry.leave(sid, conn_id, user).await {
             tracing::warn!(error = %e, "collaboration leave failed");
         }

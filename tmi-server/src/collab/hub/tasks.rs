@@ -45,6 +45,7 @@ pub(super) fn spawn(hub: &Arc<Hub>, backend: &dyn Backend) {
             }
             if tick.is_multiple_of(2) {
                 hub.janitor().await;
+                hub.untrack_gone_sessions().await;
             }
             tick += 1;
             drop(hub);
