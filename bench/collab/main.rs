@@ -33,6 +33,7 @@
 
 #[path = "../../tmi-server/tests/common/pgdb.rs"]
 mod pgdb;
+mod results;
 #[path = "../../tmi-server/tests/collab/support.rs"]
 mod support;
 
@@ -48,6 +49,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
+use results::{Results, Series};
 use support::{Env, Replica, cid, node};
 
 /// Writers in each session (participants 0..WRITERS; participant 0 is the host).
@@ -75,6 +77,14 @@ const SCENARIOS: &[(usize, usize, usize)] = &[
     (1, 50, 2500),
     (2, 50, 2500),
 ];
+
+/// The flood scenarios: (replicas, participants, cells).
+const FLOOD_SCENARIOS: &[(usize, usize, usize)] = &[(1, 50, 2500)];
+
+/// `TMI_BENCH_FLOOD=0` leaves the flood scenario out.
+fn flood_selected() -> bool {
+    std::env::var("TMI_BENCH_FLOOD").map_or(true, |v| v != "0")
+}
 
 /// `TMI_BENCH_CELLS=2500` (a comma-separated list) runs only the scenarios of those diagram sizes.
 fn selected(&(_, _, cells): &(usize, usize, usize)) -> bool {
@@ -152,11 +162,12 @@ async fn read(mut stream: futures::stream::SplitStream<support::Ws>, shared: Arc
                 match head.message_type {
                     "diagram_operation_event" => {
                         let id = head.operation_id.map(|u| u.as_u128()).unwrap_or(0);
+                        // Only the measured operations count (not a flooder's).
                         if (id >> 64) as u64 == TAG {
                             samples.lock().unwrap().push((id as u32, now));
                             shared.event_len.store(t.len(), Ordering::Relaxed);
+                            shared.events.fetch_add(1, Ordering::Relaxed);
                         }
-                        shared.events.fetch_add(1, Ordering::Relaxed);
                     }
                     "operation_rejected" => {
                         shared.rejected.fetch_add(1, Ordering::Relaxed);
@@ -306,6 +317,8 @@ struct StepResult {
     /// A rejection, error, resync or closed socket (no retry).
     hard: bool,
     problems: Vec<String>,
+    /// The flood running during this step, if any.
+    flood: Option<String>,
 }
 
 impl StepResult {
@@ -316,6 +329,10 @@ impl StepResult {
 
 struct ScenarioResult {
     name: String,
+    replicas: usize,
+    cells: usize,
+    mode: Mode,
+    flood_notes: Vec<String>,
     participants: usize,
     steps: Vec<StepResult>,
     event_len: usize,
@@ -442,6 +459,7 @@ impl Session {
             cpu: cpu1.since(&cpu0, tck, cores),
             hard: !hard.is_empty(),
             problems: problems.into_iter().chain(hard).collect(),
+            flood: None,
         }
     }
 
@@ -499,29 +517,106 @@ async fn fill(database_url: &str, diagram: &str, n: usize) {
     pool.close().await;
 }
 
+/// How a scenario drives its session.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Offered rates step up until saturation (the per-socket message limit lifted).
+    Steps,
+    /// [`FLOOD_RATE`] ops/s from the writers, quiet and then with one more participant flooding
+    /// (the per-socket message limit as configured by default).
+    Flood,
+}
+
+/// The writers' rate in the flood scenario.
+const FLOOD_RATE: f64 = 100.0;
+/// Upper half of a flooder's `operation_id`s (not measured).
+const FLOOD_TAG: u64 = 0xf100_d000_0000_0000;
+
+/// A participant that sends operations as fast as its socket takes them (`per_second: None`) or
+/// at `per_second`, each changing `cells_per_op` of the filler cells, until `stop`. Returns how
+/// many it sent and how its socket ended.
+async fn flood(
+    client: support::Client,
+    per_second: Option<f64>,
+    cells_per_op: usize,
+    filler: usize,
+    until: Instant,
+) -> (usize, String) {
+    let (mut sink, mut stream) = client.into_socket().split();
+    let ended = tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return format!("closed by the server: {frame:?}"),
+                Err(e) => return format!("socket error: {e}"),
+                Ok(_) => {}
+            }
+        }
+        "socket ended".to_owned()
+    });
+    let start = Instant::now();
+    let mut sent = 0usize;
+    while Instant::now() < until {
+        if let Some(r) = per_second {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(sent as f64 / r)).into()).await;
+        }
+        let cells: Vec<Value> = (0..cells_per_op)
+            .map(|k| {
+                let name = format!("f{}", (sent * cells_per_op + k) % filler.max(1));
+                json!({"id": cid(&name), "operation": "update", "data": node(&name, 100_000 + sent as i64)})
+            })
+            .collect();
+        let op_id = Uuid::from_u128(((FLOOD_TAG as u128) << 64) | sent as u128);
+        let text = json!({"message_type": "diagram_operation_request", "operation_id": op_id,
+            "base_vector": 0, "operation": {"type": "patch", "cells": cells}})
+        .to_string();
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            break;
+        }
+        sent += 1;
+        if per_second.is_none() && sent.is_multiple_of(64) {
+            tokio::task::yield_now().await;
+        }
+    }
+    let how = tokio::time::timeout(Duration::from_millis(500), ended)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| "still open".into());
+    (sent, how)
+}
+
 async fn scenario(
     replicas: usize,
     participants: usize,
     cells: usize,
+    mode: Mode,
     tck: f64,
     cores: f64,
 ) -> ScenarioResult {
     let name = format!(
-        "{replicas} replica{}, {participants} participants, {cells} cells",
-        if replicas == 1 { "" } else { "s" }
+        "{replicas} replica{}, {participants} participants, {cells} cells{}",
+        if replicas == 1 { "" } else { "s" },
+        if mode == Mode::Flood { ", flood" } else { "" }
     );
     eprintln!("--- {name}");
-    // The offered rates go past the per-socket message limit (50/s): lifted, since throughput is
-    // what this measures.
     let env = Env::postgres(Some(Env::test_redis()))
         .await
-        .var("TMI_WEBSOCKET_MAX_MESSAGES_PER_SECOND", "100000")
         .var("TMI_DISABLE_RATE_LIMITING", "true");
+    // The offered rates go past the per-socket message limit (50/s): lifted, since throughput is
+    // what this measures. The flood scenario keeps it: it is what stops a flood.
+    let env = if mode == Mode::Steps {
+        env.var("TMI_WEBSOCKET_MAX_MESSAGES_PER_SECOND", "100000")
+    } else {
+        env
+    };
+    // Two more participants in the flood scenario: the flooders (one at full speed, one at the
+    // message limit with large operations).
+    let flooders = if mode == Mode::Flood { 2 } else { 0 };
     let mut rs: Vec<Replica> = Vec::new();
     for _ in 0..replicas {
         rs.push(env.replica().await);
     }
-    let users: Vec<String> = (0..participants)
+    let users: Vec<String> = (0..participants + flooders)
         .map(|i| if i == 0 { "host".into() } else { format!("user{i}") })
         .collect();
     let mut tokens = Vec::new();
@@ -547,8 +642,14 @@ async fn scenario(
         participants,
         next_seq: 0,
     };
+    let mut flood_clients = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
         let mut client = rs[i % replicas].connect(token, &session).await;
+        if i >= participants {
+            client.expect("diagram_state").await;
+            flood_clients.push(client);
+            continue;
+        }
         client.expect("diagram_state").await;
         let (mut sink, stream) = client.into_socket().split();
         let samples: Samples = Arc::default();
@@ -595,7 +696,39 @@ async fn scenario(
 
     let pids: Vec<String> = rs.iter().map(|r| r.pid().to_string()).collect();
     let mut steps = Vec::new();
-    if warm_problem.is_none() {
+    let mut flood_notes = Vec::new();
+    if warm_problem.is_none() && mode == Mode::Flood {
+        let n = (FLOOD_RATE * STEP.as_secs_f64()).round() as usize;
+        let filler = cells.saturating_sub(WRITERS * CELLS_PER_WRITER);
+        let quiet = sess.step(FLOOD_RATE, n, false, &pids, tck, cores).await;
+        eprintln!("    quiet: p50 {} p99 {}", ms(quiet.p50), ms(quiet.p99));
+        steps.push(quiet);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut clients = flood_clients.into_iter();
+        for (label, per_second, cells_per_op) in [
+            ("full speed, 1 cell per operation", None, 1),
+            ("45/s, 25 cells per operation", Some(45.0), 25),
+        ] {
+            let Some(client) = clients.next() else { break };
+            let until = Instant::now() + STEP;
+            let flooder = tokio::spawn(flood(client, per_second, cells_per_op, filler, until));
+            let mut step = sess.step(FLOOD_RATE, n, false, &pids, tck, cores).await;
+            let (sent, how) = flooder.await.unwrap_or((0, "panicked".into()));
+            eprintln!(
+                "    flood ({label}): p50 {} p99 {}; the flooder sent {sent}, {how}",
+                ms(step.p50),
+                ms(step.p99)
+            );
+            flood_notes.push(format!(
+                "flooder {label}: sent {sent} operations in {} s; its socket: {how}",
+                STEP.as_secs()
+            ));
+            step.flood = Some(label.to_owned());
+            steps.push(step);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    if warm_problem.is_none() && mode == Mode::Steps {
         'rates: for &rate in RATES {
             let n = (rate * STEP.as_secs_f64()).round() as usize;
             for attempt in 1..=2 {
@@ -648,6 +781,10 @@ async fn scenario(
     drop(env);
     ScenarioResult {
         name,
+        replicas,
+        cells,
+        mode,
+        flood_notes,
         participants,
         steps,
         event_len: shared.event_len.load(Ordering::Relaxed),
@@ -815,8 +952,21 @@ async fn main() {
     // Each scenario is followed at once by its baselines, so that a ratio compares measurements
     // taken under the same background load.
     let mut results = Vec::new();
-    for (replicas, participants, cells) in SCENARIOS.iter().copied().filter(|s| selected(s)) {
-        let r = scenario(replicas, participants, cells, tck, cores).await;
+    let runs = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| selected(s))
+        .map(|(r, p, c)| (r, p, c, Mode::Steps))
+        .chain(
+            FLOOD_SCENARIOS
+                .iter()
+                .copied()
+                .filter(|s| selected(s) && flood_selected())
+                .map(|(r, p, c)| (r, p, c, Mode::Flood)),
+        )
+        .collect::<Vec<_>>();
+    for (replicas, participants, cells, mode) in runs {
+        let r = scenario(replicas, participants, cells, mode, tck, cores).await;
         eprintln!("    baselines");
         let b = baseline(&redis_url, &r).await;
         results.push((r, b));
@@ -856,9 +1006,13 @@ async fn main() {
         println!("|---|---|---|---|---|---|---|---|---|");
         for s in &r.steps {
             println!(
-                "| {:.0}{} | {:.0} | {} | {} | {} | {:.0}% | {:.0}% | {:.0}% | {} |",
+                "| {:.0}{}{} | {:.0} | {} | {} | {} | {:.0}% | {:.0}% | {:.0}% | {} |",
                 s.offered,
                 if s.retry { " (retry)" } else { "" },
+                s.flood
+                    .as_ref()
+                    .map(|f| format!(" + flood ({f})"))
+                    .unwrap_or_default(),
                 s.achieved,
                 ms(s.p50),
                 ms(s.p99),
@@ -875,6 +1029,9 @@ async fn main() {
         }
         if r.steps.is_empty() {
             println!("| – | – | – | – | – | – | – | – | warm-up failed |");
+        }
+        for n in &r.flood_notes {
+            println!("{n}");
         }
         if let Some(p) = &r.problem {
             println!("First problem seen by a client: {p}");
@@ -902,7 +1059,7 @@ async fn main() {
         RATES[0]
     );
     println!("|---|---|---|---|---|");
-    for (r, _) in &results {
+    for (r, _) in results.iter().filter(|(r, _)| r.mode == Mode::Steps) {
         println!(
             "| {} | {} | {} | {} | {} |",
             r.name,
@@ -932,7 +1089,7 @@ async fn main() {
         RATES[0]
     );
     println!("|---|---|---|");
-    for (r, b) in &results {
+    for (r, b) in results.iter().filter(|(r, _)| r.mode == Mode::Steps) {
         let lat = r
             .steps
             .first()
@@ -958,6 +1115,228 @@ async fn main() {
             .unwrap_or_else(|| "–".into());
         println!("| {} | {lat} | {ops} |", r.name);
     }
+    let flood_rows = flood_rows(&results);
+    if !flood_rows.is_empty() {
+        println!();
+        println!(
+            "### Flood isolation (the others' fan-out at {FLOOD_RATE:.0} ops/s, quiet and while one participant floods)"
+        );
+        println!("| scenario | quiet p50 / p99 | flood | flood p50 / p99 | p99 flood ÷ quiet |");
+        println!("|---|---|---|---|---|");
+        for row in &flood_rows {
+            println!("| {} |", row.join(" | "));
+        }
+    }
+    write_results(&results, &flood_rows);
     println!();
     println!("total time: {:.0} s", began.elapsed().as_secs_f64());
+}
+
+/// The flood table: per flood step, the quiet step's and the flood step's latencies.
+fn flood_rows(results: &[(ScenarioResult, Baseline)]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for (r, _) in results.iter().filter(|(r, _)| r.mode == Mode::Flood) {
+        let Some(quiet) = r.steps.iter().find(|s| s.flood.is_none()) else {
+            continue;
+        };
+        for s in r.steps.iter().filter(|s| s.flood.is_some()) {
+            rows.push(vec![
+                r.name.clone(),
+                format!("{} / {}", ms(quiet.p50), ms(quiet.p99)),
+                s.flood.clone().unwrap_or_default(),
+                format!("{} / {}", ms(s.p50), ms(s.p99)),
+                format!("{:.2}", s.p99 as f64 / quiet.p99.max(1) as f64),
+            ]);
+        }
+    }
+    rows
+}
+
+fn ms_f(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// `$BENCH_RESULTS_DIR/collab.json`: the tables above and the charts the report draws.
+fn write_results(results: &[(ScenarioResult, Baseline)], flood: &[Vec<String>]) {
+    let mut out = Results::new("collab", "Collaboration");
+    out.notes.push(format!(
+        "{WRITERS} writers send at a fixed offered rate ({} s per step, open loop), each operation updating one \
+         cell; every participant measures the fan-out latency of the others' operations. The baselines are \
+         measured right after each scenario: raw Redis pub/sub fan-out to as many subscribers (at 100 \
+         messages/s) and the bare PostgreSQL read-modify-write of the scenario's diagram row.",
+        STEP.as_secs()
+    ));
+    out.notes.push(
+        "Quote the ratios: the machine has 2 cores shared by the replicas, PostgreSQL, Redis, this client and \
+         other work."
+            .into(),
+    );
+    let steps = results.iter().filter(|(r, _)| r.mode == Mode::Steps);
+    for (r, b) in steps.clone() {
+        let rows = r
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    format!("{:.0}{}", s.offered, if s.retry { " (retry)" } else { "" }),
+                    format!("{:.0}", s.achieved),
+                    format!("{:.2}", ms_f(s.p50)),
+                    format!("{:.2}", ms_f(s.p99)),
+                    format!("{:.0}%", s.cpu.0),
+                    format!("{:.0}%", s.cpu.2),
+                    if s.saturated() {
+                        format!("saturated: {}", s.problems.join(", "))
+                    } else {
+                        "ok".into()
+                    },
+                ]
+            })
+            .collect();
+        out.table(
+            &format!(
+                "{} (raw Redis p50 {:.2} ms, p99 {:.2} ms; bare PostgreSQL {:.0} tx/s)",
+                r.name,
+                ms_f(b.redis.0),
+                ms_f(b.redis.1),
+                b.pg()
+            ),
+            &[
+                "offered ops/s",
+                "achieved ops/s",
+                "p50 (ms)",
+                "p99 (ms)",
+                "CPU replicas",
+                "CPU machine",
+                "result",
+            ],
+            rows,
+        );
+    }
+    let summary = steps
+        .clone()
+        .map(|(r, b)| {
+            let sustained = r.sustained().map_or(0.0, |s| s.achieved);
+            vec![
+                r.name.clone(),
+                format!("{sustained:.0}"),
+                format!("{:.0}", b.pg()),
+                format!("{:.2}", sustained / b.pg().max(1e-9)),
+                r.rss
+                    .iter()
+                    .map(|m| format!("{m:.1} MiB"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    out.table(
+        "Highest sustained ops/s against the bare PostgreSQL read-modify-write",
+        &[
+            "scenario",
+            "sustained ops/s",
+            "bare PostgreSQL tx/s",
+            "ratio",
+            "peak RSS per replica",
+        ],
+        summary,
+    );
+    if !flood.is_empty() {
+        out.table(
+            "Flood isolation",
+            &[
+                "scenario",
+                "quiet p50 / p99",
+                "flood",
+                "flood p50 / p99",
+                "p99 flood ÷ quiet",
+            ],
+            flood.to_vec(),
+        );
+    }
+    let mut sizes: Vec<usize> = steps.clone().map(|(r, _)| r.cells).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for cells in sizes {
+        let mut series: Vec<Series> = Vec::new();
+        let mut redis: Option<(usize, &Baseline, Vec<f64>)> = None;
+        for (r, b) in steps.clone().filter(|(r, _)| r.cells == cells) {
+            let ok: Vec<&StepResult> = r.steps.iter().filter(|s| !s.saturated()).collect();
+            series.push((
+                format!("{} p50", r.name),
+                false,
+                ok.iter().map(|s| (s.offered, ms_f(s.p50))).collect(),
+            ));
+            series.push((
+                format!("{} p99", r.name),
+                false,
+                ok.iter().map(|s| (s.offered, ms_f(s.p99))).collect(),
+            ));
+            let rates: Vec<f64> = ok.iter().map(|s| s.offered).collect();
+            if redis.as_ref().is_none_or(|(p, _, _)| r.participants > *p) {
+                redis = Some((r.participants, b, rates));
+            }
+        }
+        if let Some((p, b, rates)) = redis {
+            series.push((
+                format!("raw Redis pub/sub p50 ({p} subscribers)"),
+                true,
+                rates.iter().map(|&x| (x, ms_f(b.redis.0))).collect(),
+            ));
+            series.push((
+                format!("raw Redis pub/sub p99 ({p} subscribers)"),
+                true,
+                rates.iter().map(|&x| (x, ms_f(b.redis.1))).collect(),
+            ));
+        }
+        out.chart(
+            &format!("collab-latency-{cells}"),
+            &format!("Fan-out latency against offered ops/s ({cells}-cell diagram)"),
+            "offered ops/s",
+            "fan-out latency (ms)",
+            series,
+        );
+    }
+    let mut groups: Vec<(usize, usize)> = steps.clone().map(|(r, _)| (r.participants, r.cells)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut series: Vec<Series> = Vec::new();
+    for (p, cells) in groups {
+        let points: Vec<(f64, f64)> = steps
+            .clone()
+            .filter(|(r, _)| r.participants == p && r.cells == cells)
+            .map(|(r, _)| (r.replicas as f64, r.sustained().map_or(0.0, |s| s.achieved)))
+            .collect();
+        series.push((
+            format!("tmi-server, {p} participants, {cells} cells"),
+            false,
+            points,
+        ));
+    }
+    let mut by_cells: Vec<(usize, f64, Vec<f64>)> = Vec::new();
+    for (r, b) in steps.clone() {
+        match by_cells.iter_mut().find(|(c, _, _)| *c == r.cells) {
+            Some((_, pg, xs)) => {
+                *pg = pg.max(b.pg());
+                xs.push(r.replicas as f64);
+            }
+            None => by_cells.push((r.cells, b.pg(), vec![r.replicas as f64])),
+        }
+    }
+    for (cells, pg, mut xs) in by_cells {
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        series.push((
+            format!("bare PostgreSQL read-modify-write, {cells} cells"),
+            true,
+            xs.iter().map(|&x| (x, pg)).collect(),
+        ));
+    }
+    out.chart(
+        "collab-throughput",
+        "Highest sustained ops/s against replicas",
+        "replicas",
+        "ops/s",
+        series,
+    );
+    out.write();
 }
