@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the server on SQLite with the dev login) and `make test`
 # (every test, starting PostgreSQL, Redis and a local Kubernetes control plane itself).
-.PHONY: run test bench bench-report bench-api bench-collab bench-operator controlplane cluster-up cluster-shell cluster-down crds docs fmt lint images
+.PHONY: run test bench bench-report bench-api bench-collab bench-collab-sessions bench-operator controlplane cluster-up cluster-shell cluster-down crds docs fmt lint images
 
 CLUSTER_DIR ?= .cluster
 
@@ -18,7 +18,7 @@ test:
 BENCH_RESULTS_DIR ?= $(CURDIR)/target/bench-results
 export BENCH_RESULTS_DIR
 
-bench: bench-api bench-collab bench-operator
+bench: bench-api bench-collab bench-collab-sessions bench-operator
 	$(MAKE) bench-report
 
 bench-report:
@@ -32,6 +32,10 @@ bench-api:
 bench-collab:
 	mkdir -p $(BENCH_RESULTS_DIR)
 	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-server --bench collab
+
+bench-collab-sessions:
+	mkdir -p $(BENCH_RESULTS_DIR)
+	TMI_KEYCLOAK=off scripts/with-services.sh cargo bench -p tmi-server --bench collab-sessions
 
 bench-operator:
 	mkdir -p $(BENCH_RESULTS_DIR)
