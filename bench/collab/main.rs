@@ -955,7 +955,7 @@ async fn main() {
     let runs = SCENARIOS
         .iter()
         .copied()
-        .filter(|s| selected(s))
+        .filter(selected)
         .map(|(r, p, c)| (r, p, c, Mode::Steps))
         .chain(
             FLOOD_SCENARIOS
