@@ -87,11 +87,19 @@ fn flood_selected() -> bool {
 }
 
 /// `TMI_BENCH_CELLS=2500` (a comma-separated list) runs only the scenarios of those diagram sizes.
-fn selected(&(_, _, cells): &(usize, usize, usize)) -> bool {
-    match std::env::var("TMI_BENCH_CELLS") {
+/// `TMI_BENCH_ONLY=1/50/100,2/50/2500` runs only those (replicas/participants/cells) scenarios.
+fn selected(&(replicas, participants, cells): &(usize, usize, usize)) -> bool {
+    let size = match std::env::var("TMI_BENCH_CELLS") {
         Ok(list) if !list.trim().is_empty() => list.split(',').any(|c| c.trim() == cells.to_string()),
         _ => true,
-    }
+    };
+    let only = match std::env::var("TMI_BENCH_ONLY") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .any(|c| c.trim() == format!("{replicas}/{participants}/{cells}")),
+        _ => true,
+    };
+    size && only
 }
 
 /// What every socket reader shares.
