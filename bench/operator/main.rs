@@ -8,7 +8,14 @@
 //! - the ratio of the two, the operator's peak RSS (VmHWM) and CPU seconds (utime + stime), and API requests
 //!   per reconcile in steady state (from its own `/metrics`, over a window of resyncs).
 //!
+//! - what the operator's watch caches hold per object: for each cached kind, the objects in the scenario's
+//!   namespaces as the API server serves them, listed once after steady state, and their JSON size as served,
+//!   with only `managedFields` dropped (what the caches kept before `controller::cache`), and as the operator
+//!   caches them now (the same `controller::cache` trims the operator runs).
+//!
 //! Scenarios: `BENCH_SCENARIOS` (default `100x10,1000x100`), concurrency `BENCH_CONCURRENCY` (default 10).
+//! `TMI_BENCH_OPERATOR_BIN` runs another operator binary (e.g. a copy of an earlier build) in the same bench.
+//! With `BENCH_RESULTS_DIR` set, the results are also written to `$BENCH_RESULTS_DIR/operator.json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the right outcome
 
@@ -20,11 +27,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PartialObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
+use serde::Serialize;
 use serde_json::json;
-use tmi_operator::controller::{inputs::Inputs, render, validate};
+use tmi_operator::controller::{cache, inputs::Inputs, names, render, validate};
 use tmi_operator::crd::TmiInstance;
 
 const SECRET_URL: &str = "postgres://tmi:bench@postgres.bench.svc:5432/tmi";
@@ -168,7 +177,10 @@ impl OperatorProcess {
             .unwrap()
             .port();
         let admin = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_tmi-operator"))
+        // `TMI_BENCH_OPERATOR_BIN` runs another build (e.g. a copy of an earlier one) against the same bench.
+        let bin = std::env::var("TMI_BENCH_OPERATOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tmi-operator").to_owned());
+        let child = Command::new(bin)
             .args([
                 "run",
                 "--leader-elect=false",
@@ -244,6 +256,8 @@ fn sum(m: &BTreeMap<String, f64>, prefix: &str, exclude: &str) -> f64 {
 
 struct Row {
     scenario: String,
+    instances: usize,
+    caches: Vec<CacheRow>,
     raw: f64,
     operator: f64,
     rss: f64,
@@ -258,7 +272,7 @@ async fn operator_run(
     namespaces: &[String],
     instances: usize,
     concurrency: usize,
-) -> (f64, f64, f64, f64, f64) {
+) -> (f64, f64, f64, f64, f64, Vec<CacheRow>) {
     let resync = 10;
     let op = OperatorProcess::start(kubeconfig, resync);
     // Wait for the admin endpoint.
@@ -326,6 +340,7 @@ async fn operator_run(
     let writes =
         sum(&after, "tmi_operator_writes_total", "~") - sum(&before, "tmi_operator_writes_total", "~");
     let (rss, cpu) = op.usage();
+    let caches = cache_sizes(client, namespaces).await;
     let per = |x: f64| {
         if reconciles > 0.0 {
             x / reconciles
@@ -334,7 +349,213 @@ async fn operator_run(
         }
     };
     eprintln!("steady state: {reconciles} reconciles, {requests} requests, {writes} writes");
-    (elapsed, rss, cpu, per(requests), per(writes))
+    (elapsed, rss, cpu, per(requests), per(writes), caches)
+}
+
+/// JSON size of one cached object of a kind, averaged: as served, with only managedFields dropped (the
+/// caches before `controller::cache`), and as cached now.
+struct CacheRow {
+    kind: &'static str,
+    objects: usize,
+    served: f64,
+    managed_fields_dropped: f64,
+    cached: f64,
+}
+
+fn json_len<T: Serialize>(o: &T) -> f64 {
+    serde_json::to_vec(o).map(|v| v.len()).unwrap_or(0) as f64
+}
+
+fn cache_row<K: Serialize + Clone>(
+    kind: &'static str,
+    items: &[K],
+    drop_managed: impl Fn(&mut K),
+    trim: impl Fn(&mut K),
+) -> CacheRow {
+    let n = items.len().max(1) as f64;
+    let (mut served, mut before, mut now) = (0.0, 0.0, 0.0);
+    for o in items {
+        served += json_len(o);
+        let mut b = o.clone();
+        drop_managed(&mut b);
+        before += json_len(&b);
+        let mut c = o.clone();
+        trim(&mut c);
+        now += json_len(&c);
+    }
+    CacheRow {
+        kind,
+        objects: items.len(),
+        served: served / n,
+        managed_fields_dropped: before / n,
+        cached: now / n,
+    }
+}
+
+/// What each of the operator's caches holds per object, for the objects in `namespaces`.
+async fn cache_sizes(client: &Client, namespaces: &[String]) -> Vec<CacheRow> {
+    async fn owned<K>(client: &Client, namespaces: &[String]) -> Vec<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let lp = ListParams::default().labels(&names::managed_selector());
+        let items = Api::<K>::all(client.clone()).list(&lp).await.unwrap().items;
+        items
+            .into_iter()
+            .filter(|o| namespaces.contains(&o.namespace().unwrap_or_default()))
+            .collect()
+    }
+    macro_rules! owned_row {
+        ($kind:ty, $name:expr) => {
+            cache_row(
+                $name,
+                &owned::<$kind>(client, namespaces).await,
+                |o| o.managed_fields_mut().clear(),
+                cache::trim_owned::<$kind>,
+            )
+        };
+    }
+    let instances: Vec<TmiInstance> = Api::<TmiInstance>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| namespaces.contains(&o.namespace().unwrap_or_default()))
+        .collect();
+    let secrets: Vec<PartialObjectMeta<Secret>> = Api::<Secret>::all(client.clone())
+        .list_metadata(&ListParams::default().fields("type!=helm.sh/release.v1"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| namespaces.contains(&o.namespace().unwrap_or_default()))
+        .collect();
+    vec![
+        cache_row(
+            "TmiInstance",
+            &instances,
+            |o| o.managed_fields_mut().clear(),
+            |o| cache::trim_meta(o.meta_mut()),
+        ),
+        owned_row!(k8s_openapi::api::core::v1::ServiceAccount, "ServiceAccount"),
+        owned_row!(k8s_openapi::api::core::v1::ConfigMap, "ConfigMap"),
+        owned_row!(Deployment, "Deployment"),
+        owned_row!(k8s_openapi::api::core::v1::Service, "Service"),
+        owned_row!(
+            k8s_openapi::api::core::v1::PersistentVolumeClaim,
+            "PersistentVolumeClaim"
+        ),
+        owned_row!(
+            k8s_openapi::api::policy::v1::PodDisruptionBudget,
+            "PodDisruptionBudget"
+        ),
+        owned_row!(k8s_openapi::api::networking::v1::Ingress, "Ingress"),
+        owned_row!(k8s_openapi::api::batch::v1::Job, "Job"),
+        cache_row(
+            "Secret (metadata)",
+            &secrets,
+            |o| o.metadata.managed_fields = None,
+            cache::trim_secret_meta,
+        ),
+    ]
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    format!("{model}, {cores} cores, {:.0} GiB", mem_kib / 1024.0 / 1024.0)
+}
+
+/// `$BENCH_RESULTS_DIR/operator.json` (format: the lead's `bench/report`).
+fn write_json(rows: &[Row], concurrency: usize) {
+    let Ok(dir) = std::env::var("BENCH_RESULTS_DIR") else {
+        return;
+    };
+    let mut tables = Vec::new();
+    for r in rows {
+        let ratio = r.operator / r.raw;
+        tables.push(json!({
+            "title": r.scenario,
+            "columns": ["metric", "tmi-operator", "raw SSA", "ratio"],
+            "rows": [
+                ["seconds until Ready (raw SSA: until available)", format!("{:.1}", r.operator), format!("{:.1}", r.raw), format!("{ratio:.2}")],
+                ["peak RSS (MiB)", format!("{:.1}", r.rss), "", ""],
+                ["CPU (s)", format!("{:.1}", r.cpu), "", ""],
+                ["steady-state API requests / reconcile", format!("{:.3}", r.requests_per_reconcile), "", ""],
+                ["steady-state writes / reconcile", format!("{:.3}", r.writes_per_reconcile), "", ""],
+            ]
+        }));
+        let cache_rows: Vec<_> = r
+            .caches
+            .iter()
+            .map(|c| {
+                json!([
+                    c.kind,
+                    c.objects.to_string(),
+                    format!("{:.0}", c.served),
+                    format!("{:.0}", c.managed_fields_dropped),
+                    format!("{:.0}", c.cached)
+                ])
+            })
+            .collect();
+        tables.push(json!({
+            "title": format!("{}: JSON bytes per cached object", r.scenario),
+            "columns": ["kind", "objects", "as served", "managedFields dropped (before)", "as cached now"],
+            "rows": cache_rows
+        }));
+    }
+    let points = |f: &dyn Fn(&Row) -> f64| -> Vec<[f64; 2]> {
+        rows.iter().map(|r| [r.instances as f64, f(r)]).collect()
+    };
+    let doc = json!({
+        "suite": "operator",
+        "title": "Operator",
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "machine": machine(),
+        "notes": [
+            format!("Local control plane (kwok makes pods Ready), client concurrency {concurrency}. Raw SSA: the same rendered objects server-side applied directly, until every Deployment is available; operator: the release binary, until every TmiInstance is Ready at its generation."),
+            "Peak RSS is the operator process's VmHWM; steady state is 32 s with a 10 s resync.",
+            "JSON bytes per cached object: the objects listed once after steady state, serialized as served, with managedFields dropped (what the caches held before), and trimmed as the operator caches them now (controller::cache)."
+        ],
+        "tables": tables,
+        "charts": [
+            {"id": "operator-convergence", "title": "Operator convergence against instance count",
+             "x_label": "instances", "y_label": "seconds until Ready", "log_y": false,
+             "series": [
+                {"name": "tmi-operator", "baseline": false, "points": points(&|r| r.operator)},
+                {"name": "raw server-side apply", "baseline": true, "points": points(&|r| r.raw)}
+             ]},
+            {"id": "operator-peak-rss", "title": "Operator peak RSS against instance count",
+             "x_label": "instances", "y_label": "peak RSS (MiB)", "log_y": false,
+             "series": [
+                {"name": "tmi-operator", "baseline": false, "points": points(&|r| r.rss)},
+                {"name": "target (issue 18: 64 MiB)", "baseline": true, "points": points(&|_| 64.0)}
+             ]}
+        ]
+    });
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = std::path::Path::new(&dir).join("operator.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    eprintln!("wrote {}", path.display());
 }
 
 fn main() {
@@ -365,11 +586,13 @@ fn main() {
             delete_namespaces(&client, &raw_ns).await;
 
             let op_ns = create_namespaces(&client, &format!("bench-op-{instances}"), namespaces).await;
-            let (operator, rss, cpu, rpr, wpr) = operator_run(&client, cp.kubeconfig(), &op_ns, instances, concurrency).await;
+            let (operator, rss, cpu, rpr, wpr, caches) = operator_run(&client, cp.kubeconfig(), &op_ns, instances, concurrency).await;
             eprintln!("operator: {operator:.1} s, peak RSS {rss:.1} MiB, CPU {cpu:.1} s");
             delete_namespaces(&client, &op_ns).await;
             rows.push(Row {
                 scenario: format!("{instances} instances / {namespaces} namespaces"),
+                instances,
+                caches,
                 raw,
                 operator,
                 rss,
@@ -393,5 +616,17 @@ fn main() {
                 r.writes_per_reconcile
             );
         }
+        for r in &rows {
+            println!("\n{}: JSON bytes per cached object", r.scenario);
+            println!("| kind | objects | as served | managedFields dropped (before) | as cached now |");
+            println!("|---|---|---|---|---|");
+            for c in &r.caches {
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | {:.0} |",
+                    c.kind, c.objects, c.served, c.managed_fields_dropped, c.cached
+                );
+            }
+        }
+        write_json(&rows, concurrency);
     });
 }
