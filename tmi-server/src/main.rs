@@ -28,6 +28,12 @@ enum Command {
     },
 }
 
+/// mimalloc instead of the C library's allocator: small JSON values are allocated and freed on every
+/// request, and glibc's malloc (and musl's, in the images) was the top of the CPU profile under load
+/// (docs/server.md, Benchmark).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
