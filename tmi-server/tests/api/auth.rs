@@ -576,7 +576,77 @@ async fn revocations_survive_a_redis_restart(b: Backend) {
     app.get("/me", Some(&again.access)).await.expect(200);
 }
 
+/// Polls `app` until it refuses `token` (401), for at most `within`; whether it did.
+async fn refused_within(app: &TestApp, token: &str, within: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        let res = app.get("/me", Some(token)).await;
+        if res.status == 401 {
+            return true;
+        }
+        res.expect(200);
+        if started.elapsed() > within {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Two replicas sharing the database and Redis: a token revoked on one is refused by the other as
+/// soon as the revocation is announced on Redis (each replica checks its in-process copy, with no
+/// Redis round trip per request). A revocation made while Redis is down cannot be announced: the
+/// other replica resynchronizes from the database when its subscription comes back (a gap in the
+/// channel), long before its 30 s poll would have found it.
+async fn revocations_reach_the_other_replica(b: Backend) {
+    let mut redis = crate::helpers::PrivateRedis::start();
+    let url = redis.url();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let opts = |database: Option<String>| Options {
+        redis: true,
+        vars: vec![
+            ("TMI_REDIS_URL", url.clone()),
+            (crate::helpers::REDIS_PREFIX_VAR, prefix.clone()),
+        ],
+        database,
+    };
+    let a = TestApp::spawn_with(b, opts(None)).await;
+    let replica = TestApp::spawn_with(b, opts(Some(a.database_url.clone()))).await;
+    let s = a.login("heidi").await;
+    let caller = a.login("heidi").await;
+    replica.get("/me", Some(&s.access)).await.expect(200);
+    a.post("/oauth2/revoke", Some(&caller.access), json!({"token": s.access}))
+        .await
+        .expect(200);
+    a.get("/me", Some(&s.access))
+        .await
+        .expect_error(401, "unauthorized");
+    assert!(
+        refused_within(&replica, &s.access, std::time::Duration::from_secs(5)).await,
+        "the other replica still accepts a revoked token"
+    );
+
+    // Redis down: the revocation is recorded, but nobody hears of it.
+    let t = a.login("heidi").await;
+    replica.get("/me", Some(&t.access)).await.expect(200);
+    redis.stop();
+    a.post("/oauth2/revoke", Some(&caller.access), json!({"token": t.access}))
+        .await
+        .expect(200);
+    a.get("/me", Some(&t.access))
+        .await
+        .expect_error(401, "unauthorized");
+    redis.start_again();
+    assert!(
+        refused_within(&replica, &t.access, std::time::Duration::from_secs(15)).await,
+        "the other replica did not resynchronize after Redis came back"
+    );
+    // Both replicas go on accepting the tokens that were not revoked.
+    replica.get("/me", Some(&caller.access)).await.expect(200);
+    a.get("/me", Some(&caller.access)).await.expect(200);
+}
+
 both_backends!(
+    revocations_reach_the_other_replica,
     dev_login_with_pkce,
     authorize_validation,
     refresh_rotation_and_reuse,

@@ -417,10 +417,15 @@ impl PrivateRedis {
     /// Stops it and starts it again on the same port, with nothing in it.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts it again on its port after `stop`, with nothing in it.
+    pub fn start_again(&mut self) {
         *self = Self::start_on(self.port);
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
