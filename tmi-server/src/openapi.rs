@@ -57,8 +57,16 @@ pub struct Spec {
     components: Value,
     operations: HashMap<(String, String), Arc<Operation>>,
     validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
+    /// `property_names` of each component asked for (walking `allOf`/`$ref` on every request showed
+    /// in the API benchmark's profile).
+    property_names: Mutex<HashMap<String, Arc<Vec<String>>>>,
+    /// The validator of each (component, property) `validate_properties` met; `None` when the
+    /// component does not name the property.
+    property_validators: Mutex<PropertyValidators>,
     pub version: String,
 }
+
+type PropertyValidators = HashMap<(String, String), Option<Arc<jsonschema::Validator>>>;
 
 impl std::fmt::Debug for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -252,6 +260,8 @@ impl Spec {
             components,
             operations,
             validators: Mutex::new(HashMap::new()),
+            property_names: Mutex::new(HashMap::new()),
+            property_validators: Mutex::new(HashMap::new()),
             version,
         })
     }
@@ -308,26 +318,43 @@ impl Spec {
         let errors: Vec<String> = validator
             .iter_errors(value)
             .take(5)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{at}: {e}")
-                }
-            })
+            .map(|e| error_text(&e))
             .collect();
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     /// Validates `value` against `#/components/schemas/<name>`.
     pub fn validate_component(&self, name: &str, value: &Value) -> Result<(), SchemaErrors> {
-        let schema = json!({"$ref": format!("#/components/schemas/{name}")});
-        self.validate(&format!("component:{name}"), &schema, value)
+        let validator = self
+            .validator_with(
+                &format!("component:{name}"),
+                || json!({"$ref": format!("#/components/schemas/{name}")}),
+            )
+            .map_err(|e| vec![e])?;
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .take(5)
+            .map(|e| error_text(&e))
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
-    /// Property names of a component schema, following `allOf` and `$ref`.
-    pub fn property_names(&self, name: &str) -> Vec<String> {
+    /// Property names of a component schema, following `allOf` and `$ref`; computed once per
+    /// component.
+    pub fn property_names(&self, name: &str) -> Arc<Vec<String>> {
+        if let Ok(cache) = self.property_names.lock()
+            && let Some(names) = cache.get(name)
+        {
+            return names.clone();
+        }
+        let names = Arc::new(self.collect_property_names(name));
+        if let Ok(mut cache) = self.property_names.lock() {
+            cache.insert(name.to_owned(), names.clone());
+        }
+        names
+    }
+
+    fn collect_property_names(&self, name: &str) -> Vec<String> {
         fn collect(components: &Value, schema: &Value, out: &mut Vec<String>) {
             if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
                 if let Some(target) = r
@@ -385,17 +412,51 @@ impl Spec {
     pub fn validate_properties(&self, name: &str, fields: &Map<String, Value>) -> Result<(), SchemaErrors> {
         let mut errors = Vec::new();
         for (k, v) in fields.iter().filter(|(_, v)| v.is_string()) {
-            let Some(schema) = self.property_schema(name, k) else {
+            let Some(validator) = self.property_validator(name, k).map_err(|e| vec![e])? else {
                 continue;
             };
-            if let Err(e) = self.validate(&format!("property:{name}:{k}"), &schema, v) {
-                errors.extend(e.into_iter().map(|e| format!("{k}: {e}")));
-            }
+            errors.extend(
+                validator
+                    .iter_errors(v)
+                    .take(5)
+                    .map(|e| format!("{k}: {}", error_text(&e))),
+            );
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
+    /// The cached validator of property `prop` of component `name` (`None`: no such property).
+    fn property_validator(
+        &self,
+        name: &str,
+        prop: &str,
+    ) -> Result<Option<Arc<jsonschema::Validator>>, String> {
+        let key = (name.to_owned(), prop.to_owned());
+        if let Ok(cache) = self.property_validators.lock()
+            && let Some(v) = cache.get(&key)
+        {
+            return Ok(v.clone());
+        }
+        let validator = match self.property_schema(name, prop) {
+            Some(schema) => Some(self.validator(&format!("property:{name}:{prop}"), &schema)?),
+            None => None,
+        };
+        if let Ok(mut cache) = self.property_validators.lock() {
+            cache.insert(key, validator.clone());
+        }
+        Ok(validator)
+    }
+
     fn validator(&self, key: &str, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+        self.validator_with(key, || schema.clone())
+    }
+
+    /// The cached validator under `key`, compiled from `schema()` on first use.
+    fn validator_with(
+        &self,
+        key: &str,
+        schema: impl FnOnce() -> Value,
+    ) -> Result<Arc<jsonschema::Validator>, String> {
         let mut cache = self
             .validators
             .lock()
@@ -403,8 +464,8 @@ impl Spec {
         if let Some(v) = cache.get(key) {
             return Ok(v.clone());
         }
-        let mut root = match schema {
-            Value::Object(m) => m.clone(),
+        let mut root = match schema() {
+            Value::Object(m) => m,
             other => {
                 let mut m = Map::new();
                 m.insert("allOf".into(), json!([other]));
@@ -420,6 +481,16 @@ impl Spec {
         let validator = Arc::new(validator);
         cache.insert(key.to_owned(), validator.clone());
         Ok(validator)
+    }
+}
+
+/// A validation error with the path of the offending value, when not the root.
+fn error_text(e: &jsonschema::ValidationError<'_>) -> String {
+    let at = e.instance_path().to_string();
+    if at.is_empty() {
+        e.to_string()
+    } else {
+        format!("{at}: {e}")
     }
 }
 

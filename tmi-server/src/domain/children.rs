@@ -256,7 +256,7 @@ pub async fn patched(
     let (patch, touched) = patch::parse(ops, &allowed)?;
     let meta = store.list_metadata(current.id).await?;
     let mut before = response(spec, kind, current, &meta, false);
-    for k in &writable {
+    for k in writable.iter() {
         if before.get(k).is_none() {
             before[k.as_str()] = Value::Null;
         }
