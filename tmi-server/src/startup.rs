@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::openapi::Spec;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store::retry::Retrying;
 use crate::store::{Postgres, Sqlite, Store, UserRecord, groups};
 
@@ -182,7 +182,7 @@ pub async fn build_state_with(
     );
     let rate_limits = Arc::new(RateLimits::new(&config.limits));
     crate::limits::spawn_pruner(Arc::downgrade(&rate_limits));
-    Ok(AppState {
+    Ok(AppState::new(Services {
         collab,
         rate_limits,
         store,
@@ -193,7 +193,7 @@ pub async fn build_state_with(
         providers: Arc::new(providers),
         metrics,
         redis_enabled,
-    })
+    }))
 }
 
 /// Serves (through `server::run`: connection cap and timeouts) until `shutdown` resolves, then drains: collaboration sockets are closed with 1012 (service
