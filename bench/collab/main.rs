@@ -516,7 +516,7 @@ async fn fill(database_url: &str, diagram: &str, n: usize) {
         .connect(database_url)
         .await
         .unwrap();
-    sqlx::query("UPDATE children SET doc = jsonb_set(doc, '{cells}', $1) WHERE id = $2")
+    sqlx::query("UPDATE children SET doc = jsonb_set(doc::jsonb, '{cells}', $1)::json WHERE id = $2")
         .bind(sqlx::types::Json(Value::Array(cells)))
         .bind(Uuid::parse_str(diagram).unwrap())
         .execute(&pool)
