@@ -213,7 +213,7 @@ spec:
     devLogin: true
 "#,
         redis = redis_url(),
-        version = env!("CARGO_PKG_VERSION"),
+        version = VERSION,
         user_rpm = LOAD_TEST_USER_RPM,
     );
     let out = cp()
@@ -697,4 +697,37 @@ async fn a_wrong_database_url_is_a_condition_naming_the_database() {
         .await
         .unwrap();
     wait_instance(&api, "tmi", "Ready after the URL was fixed", is_ready).await;
+}
+
+/// Sets the instance `tmi`'s `spec.version`; returns the generation that makes.
+async fn set_version(api: &Api<TmiInstance>, version: &str) -> i64 {
+    api.patch(
+        "tmi",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "version": version } })),
+    )
+    .await
+    .unwrap();
+    api.get("tmi").await.unwrap().metadata.generation.unwrap()
+}
+
+/// The instance's `status.upgrade`.
+fn upgrade(obj: &Value) -> &Value {
+    &obj["status"]["upgrade"]
+}
+
+/// An RFC 3339 timestamp of the status as seconds since the epoch.
+fn secs(t: &Value) -> i64 {
+    t.as_str()
+        .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(|t| t.as_second())
+        .unwrap_or_else(|| panic!("not a timestamp: {t}"))
+}
+
+/// This build's version, the tag of the locally built tmi-server image.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The tag of the locally built release with one more migration.
+fn next() -> String {
+    format!("{VERSION}-next")
 }

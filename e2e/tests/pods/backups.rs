@@ -15,23 +15,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tmi_e2e::TestNamespace;
 use tmi_operator::crd::TmiInstance;
 
 use super::{
-    Running, condition, cp, database, install_operator, is_ready, rand_u32, run, two_replicas, wait_instance,
+    Running, VERSION, condition, cp, database, install_operator, is_ready, next, rand_u32, run, secs,
+    set_version, two_replicas, upgrade, wait_instance,
 };
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn next() -> String {
-    format!("{VERSION}-next")
-}
-
-fn upgrade(obj: &Value) -> &Value {
-    &obj["status"]["upgrade"]
-}
 
 /// A directory on the node for the volume, and a PersistentVolume (hostPath) pre-bound to the claim `dumps`
 /// in `ns`, and that claim. `writable`: whether UID 65532 (the pods' user) may write to it.
@@ -85,16 +76,6 @@ async fn set_backup(api: &Api<TmiInstance>, keep: Option<i32>) {
             "image": image,
             "keep": keep,
         } } } })),
-    )
-    .await
-    .unwrap();
-}
-
-async fn set_version(api: &Api<TmiInstance>, version: &str) {
-    api.patch(
-        "tmi",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "version": version } })),
     )
     .await
     .unwrap();
@@ -270,13 +251,6 @@ async fn the_migrate_job_dumps_the_database_first_and_the_dump_restores() {
         secs(&u["finishedAt"]) - secs(&u["requestedAt"]),
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn secs(t: &Value) -> i64 {
-    t.as_str()
-        .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
-        .map(|t| t.as_second())
-        .unwrap_or_else(|| panic!("not a timestamp: {t}"))
 }
 
 /// A backup that cannot write to its volume: the Job fails before any migration (the schema is unchanged),

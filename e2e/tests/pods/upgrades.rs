@@ -12,21 +12,14 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tmi_operator::crd::TmiInstance;
 
 use super::{
-    Running, TIMEOUT, common::tmi::Tmi, condition, cp, database, install_operator, is_ready, server_pods,
-    terminating_pods, two_replicas, wait_instance,
+    Running, TIMEOUT, VERSION, common::tmi::Tmi, condition, cp, database, install_operator, is_ready, next,
+    secs, server_pods, set_version, terminating_pods, two_replicas, upgrade, wait_instance,
 };
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn next() -> String {
-    format!("{VERSION}-next")
-}
 
 fn broken() -> String {
     format!("{VERSION}-broken")
@@ -34,21 +27,6 @@ fn broken() -> String {
 
 fn image(version: &str) -> String {
     format!("ghcr.io/tmi-operator/tmi-server:{version}")
-}
-
-async fn set_version(api: &Api<TmiInstance>, version: &str) -> i64 {
-    api.patch(
-        "tmi",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "version": version } })),
-    )
-    .await
-    .unwrap();
-    api.get("tmi").await.unwrap().metadata.generation.unwrap()
-}
-
-fn upgrade(obj: &Value) -> &Value {
-    &obj["status"]["upgrade"]
 }
 
 fn reason_is(obj: &Value, type_: &str, status: &str, reason: &str) -> bool {
@@ -65,13 +43,6 @@ async fn deployment_image(client: &kube::Client, ns: &str) -> String {
         .image
         .clone()
         .unwrap()
-}
-
-fn secs(t: &Value) -> i64 {
-    t.as_str()
-        .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
-        .map(|t| t.as_second())
-        .unwrap_or_else(|| panic!("not a timestamp: {t}"))
 }
 
 /// Two replicas behind their Service, version bumped to the release with one more migration while four
