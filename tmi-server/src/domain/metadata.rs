@@ -49,6 +49,29 @@ pub fn from_body(v: Option<&Value>) -> Result<Option<Vec<MetadataEntry>>, ApiErr
     Ok(Some(entries))
 }
 
+/// The entry a `PUT …/metadata/{key}` writes: the path's key and the body's `value`, both validated.
+pub fn put_entry(key: String, body: &Value) -> Result<MetadataEntry, ApiError> {
+    if !valid_key(&key) {
+        return Err(ApiError::invalid("Invalid metadata key"));
+    }
+    let value = body
+        .get("value")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let e = MetadataEntry { key, value };
+    validate_entries(std::slice::from_ref(&e))?;
+    Ok(e)
+}
+
+/// A store error of a write to one metadata key: a missing key is the contract's 404.
+pub fn missing_key(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::NotFound => ApiError::not_found("Metadata key"),
+        other => other.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

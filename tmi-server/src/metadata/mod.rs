@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::kinds::{KINDS, Kind};
 use crate::domain::live;
-use crate::domain::metadata::{parse as entries, valid_key, validate_entries};
+use crate::domain::metadata::{missing_key, parse as entries, put_entry, validate_entries};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, TmAccess};
 use crate::routes::Routes;
@@ -106,28 +106,12 @@ async fn put_key(
     body: Value,
 ) -> Result<Json<MetadataEntry>, ApiError> {
     let (_, id) = entity(&state, &access, kind, &p).await?;
-    let key = p.get("key").cloned().unwrap_or_default();
-    if !valid_key(&key) {
-        return Err(ApiError::invalid("Invalid metadata key"));
-    }
-    let value = body
-        .get("value")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let e = MetadataEntry {
-        key: key.clone(),
-        value,
-    };
-    validate_entries(std::slice::from_ref(&e))?;
+    let e = put_entry(p.get("key").cloned().unwrap_or_default(), &body)?;
     state
         .store
-        .update_metadata_value(id, &key, &e.value)
+        .update_metadata_value(id, &e.key, &e.value)
         .await
-        .map_err(|err| match err {
-            StoreError::NotFound => ApiError::not_found("Metadata key"),
-            other => other.into(),
-        })?;
+        .map_err(missing_key)?;
     Ok(Json(e))
 }
 
@@ -139,14 +123,7 @@ async fn delete_key(
 ) -> Result<StatusCode, ApiError> {
     let (_, id) = entity(&state, &access, kind, &p).await?;
     let key = p.get("key").cloned().unwrap_or_default();
-    state
-        .store
-        .delete_metadata(id, &key)
-        .await
-        .map_err(|err| match err {
-            StoreError::NotFound => ApiError::not_found("Metadata key"),
-            other => other.into(),
-        })?;
+    state.store.delete_metadata(id, &key).await.map_err(missing_key)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::handlers::unit;
 use super::{Params, id_param, uuid_param};
-use crate::domain::metadata::{parse as entries, valid_key, validate_entries};
+use crate::domain::metadata::{missing_key, parse as entries, put_entry, validate_entries};
 use crate::domain::teams::UnitKind;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
@@ -27,13 +27,6 @@ use crate::store::{MetadataEntry, StoreError};
 /// The unit whose metadata the path addresses; 404 when it does not exist.
 async fn entity(state: &AppState, kind: &UnitKind, p: &HashMap<String, String>) -> Result<Uuid, ApiError> {
     Ok(unit(state, kind, uuid_param(p, id_param(kind))?).await?.id)
-}
-
-fn missing_key(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found("Metadata key"),
-        other => other.into(),
-    }
 }
 
 /// `GET …/metadata`.
@@ -75,17 +68,7 @@ pub async fn put_key(
     kind: &'static UnitKind,
 ) -> Result<Json<MetadataEntry>, ApiError> {
     let id = entity(&state, kind, &p).await?;
-    let key = p.get("key").cloned().unwrap_or_default();
-    if !valid_key(&key) {
-        return Err(ApiError::invalid("Invalid metadata key"));
-    }
-    let value = body
-        .get("value")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let e = MetadataEntry { key, value };
-    validate_entries(std::slice::from_ref(&e))?;
+    let e = put_entry(p.get("key").cloned().unwrap_or_default(), &body)?;
     state
         .store
         .update_metadata_value(id, &e.key, &e.value)
